@@ -117,3 +117,13 @@ class LocalHub:
         (root / "refs").mkdir(exist_ok=True)
         (root / "refs" / branch).write_text(commit)
         return commit
+
+    def publish_folder(self, repo_id: str, folder: os.PathLike, repo_type: str = "model",
+                       prefix: str = "", branch: str = "main") -> str:
+        """Publish every file under ``folder`` (paths relative to it, under ``prefix``)."""
+        folder = Path(folder)
+        files = {str(Path(prefix) / p.relative_to(folder)): p
+                 for p in sorted(folder.rglob("*")) if p.is_file()}
+        if not files:
+            raise ValueError(f"{folder} holds no files to publish")
+        return self.publish(repo_id, files, repo_type=repo_type, branch=branch)
