@@ -1,0 +1,134 @@
+"""Calibration: expected calibration error, negative log-likelihood, temperature scaling."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp
+
+__all__ = ["expected_calibration_error", "negative_log_likelihood", "fit_temperature", "split_heldout"]
+
+
+def _check(x: np.ndarray, labels: np.ndarray, what: str) -> Tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64)
+    labels = np.asarray(labels)
+    if x.ndim != 2 or labels.shape != (len(x),):
+        raise ValueError(f"{what} {x.shape} must be (N, C) and labels {labels.shape} must be (N,)")
+    if len(labels) and (labels.min() < 0 or labels.max() >= x.shape[1]):
+        raise ValueError(f"labels must lie in [0, {x.shape[1]}); got [{labels.min()}, {labels.max()}]")
+    return x, labels.astype(np.int64)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15,
+                               norm: str = "l1") -> float:
+    """Top-label calibration error with equal-width confidence bins (torchmetrics' definition).
+
+    Definition: confidence = max class probability, correct = (argmax == label; ties go to
+    the lower class index). Bin ``b`` of ``n_bins`` holds confidences in
+    ``[b / n_bins, (b + 1) / n_bins)``; as in torchmetrics (``torch.bucketize(...,
+    right=True)``) a confidence of exactly 1.0 falls in an extra bin of its own. With
+    ``acc_b``, ``conf_b`` the bin means and ``w_b`` the fraction of samples in the bin:
+
+    - ``"l1"`` (ECE): ``sum_b w_b |acc_b - conf_b|``
+    - ``"l2"`` (RMSCE): ``sqrt(sum_b w_b (acc_b - conf_b)**2)``
+    - ``"max"`` (MCE): ``max_b |acc_b - conf_b|`` over non-empty bins.
+
+    Range: [0, 1], lower is better. NaN for no samples.
+
+    Example:
+        >>> probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+        >>> round(expected_calibration_error(probs, np.array([0, 1, 1]), n_bins=10), 6)
+        0.333333
+    """
+    probs, labels = _check(probs, labels, "probs")
+    if norm not in ("l1", "l2", "max"):
+        raise ValueError(f"norm must be 'l1', 'l2' or 'max', got {norm!r}")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    if len(probs) == 0:
+        return float("nan")
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins)
+    count = np.bincount(idx, minlength=n_bins + 1).astype(np.float64)
+    nonempty = count > 0
+    acc_b = np.bincount(idx, weights=correct, minlength=n_bins + 1)[nonempty] / count[nonempty]
+    conf_b = np.bincount(idx, weights=conf, minlength=n_bins + 1)[nonempty] / count[nonempty]
+    w = count[nonempty] / count.sum()
+    gap = np.abs(acc_b - conf_b)
+    if norm == "l1":
+        return float(np.sum(w * gap))
+    if norm == "l2":
+        return float(np.sqrt(np.sum(w * gap ** 2)))
+    return float(np.max(gap))
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood (cross-entropy, natural log) of the true class.
+
+    Definition: ``mean_i (logsumexp(logits_i) - logits_i[label_i])``, computed stably.
+
+    Range: [0, inf), lower is better; ``log C`` for uniform predictions. NaN for no samples.
+
+    Example:
+        >>> round(negative_log_likelihood(np.zeros((2, 4)), np.array([0, 3])), 6)   # log 4
+        1.386294
+    """
+    logits, labels = _check(logits, labels, "logits")
+    if len(logits) == 0:
+        return float("nan")
+    return float(np.mean(logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels]))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: Tuple[float, float] = (1e-3, 1e3)) -> float:
+    """Temperature ``T`` that minimises the NLL of ``logits / T`` (Guo et al. 2017).
+
+    Definition: ``argmin_T negative_log_likelihood(logits / T, labels)`` for T within
+    ``bounds``, found by bounded Brent search over ``log T``. The NLL is convex in ``1/T``,
+    hence unimodal in ``log T``, so the search finds the global minimum. ``T`` is relative
+    to the logits given: for CLIP logits that already include the checkpoint's logit scale
+    ``s``, the calibrated scale is ``s / T``. ``T > 1`` softens (the model was
+    over-confident), ``T < 1`` sharpens. Perfectly separable data drive ``T`` to the lower
+    bound.
+
+    Range: within ``bounds``; no direction (a diagnostic, not a score).
+
+    Example:
+        >>> logits = np.array([[4.0, 0.0], [4.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+        >>> fit_temperature(logits, np.array([0, 0, 1, 1])) > 1   # 1 of 4 wrong: over-confident
+        True
+    """
+    logits, labels = _check(logits, labels, "logits")
+    if len(logits) == 0:
+        raise ValueError("cannot fit a temperature on no samples")
+    lo, hi = np.log(bounds[0]), np.log(bounds[1])
+    res = minimize_scalar(lambda u: negative_log_likelihood(logits * np.exp(-u), labels),
+                          bounds=(lo, hi), method="bounded", options={"xatol": 1e-7})
+    return float(np.exp(res.x))
+
+
+def split_heldout(n: int, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Deterministic random split of ``range(n)`` into a held-out fitting part and the rest.
+
+    Definition: ``numpy.random.default_rng(seed).permutation(n)``; the first
+    ``round(fraction * n)`` indices (at least 1 and at most ``n - 1`` when ``n >= 2``) form
+    ``fit_idx``, the others ``eval_idx``; both are returned sorted. The same ``(n,
+    fraction, seed)`` always gives the same split, so order the samples canonically (e.g.
+    by image id) before splitting to keep the split stable across epochs.
+
+    Example:
+        >>> fit, ev = split_heldout(10, 0.2, seed=0)
+        >>> len(fit), len(ev), sorted(np.concatenate([fit, ev]).tolist()) == list(range(10))
+        (2, 8, True)
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"heldout fraction must lie in (0, 1), got {fraction}")
+    n = int(n)
+    perm = np.random.default_rng(seed).permutation(n)
+    n_fit = int(round(fraction * n))
+    if n >= 2:
+        n_fit = min(max(n_fit, 1), n - 1)
+    return np.sort(perm[:n_fit]), np.sort(perm[n_fit:])

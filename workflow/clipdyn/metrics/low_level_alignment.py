@@ -1,0 +1,124 @@
+"""Low-level (image quality) alignment: embedding distance vs human quality judgements."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import numpy as np
+from scipy import stats
+
+from .zeroshot import l2_normalize
+
+__all__ = ["DISTANCES", "dimension_scale", "embedding_distance", "alignment_correlations"]
+
+#: the distances :func:`embedding_distance` knows
+DISTANCES = ("dimnorm_euclidean", "cosine", "euclidean")
+
+
+def dimension_scale(ref: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Per-dimension mean squared difference over a set of pairs, shape (D,).
+
+    ``m_k = mean_i (ref[i, k] - dist[i, k])**2``: the scale that
+    ``dimnorm_euclidean`` divides dimension ``k`` by.
+
+    Example:
+        >>> dimension_scale(np.array([[0.0, 0.0], [0.0, 0.0]]), np.array([[1.0, 2.0], [3.0, 0.0]]))
+        array([5., 2.])
+    """
+    ref, dist = _check_pairs(ref, dist)
+    return np.mean((ref - dist) ** 2, axis=0)
+
+
+def _check_pairs(ref, dist):
+    ref = np.asarray(ref, dtype=np.float64)
+    dist = np.asarray(dist, dtype=np.float64)
+    if ref.ndim != 2 or ref.shape != dist.shape:
+        raise ValueError(f"ref {ref.shape} and dist {dist.shape} must both be (N, D)")
+    return ref, dist
+
+
+def embedding_distance(ref: np.ndarray, dist: np.ndarray, kind: str = "dimnorm_euclidean",
+                       dim_mean: Optional[np.ndarray] = None) -> np.ndarray:
+    """Distance between paired embeddings (row ``i`` of ``ref`` vs row ``i`` of ``dist``), shape (N,).
+
+    Kinds:
+
+    - ``"dimnorm_euclidean"`` (dimension-normalised Euclidean):
+      ``d_i = sqrt( mean_k (ref[i,k] - dist[i,k])**2 / m_k )`` with
+      ``m_k = mean_i (ref[i,k] - dist[i,k])**2`` over the pairs of the dataset
+      (:func:`dimension_scale`) unless ``dim_mean`` supplies ``m`` (e.g. computed on
+      another set). Each dimension's squared difference is expressed in units of its own
+      mean squared difference, so over the dataset every dimension contributes exactly 1
+      on average to the mean and none dominates by scale. Dimensions with ``m_k == 0`` (no
+      pair differs there) carry no information and are left out of the mean. Over the
+      dataset, ``mean_i d_i**2 == 1``.
+    - ``"cosine"``: ``1 - cos(ref_i, dist_i)``, range [0, 2].
+    - ``"euclidean"``: plain Euclidean distance of the raw embeddings.
+
+    Range: >= 0; 0 = identical. Lower means "the model sees no difference".
+
+    Example:
+        >>> ref = np.zeros((2, 2)); dist = np.array([[1.0, 10.0], [3.0, 30.0]])
+        >>> embedding_distance(ref, dist).round(4)   # both dimensions weigh the same
+        array([0.4472, 1.3416])
+        >>> embedding_distance(np.array([[1.0, 0.0]]), np.array([[0.0, 2.0]]), kind="cosine")
+        array([1.])
+    """
+    ref, dist = _check_pairs(ref, dist)
+    if kind == "cosine":
+        return 1.0 - np.sum(l2_normalize(ref) * l2_normalize(dist), axis=1)
+    if kind == "euclidean":
+        return np.sqrt(np.sum((ref - dist) ** 2, axis=1))
+    if kind == "dimnorm_euclidean":
+        m = dimension_scale(ref, dist) if dim_mean is None else np.asarray(dim_mean, dtype=np.float64)
+        if m.shape != (ref.shape[1],):
+            raise ValueError(f"dim_mean must have shape ({ref.shape[1]},), got {m.shape}")
+        if np.any(m < 0):
+            raise ValueError("dim_mean must be non-negative (it is a mean squared difference)")
+        used = m > 0
+        if not used.any():
+            return np.zeros(len(ref))
+        sq = (ref[:, used] - dist[:, used]) ** 2 / m[used]
+        return np.sqrt(sq.mean(axis=1))
+    raise ValueError(f"unknown distance kind {kind!r}; known: {DISTANCES}")
+
+
+def alignment_correlations(distance: np.ndarray, score: np.ndarray, score_higher_is_better: bool) -> dict:
+    """Rank and linear correlation between model distances and human quality scores.
+
+    Definition: Spearman's rho, Pearson's r and Kendall's tau-b (``scipy.stats``) between
+    ``distance`` and ``score``, signed so that HIGHER = MORE HUMAN-LIKE: a model agrees with
+    humans when its distance falls as the mean opinion score (MOS, higher = better
+    quality) rises, and rises as a differential MOS (DMOS, higher = worse) rises. So the
+    correlations are negated when ``score_higher_is_better`` (MOS) and kept as they are
+    for DMOS. p-values are two-sided and do not depend on the sign.
+
+    Range: [-1, 1] each, higher is better. NaN (with NaN p-value) when either input is
+    constant or has fewer than 2 (Pearson/Spearman) or 2 (Kendall) entries.
+
+    Returns: ``{"spearman", "pearson", "kendall", "spearman_p", "pearson_p", "kendall_p"}``.
+
+    Example:
+        >>> r = alignment_correlations([0.1, 0.2, 0.3], [5.0, 4.0, 1.0], score_higher_is_better=True)
+        >>> r["spearman"], r["kendall"]
+        (1.0, 1.0)
+    """
+    d = np.asarray(distance, dtype=np.float64)
+    s = np.asarray(score, dtype=np.float64)
+    if d.shape != s.shape or d.ndim != 1:
+        raise ValueError(f"distance {d.shape} and score {s.shape} must be 1-D of equal length")
+    sign = -1.0 if score_higher_is_better else 1.0
+    out = {}
+    degenerate = len(d) < 2 or np.ptp(d) == 0 or np.ptp(s) == 0
+    for name, fn in (("spearman", stats.spearmanr), ("pearson", stats.pearsonr), ("kendall", stats.kendalltau)):
+        if degenerate:
+            r, p = float("nan"), float("nan")
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = fn(d, s)
+            r, p = float(res[0]), float(res[1])
+        out[name] = sign * r if np.isfinite(r) else float("nan")
+        out[f"{name}_p"] = p
+    return out

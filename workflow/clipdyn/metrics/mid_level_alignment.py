@@ -1,0 +1,100 @@
+"""Mid-level (perceptual similarity) alignment: 2AFC agreement with humans on NIGHTS triplets."""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from .low_level_alignment import dimension_scale, embedding_distance
+
+__all__ = ["two_afc_score", "majority_accuracy", "distances_for_triplets"]
+
+
+def _check(d_left, d_right, p_right):
+    d_left = np.asarray(d_left, dtype=np.float64)
+    d_right = np.asarray(d_right, dtype=np.float64)
+    p = np.asarray(p_right, dtype=np.float64)
+    if not (d_left.shape == d_right.shape == p.shape) or d_left.ndim != 1:
+        raise ValueError(f"d_left {d_left.shape}, d_right {d_right.shape} and p_right {p.shape} "
+                         "must be 1-D of equal length")
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("p_right must be a fraction of votes in [0, 1]")
+    return d_left, d_right, p
+
+
+def two_afc_score(d_left: np.ndarray, d_right: np.ndarray, p_right: np.ndarray) -> float:
+    """Two-alternative forced choice (2AFC) score: expected agreement with a random judge.
+
+    Definition (Zhang et al. 2018 BAPPS; Fu et al. 2023 NIGHTS): for each triplet the model
+    picks the distortion closer to the reference; ``p_right`` is the fraction of human
+    votes for the right image. The score is the mean over triplets of
+    ``[d_left < d_right] * (1 - p) + [d_right < d_left] * p + 0.5 * [d_left == d_right]``.
+
+    Range: [0, 1], higher is better; 0.5 = chance, and a human judge scores the
+    consensus itself (``mean max(p, 1 - p)``), not 1. NaN for no triplets.
+
+    Example:
+        >>> two_afc_score([0.1, 0.5], [0.2, 0.4], [0.25, 1.0])
+        0.875
+    """
+    d_left, d_right, p = _check(d_left, d_right, p_right)
+    if len(p) == 0:
+        return float("nan")
+    s = (d_left < d_right) * (1 - p) + (d_right < d_left) * p + 0.5 * (d_left == d_right)
+    return float(np.mean(s))
+
+
+def majority_accuracy(d_left: np.ndarray, d_right: np.ndarray, p_right: np.ndarray) -> float:
+    """Agreement with the human majority vote (hard 2AFC).
+
+    Definition: the human answer is "right" when ``p_right > 0.5`` and "left" when
+    ``p_right < 0.5``; triplets with a tied vote (``p_right == 0.5``) have no majority and
+    are EXCLUDED. The model scores 1 when the image it finds closer is the majority's, 0
+    when not, and 0.5 when its two distances are exactly equal.
+
+    Range: [0, 1], higher is better; 0.5 = chance. NaN when no triplet has a majority.
+    The number of triplets used is ``np.sum(p_right != 0.5)``.
+
+    Example:
+        >>> majority_accuracy([0.1, 0.5, 0.3], [0.2, 0.4, 0.1], [0.25, 0.5, 0.2])
+        0.5
+    """
+    d_left, d_right, p = _check(d_left, d_right, p_right)
+    keep = p != 0.5
+    if not keep.any():
+        return float("nan")
+    return two_afc_score(d_left[keep], d_right[keep], (p[keep] > 0.5).astype(np.float64))
+
+
+def distances_for_triplets(X: np.ndarray, ids: Sequence[str], ref_ids: Sequence[str],
+                           left_ids: Sequence[str], right_ids: Sequence[str],
+                           kind: str = "cosine") -> Tuple[np.ndarray, np.ndarray]:
+    """Model distances ``(d_left, d_right)`` of each triplet, from embeddings keyed by id.
+
+    ``X`` (N, D) holds one embedding per id in ``ids``; triplet ``t`` compares
+    ``ref_ids[t]`` with ``left_ids[t]`` and with ``right_ids[t]``. ``kind`` is an
+    :func:`~clipdyn.metrics.low_level_alignment.embedding_distance` kind (default
+    ``"cosine"``, i.e. ``1 - cos``); for ``"dimnorm_euclidean"`` the per-dimension scale is
+    computed over the left and right pairs together, so both sides share one scale.
+    Raises ValueError naming ids that have no embedding.
+
+    Example:
+        >>> X = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+        >>> distances_for_triplets(X, ["r", "a", "b"], ["r"], ["a"], ["b"])[1]
+        array([1.])
+    """
+    X = np.asarray(X, dtype=np.float64)
+    pos = {str(k): i for i, k in enumerate(ids)}
+    if len(pos) != len(X):
+        raise ValueError(f"{len(X)} embeddings but {len(pos)} distinct ids")
+    wanted = [list(map(str, ref_ids)), list(map(str, left_ids)), list(map(str, right_ids))]
+    missing = sorted({i for col in wanted for i in col} - pos.keys())
+    if missing:
+        raise ValueError(f"{len(missing)} triplet image ids have no embedding, e.g. {missing[:5]}")
+    ref, left, right = (X[[pos[i] for i in col]] if col else np.zeros((0, X.shape[1])) for col in wanted)
+    dim_mean = None
+    if kind == "dimnorm_euclidean":
+        dim_mean = dimension_scale(np.concatenate([ref, ref]), np.concatenate([left, right]))
+    return (embedding_distance(ref, left, kind, dim_mean=dim_mean),
+            embedding_distance(ref, right, kind, dim_mean=dim_mean))

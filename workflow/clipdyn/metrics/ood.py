@@ -1,0 +1,81 @@
+"""Out-of-distribution detection: MCM scores, AUROC and FPR at 95% TPR."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+from .zeroshot import softmax, zero_shot_logits
+
+__all__ = ["mcm_scores", "auroc", "fpr_at_95_tpr"]
+
+
+def mcm_scores(image_emb: np.ndarray, class_weights: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Maximum concept matching (MCM) score of each image (Ming et al. 2022).
+
+    Definition: ``max_c softmax_c(cos(image, class_c) / temperature)`` over the
+    in-distribution classes, from L2-normalised embeddings (the checkpoint's logit scale
+    is NOT applied; ``temperature`` plays its part, 1 in the paper).
+
+    Range: [1/C, 1]; higher = more in-distribution.
+
+    Example:
+        >>> mcm_scores(np.array([[1.0, 0.0]]), np.eye(2)).round(4)
+        array([0.7311])
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return softmax(zero_shot_logits(image_emb, class_weights, 1.0 / temperature), axis=1).max(axis=1)
+
+
+def _check(in_scores, out_scores):
+    a = np.asarray(in_scores, dtype=np.float64).ravel()
+    b = np.asarray(out_scores, dtype=np.float64).ravel()
+    if np.isnan(a).any() or np.isnan(b).any():
+        raise ValueError("OOD scores contain NaN")
+    return a, b
+
+
+def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
+    """Area under the ROC curve for telling in-distribution from OOD images.
+
+    Definition: in-distribution is the positive class and a higher score means "more
+    in-distribution". Equals the probability that a random ID image scores above a random
+    OOD image, ties counting one half (Mann-Whitney U / (n_in n_out)), which is what
+    ``sklearn.metrics.roc_auc_score`` computes.
+
+    Range: [0, 1], higher is better; 0.5 = chance. NaN if either set is empty.
+
+    Example:
+        >>> auroc([0.9, 0.8, 0.4], [0.3, 0.4])
+        0.9166666666666666
+    """
+    a, b = _check(in_scores, out_scores)
+    if a.size == 0 or b.size == 0:
+        return float("nan")
+    ranks = rankdata(np.concatenate([a, b]))
+    u = ranks[: a.size].sum() - a.size * (a.size + 1) / 2.0
+    return float(u / (a.size * b.size))
+
+
+def fpr_at_95_tpr(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
+    """False-positive rate on OOD images at the threshold that keeps 95% of ID images.
+
+    Definition: images with score >= t are called in-distribution. Among the thresholds
+    ``t`` at the observed scores, take the largest with TPR = fraction of ID scores >= t at
+    least 0.95, and report FPR = fraction of OOD scores >= t there (the first point of
+    ``sklearn.metrics.roc_curve`` with ``tpr >= 0.95``).
+
+    Range: [0, 1], lower is better. NaN if either set is empty.
+
+    Example:
+        >>> fpr_at_95_tpr(np.arange(20.0), [0.5, 10.5, 30.0])   # t = 1 keeps 19 of 20
+        0.6666666666666666
+    """
+    a, b = _check(in_scores, out_scores)
+    if a.size == 0 or b.size == 0:
+        return float("nan")
+    thresholds = np.unique(np.concatenate([a, b]))[::-1]
+    tpr = (a.size - np.searchsorted(np.sort(a), thresholds, side="left")) / a.size
+    fpr = (b.size - np.searchsorted(np.sort(b), thresholds, side="left")) / b.size
+    return float(fpr[np.argmax(tpr >= 0.95)])

@@ -1,0 +1,172 @@
+"""Saliency alignment: model patch-similarity maps vs human fixation density (MIT benchmark metrics)."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+from .zeroshot import l2_normalize
+
+__all__ = ["resize_map", "pearson_cc", "nss", "auc_judd", "patch_similarity_map", "center_crop"]
+
+
+def resize_map(saliency_map: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
+    """Resize a 2-D map to ``shape`` = (rows, cols) with bilinear interpolation (float64).
+
+    PIL's bilinear filter on a float32 image: a tent filter whose support widens by the
+    reduction factor when shrinking, so a large human density map reduced to a 7 x 7 or
+    14 x 14 model grid is anti-aliased (every input pixel contributes) rather than
+    point-sampled; enlarging is plain bilinear. Pixel centres are aligned. This equals
+    ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False,
+    antialias=True)`` to float32 precision.
+
+    Example:
+        >>> resize_map(np.arange(16.0).reshape(4, 4), (2, 2)).round(2)
+        array([[ 3.57,  5.14],
+               [ 9.86, 11.43]])
+    """
+    from PIL import Image
+
+    m = np.asarray(saliency_map, dtype=np.float32)
+    if m.ndim != 2:
+        raise ValueError(f"a saliency map must be 2-D, got shape {m.shape}")
+    rows, cols = int(shape[0]), int(shape[1])
+    if m.shape == (rows, cols):
+        return m.astype(np.float64)
+    img = Image.fromarray(np.ascontiguousarray(m), mode="F")
+    return np.asarray(img.resize((cols, rows), Image.BILINEAR), dtype=np.float64)
+
+
+def center_crop(saliency_map: np.ndarray) -> np.ndarray:
+    """The central square of a 2-D map (side = the shorter side), as a center-cropping
+    preprocessing sees the image.
+
+    Example:
+        >>> center_crop(np.arange(6).reshape(2, 3))
+        array([[0, 1],
+               [3, 4]])
+    """
+    m = np.asarray(saliency_map)
+    h, w = m.shape
+    s = min(h, w)
+    top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+    return m[top:top + s, left:left + s]
+
+
+def _standardize(x: np.ndarray) -> np.ndarray:
+    sd = x.std()
+    return (x - x.mean()) / sd if sd > 0 else np.full_like(x, np.nan)
+
+
+def pearson_cc(pred: np.ndarray, human: np.ndarray) -> float:
+    """Linear correlation coefficient (CC) between a predicted and a human saliency map.
+
+    Definition (MIT saliency benchmark): Pearson's r over pixels of two maps of the same
+    shape. Range [-1, 1], higher is better. NaN when either map is constant.
+
+    Example:
+        >>> pearson_cc(np.array([[0.0, 1.0], [2.0, 3.0]]), np.array([[0.0, 2.0], [4.0, 6.0]]))
+        1.0
+    """
+    p = np.asarray(pred, dtype=np.float64)
+    h = np.asarray(human, dtype=np.float64)
+    if p.shape != h.shape:
+        raise ValueError(f"maps must have the same shape: {p.shape} vs {h.shape}; resize first")
+    return float(np.mean(_standardize(p.ravel()) * _standardize(h.ravel())))
+
+
+def nss(pred: np.ndarray, fixations: np.ndarray) -> float:
+    """Normalised scanpath saliency.
+
+    Definition (Peters et al. 2005; MIT benchmark): standardise the predicted map to zero
+    mean and unit standard deviation (population std, ddof=0, over all pixels), and average
+    it over the fixated locations. ``fixations`` is either (K, 2) integer (row, col)
+    coordinates into ``pred`` (a location fixated twice counts twice) or a fixation map of
+    ``pred``'s shape whose nonzero pixels are fixations (each counted once).
+
+    Range: (-inf, inf); 0 = chance, higher is better. NaN for a constant map or no
+    fixations.
+
+    Example:
+        >>> round(nss(np.array([[0.0, 0.0], [0.0, 4.0]]), np.array([[1, 1]])), 4)   # (4 - 1) / sqrt(3)
+        1.7321
+    """
+    p = np.asarray(pred, dtype=np.float64)
+    f = np.asarray(fixations)
+    if p.ndim != 2:
+        raise ValueError(f"pred must be a 2-D map, got {p.shape}")
+    if f.shape == p.shape:
+        values = p[f != 0]
+        z = _standardize(p)[f != 0]
+    elif f.ndim == 2 and f.shape[1] == 2:
+        rows, cols = f[:, 0].astype(np.int64), f[:, 1].astype(np.int64)
+        if len(f) and (rows.min() < 0 or cols.min() < 0 or rows.max() >= p.shape[0] or cols.max() >= p.shape[1]):
+            raise ValueError(f"fixation coordinates fall outside the {p.shape} map")
+        values = p[rows, cols]
+        z = _standardize(p)[rows, cols]
+    else:
+        raise ValueError(f"fixations must be (K, 2) coordinates or a map of shape {p.shape}; got {f.shape}")
+    if values.size == 0:
+        return float("nan")
+    return float(np.mean(z))
+
+
+def auc_judd(pred: np.ndarray, fixation_map: np.ndarray) -> float:
+    """AUC-Judd: area under the ROC curve of the map as a classifier of fixated pixels.
+
+    Definition (Judd et al. 2009; MIT benchmark ``AUC_Judd.m``): positives are the fixated
+    pixels (nonzero in ``fixation_map``, same shape as ``pred``), negatives all other
+    pixels. Thresholds are the distinct predicted values at fixated pixels, from high to
+    low; at each threshold ``t`` the true-positive rate is the fraction of fixated pixels
+    with value >= t and the false-positive rate the fraction of non-fixated pixels with
+    value >= t. The curve runs from (0, 0) through these points to (1, 1) and its area is
+    taken by the trapezoid rule. Where the MIT code breaks ties with random jitter, ties
+    are handled deterministically here by counting them (identical to the MIT loop when
+    the fixated values are distinct). Equals ``sklearn.metrics.roc_auc_score`` when every
+    non-fixated value also occurs at a fixated pixel; otherwise a non-fixated pixel
+    between two fixation thresholds earns half a step more than in the exact ROC.
+
+    Range: [0, 1]; 0.5 = chance, higher is better. NaN when there are no fixated or no
+    non-fixated pixels.
+
+    Example:
+        >>> auc_judd(np.array([[0.9, 0.1], [0.8, 0.2]]), np.array([[1, 0], [0, 0]]))
+        1.0
+    """
+    p = np.asarray(pred, dtype=np.float64)
+    f = np.asarray(fixation_map) != 0
+    if p.shape != f.shape or p.ndim != 2:
+        raise ValueError(f"pred {p.shape} and fixation map {f.shape} must be 2-D of the same shape")
+    pos, neg = p[f], p[~f]
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    thresholds = np.unique(pos)[::-1]
+    pos_sorted, neg_sorted = np.sort(pos), np.sort(neg)
+    tp = (pos.size - np.searchsorted(pos_sorted, thresholds, side="left")) / pos.size
+    fp = (neg.size - np.searchsorted(neg_sorted, thresholds, side="left")) / neg.size
+    tp = np.concatenate([[0.0], tp, [1.0]])
+    fp = np.concatenate([[0.0], fp, [1.0]])
+    return float(np.sum(np.diff(fp) * (tp[1:] + tp[:-1]) / 2.0))
+
+
+def patch_similarity_map(patch_tokens: np.ndarray, image_emb: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each patch token with the image embedding, as a (G, G) map.
+
+    ``patch_tokens`` (G*G, D) in row-major patch order (as a ViT lays them out, class token
+    removed) and ``image_emb`` (D,) in the same space. Range [-1, 1]; higher = the patch
+    looks more like the whole image, read as the model's saliency.
+
+    Example:
+        >>> patch_similarity_map(np.array([[1.0, 0], [0, 1], [1, 1], [-1, 0]]), np.array([1.0, 0]))
+        array([[ 1.        ,  0.        ],
+               [ 0.70710678, -1.        ]])
+    """
+    t = np.asarray(patch_tokens, dtype=np.float64)
+    e = np.asarray(image_emb, dtype=np.float64)
+    if t.ndim != 2 or e.shape != (t.shape[1],):
+        raise ValueError(f"patch tokens {t.shape} must be (G*G, D) and the image embedding (D,), got {e.shape}")
+    g = int(round(np.sqrt(len(t))))
+    if g * g != len(t):
+        raise ValueError(f"{len(t)} patch tokens do not form a square grid")
+    return (l2_normalize(t) @ l2_normalize(e)).reshape(g, g)

@@ -1,0 +1,103 @@
+"""Texture/shape bias on cue-conflict images (Geirhos et al. 2019, model-vs-human)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["load_imagenet16_mapping", "category_decisions", "shape_bias"]
+
+
+def load_imagenet16_mapping() -> pd.DataFrame:
+    """The packaged 16-category mapping: columns ``category``, ``imagenet_index``, ``wnid``.
+
+    207 rows: each of the 16 cue-conflict categories (airplane, bear, ..., truck) with the
+    ImageNet-1k class indices that belong to it, as in model-vs-human.
+
+    Example:
+        >>> m = load_imagenet16_mapping()
+        >>> m.category.nunique(), len(m)
+        (16, 207)
+    """
+    with resources.files("clipdyn").joinpath("data/imagenet16_categories.csv").open() as f:
+        return pd.read_csv(f)
+
+
+def category_decisions(probs: np.ndarray, mapping: pd.DataFrame) -> np.ndarray:
+    """A model's 16-way decision from its 1000-way probabilities.
+
+    Definition (model-vs-human's ``ImageNetProbabilitiesTo16ClassesMapping``): each
+    category scores the MEAN probability of its ImageNet classes; the decision is the
+    category with the highest score. Categories are considered in sorted (alphabetical)
+    order, so an exact tie goes to the alphabetically first category.
+
+    Args:
+        probs: (N, K) class probabilities (softmax output), K > max ``imagenet_index``.
+        mapping: DataFrame with columns ``category`` and ``imagenet_index``.
+
+    Returns: (N,) array of category names (object dtype).
+
+    Example:
+        >>> m = pd.DataFrame({"category": ["cat", "cat", "dog"], "imagenet_index": [0, 1, 2]})
+        >>> category_decisions(np.array([[0.3, 0.3, 0.4], [0.5, 0.4, 0.1]]), m).tolist()
+        ['dog', 'cat']
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    missing = {"category", "imagenet_index"} - set(mapping.columns)
+    if missing:
+        raise ValueError(f"category mapping lacks columns {sorted(missing)}")
+    if probs.ndim != 2:
+        raise ValueError(f"probs must be (N, K), got {probs.shape}")
+    idx = mapping["imagenet_index"].to_numpy(dtype=np.int64)
+    if len(idx) == 0 or idx.min() < 0 or idx.max() >= probs.shape[1]:
+        raise ValueError(f"category mapping indices must lie in [0, {probs.shape[1]}) and be non-empty")
+    categories = np.array(sorted(mapping["category"].astype(str).unique()), dtype=object)
+    scores = np.stack([probs[:, idx[mapping["category"].astype(str).to_numpy() == c]].mean(axis=1)
+                       for c in categories], axis=1)
+    return categories[np.argmax(scores, axis=1)]
+
+
+def shape_bias(shape: Sequence[str], texture: Sequence[str], predicted: Sequence[str]) -> dict:
+    """Shape bias, texture bias and cue-conflict accuracies from 16-way decisions.
+
+    Definition (Geirhos et al. 2019): images whose shape and texture class coincide are
+    excluded. Of the remaining ``n_images``, a *shape hit* is a decision equal to the shape
+    class and a *texture hit* one equal to the texture class.
+
+    - ``shape_bias`` = shape hits / (shape hits + texture hits); ``texture_bias`` = 1 - that.
+      Range [0, 1]; a description, not a score (humans are ~0.96, ImageNet CNNs ~0.2).
+      NaN when there are no hits at all.
+    - ``shape_accuracy`` = shape hits / n_images, ``texture_accuracy`` = texture hits /
+      n_images: 16-class accuracy w.r.t. the shape (resp. texture) label. Range [0, 1].
+      NaN when no image is left after the exclusion.
+    - counts ``n_shape_hits``, ``n_texture_hits``, ``n_images`` (after exclusion).
+
+    Example:
+        >>> r = shape_bias(["cat", "dog", "car"], ["dog", "cat", "car"], ["cat", "cat", "car"])
+        >>> r["shape_bias"], r["n_images"], r["n_shape_hits"], r["n_texture_hits"]
+        (0.5, 2, 1, 1)
+    """
+    shape = np.asarray(shape, dtype=object).astype(str)
+    texture = np.asarray(texture, dtype=object).astype(str)
+    predicted = np.asarray(predicted, dtype=object).astype(str)
+    if not (shape.shape == texture.shape == predicted.shape) or shape.ndim != 1:
+        raise ValueError(f"shape, texture and predicted must be 1-D of equal length; got "
+                         f"{shape.shape}, {texture.shape}, {predicted.shape}")
+    keep = shape != texture
+    s_hits = int(np.sum(predicted[keep] == shape[keep]))
+    t_hits = int(np.sum(predicted[keep] == texture[keep]))
+    n = int(keep.sum())
+    hits = s_hits + t_hits
+    sb = s_hits / hits if hits else float("nan")
+    return {
+        "shape_bias": sb,
+        "texture_bias": 1.0 - sb if hits else float("nan"),
+        "shape_accuracy": s_hits / n if n else float("nan"),
+        "texture_accuracy": t_hits / n if n else float("nan"),
+        "n_shape_hits": s_hits,
+        "n_texture_hits": t_hits,
+        "n_images": n,
+    }

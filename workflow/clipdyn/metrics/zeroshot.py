@@ -1,0 +1,89 @@
+"""Zero-shot classification: logits from cached embeddings, softmax, top-k accuracy."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+from scipy.special import softmax as _scipy_softmax
+
+__all__ = ["l2_normalize", "zero_shot_logits", "softmax", "topk_accuracy"]
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``x`` divided by its L2 norm along ``axis`` (float64); all-zero rows stay zero.
+
+    Example:
+        >>> l2_normalize(np.array([[3.0, 4.0]]))
+        array([[0.6, 0.8]])
+    """
+    x = np.asarray(x, dtype=np.float64)
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.where(norm > 0, norm, 1.0)
+
+
+def zero_shot_logits(image_emb: np.ndarray, class_weights: np.ndarray, logit_scale: float) -> np.ndarray:
+    """CLIP zero-shot logits ``logit_scale * cos(image, class)``, shape (N, C).
+
+    Definition: image embeddings (N, D) and class weights (C, D) are each L2-normalised
+    (the weights already are; they are normalised again defensively), and the cosine
+    similarities are multiplied by ``logit_scale``, the checkpoint's learned multiplier
+    (``exp`` of the stored parameter, about 100 for a trained CLIP).
+
+    Range: [-logit_scale, logit_scale]. Higher means more like that class.
+
+    Example:
+        >>> zero_shot_logits(np.array([[1.0, 0.0]]), np.eye(2), 100.0)
+        array([[100.,   0.]])
+    """
+    image_emb = np.asarray(image_emb)
+    class_weights = np.asarray(class_weights)
+    if image_emb.ndim != 2 or class_weights.ndim != 2 or image_emb.shape[1] != class_weights.shape[1]:
+        raise ValueError(f"image embeddings {image_emb.shape} and class weights {class_weights.shape} "
+                         "must be (N, D) and (C, D) with the same D")
+    return float(logit_scale) * (l2_normalize(image_emb) @ l2_normalize(class_weights).T)
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax along ``axis`` (float64).
+
+    Range: each slice is non-negative and sums to 1.
+
+    Example:
+        >>> softmax(np.array([0.0, np.log(3.0)]))
+        array([0.25, 0.75])
+    """
+    return _scipy_softmax(np.asarray(logits, dtype=np.float64), axis=axis)
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1, 5)) -> dict:
+    """Fraction of samples whose true class is among the ``k`` highest logits.
+
+    Definition: for each ``k`` in ``ks``, mean over samples of
+    ``labels[i] in argtop_k(logits[i])``. Ties in the logits are broken towards the lower
+    class index (a stable sort), so a tie never counts twice. ``k`` larger than the number
+    of classes C is undefined (it would be trivially 1) and gives NaN.
+
+    Range: [0, 1], higher is better. Returns ``{"top1": ..., "top5": ...}`` (key
+    ``f"top{k}"``); NaN for every k when there are no samples.
+
+    Example:
+        >>> topk_accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 1]), ks=(1, 2))
+        {'top1': 0.5, 'top2': 1.0}
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels)
+    if logits.ndim != 2 or labels.shape != (len(logits),):
+        raise ValueError(f"logits {logits.shape} must be (N, C) and labels {labels.shape} must be (N,)")
+    n, c = logits.shape
+    if n and (labels.min() < 0 or labels.max() >= c):
+        raise ValueError(f"labels must lie in [0, {c}); got [{labels.min()}, {labels.max()}]")
+    out = {}
+    if n == 0:
+        return {f"top{k}": float("nan") for k in ks}
+    # rank of the true class = number of classes strictly ahead of it in a stable descending sort
+    true = logits[np.arange(n), labels][:, None]
+    ahead = (logits > true).sum(axis=1) + ((logits == true) & (np.arange(c)[None, :] < labels[:, None])).sum(axis=1)
+    for k in ks:
+        out[f"top{k}"] = float("nan") if k > c or k < 1 else float(np.mean(ahead < k))
+    return out
