@@ -1,0 +1,27 @@
+# clipdyn: how CLIP models change during training, epoch by epoch.
+# Stages: hub (listings, checkpoints, datasets) -> data (manifests, pixel caches)
+# -> embed (image embeddings, zero-shot classifiers) -> metrics -> figures.
+
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/hub.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/metrics.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

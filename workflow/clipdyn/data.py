@@ -1,0 +1,72 @@
+"""Data stage: from a downloaded snapshot to the canonical manifest (and trials) of a dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pandas as pd
+
+from .datasets import DatasetFormatError, read_dataset
+from .io import provenance, read_meta, write_frame
+from .pixels import stratified_subset
+
+
+def prepare_manifest(*, snapshot: dict, fmt: str, root: str, extract: Sequence[str], extract_dir: str,
+                     options: dict, subset: Optional[int], subset_seed: int, out_manifest: str,
+                     out_trials: str, dataset: str) -> dict:
+    """Run the format adapter on the snapshot (extracting archives first) and write the tables.
+
+    ``subset`` keeps a deterministic class-stratified subset of the images; trials
+    that refer to a dropped image are dropped with it.
+    """
+    base = Path(snapshot["path"])
+    if extract:
+        from .archives import safe_extract
+
+        for rel in extract:
+            archive = base / rel
+            if not archive.exists():
+                raise DatasetFormatError(f"dataset {dataset}: archive {rel!r} (datasets.{dataset}.extract) is not in "
+                                         f"the downloaded files at {base}; add it to datasets.{dataset}.files")
+            safe_extract(archive, Path(extract_dir) / Path(rel).name.split(".")[0])
+        base = Path(extract_dir)
+    folder = base / root if root else base
+    if not folder.exists():
+        raise DatasetFormatError(f"dataset {dataset}: folder {folder} does not exist (datasets.{dataset}.root={root!r})")
+    tables = read_dataset(fmt, folder, **(options or {}))
+    images = tables.images
+    n_all = len(images)
+    images = stratified_subset(images, subset, subset_seed, by="label" if "label" in images else "")
+    trials = tables.trials
+    if trials is not None and len(images) < n_all:
+        keep = set(images["image_id"])
+        id_cols = [c for c in trials.columns if c.endswith("_id")]
+        trials = trials[trials[id_cols].isin(keep).all(axis=1)].reset_index(drop=True)
+    meta = provenance(dataset=dataset, format=fmt, dataset_repo=snapshot.get("repo"),
+                      dataset_revision=snapshot.get("revision"), dataset_commit=snapshot.get("commit"),
+                      subset=subset, subset_seed=subset_seed, n_images_available=n_all,
+                      classnames=tables.classnames, templates=tables.templates)
+    write_frame(images, out_manifest, meta)
+    write_frame(trials if trials is not None else pd.DataFrame(), out_trials, meta)
+    return {"images": len(images), "available": n_all, "trials": 0 if trials is None else len(trials)}
+
+
+def derive_manifest(source_manifest: str, corruption: str, severities: Sequence[int], out_manifest: str,
+                    out_trials: str, dataset: str) -> int:
+    """Every source image at every severity: ids ``<image_id>@s<k>``, columns of the source plus ``severity``."""
+    src = pd.read_parquet(source_manifest)
+    parts = []
+    for s in severities:
+        part = src.copy()
+        part["source_id"] = part["image_id"]
+        part["image_id"] = part["image_id"].astype(str) + f"@s{int(s)}"
+        part["severity"] = int(s)
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True)
+    meta = dict(read_meta(source_manifest), dataset=dataset, derived_from=read_meta(source_manifest).get("dataset"),
+                corruption=corruption, severities=list(map(int, severities)))
+    write_frame(out, out_manifest, meta)
+    write_frame(pd.DataFrame(), out_trials, meta)
+    return len(out)

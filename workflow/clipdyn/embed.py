@@ -1,0 +1,236 @@
+"""Checkpoints in, embeddings out: model loading, image embedding, zero-shot classifiers.
+
+Models are built by open_clip's own factory from an architecture name and a
+checkpoint file (``open_clip.create_model`` + ``open_clip.load_checkpoint``):
+training checkpoints (``{'epoch', 'state_dict' with 'module.' prefix, ...}``),
+bare state dicts and ``.safetensors`` all load. ``torch.load`` runs with
+``weights_only=True`` unless a model's config opts in to pickles (``allow_pickle``),
+because unpickling a file from the internet runs its code.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message names the file and what to do."""
+
+
+def register_model_configs(paths: Sequence[str]) -> None:
+    """Make extra open_clip JSON model configs (files or folders) known to open_clip."""
+    import open_clip
+
+    here = Path(__file__).parent / "model_configs"
+    for p in [here, *map(Path, paths)]:
+        if str(p) not in map(str, open_clip.factory._MODEL_CONFIG_PATHS):
+            open_clip.add_model_config(p)
+
+
+def _first_mismatch(model, state_dict) -> str:
+    own = model.state_dict()
+    for k, v in own.items():
+        if k not in state_dict:
+            return f"key {k!r} expected (shape {tuple(v.shape)}) but not in the checkpoint"
+        if tuple(state_dict[k].shape) != tuple(v.shape):
+            return f"key {k!r}: expected shape {tuple(v.shape)}, found {tuple(state_dict[k].shape)}"
+    for k in state_dict:
+        if k not in own:
+            return f"unexpected key {k!r} in the checkpoint"
+    return "no key or shape differs (see the error above)"
+
+
+def load_model(arch: str, checkpoint: str, device="cpu", allow_pickle: bool = False,
+               what: str = "", precision: str = "fp32"):
+    """Build ``arch`` and load ``checkpoint`` into it; returns the model in eval mode.
+
+    ``what`` names the model and epoch in error messages.
+    """
+    import open_clip
+    import torch
+
+    ckpt = Path(checkpoint)
+    where = f"{what + ': ' if what else ''}checkpoint {checkpoint}"
+    if ckpt.is_dir():
+        raise CheckpointError(f"{where} is a directory. Sharded (e.g. FSDP) checkpoints are not supported: "
+                              "consolidate it into one file (torch.distributed.checkpoint.format_utils."
+                              "dcp_to_torch_save) and point the config's checkpoint template at that file.")
+    if not ckpt.exists():
+        raise CheckpointError(f"{where} does not exist (a dangling link into the HF cache?); rerun to download it again")
+    model = open_clip.create_model(arch, device="cpu", precision=precision)
+    try:
+        open_clip.load_checkpoint(model, str(ckpt), strict=True, weights_only=not allow_pickle, device="cpu")
+    except Exception as err:
+        msg = str(err)
+        if "Weights only load failed" in msg or "weights_only" in msg:
+            raise CheckpointError(
+                f"{where} contains pickled Python objects, which are refused by default because loading them "
+                "runs code from the file. If you trust the repo, set `allow_pickle: true` for this model in the "
+                "config.") from err
+        if isinstance(err, RuntimeError) and ("size mismatch" in msg or "Missing key" in msg or "Unexpected key" in msg):
+            sd = open_clip.load_state_dict(str(ckpt), weights_only=not allow_pickle)
+            raise CheckpointError(f"{where} does not fit architecture {arch!r}: {_first_mismatch(model, sd)}. "
+                                  "Check `arch` for this model in the config.") from None
+        raise CheckpointError(f"{where} cannot be read ({type(err).__name__}: {msg.splitlines()[0] if msg else ''}); "
+                              "it is truncated or corrupt. Delete it from the HF cache "
+                              "(`hf cache delete`) and rerun to download it again.") from err
+    model = model.to(device).eval()
+    return model
+
+
+def logit_scale(model) -> float:
+    """The checkpoint's learned logit scale as a multiplier (``exp(logit_scale)``)."""
+    return float(model.logit_scale.detach().float().exp().item())
+
+
+def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
+    """Run ``it`` in a background thread, ``depth`` items ahead (overlaps reading with compute)."""
+    q: queue.Queue = queue.Queue(depth)
+    done = object()
+    err: list = []
+
+    def run():
+        try:
+            for x in it:
+                q.put(x)
+        except BaseException as e:  # noqa: BLE001 (re-raised in the consumer)
+            err.append(e)
+        finally:
+            q.put(done)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    while True:
+        x = q.get()
+        if x is done:
+            break
+        yield x
+    t.join()
+    if err:
+        raise err[0]
+
+
+def _batches(pixels: np.ndarray, batch_size: int, pin: bool):
+    import torch
+
+    for s in range(0, len(pixels), batch_size):
+        b = torch.from_numpy(np.ascontiguousarray(pixels[s:s + batch_size]))
+        yield s, (b.pin_memory() if pin else b)
+
+
+def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = 256, spatial: bool = False,
+                 precision: str = "auto", log=print, channels_last: bool = True
+                 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Embed (N,H,W,3) uint8 pixels with ``model.encode_image``.
+
+    Normalisation (open_clip's mean/std of the model) happens on the device.
+    ``precision``: ``"auto"`` = bf16 autocast on CUDA, fp32 on CPU; or ``"fp32"``/``"bf16"``/``"fp16"``.
+    On CUDA out-of-memory the batch size is halved and the batch retried.
+    With ``spatial=True`` also returns per-patch maps (N, G, G): cosine similarity of each
+    projected patch token to the image embedding.
+    """
+    import torch
+
+    visual = model.visual
+    mean = torch.tensor(visual.image_mean or (0.48145466, 0.4578275, 0.40821073), device=device).view(1, 3, 1, 1)
+    std = torch.tensor(visual.image_std or (0.26862954, 0.26130258, 0.27577711), device=device).view(1, 3, 1, 1)
+    cuda = torch.device(device).type == "cuda"
+    if precision == "auto":
+        precision = "bf16" if cuda else "fp32"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if channels_last and cuda:
+        model = model.to(memory_format=torch.channels_last)
+    n = len(pixels)
+    out = None
+    maps = None
+    if spatial:
+        if not hasattr(visual, "output_tokens") or getattr(visual, "proj", None) is None:
+            raise ValueError("spatial maps need an open_clip VisionTransformer with a projection")
+        visual.output_tokens = True
+    t0, done, last_log = time.time(), 0, 0.0
+    try:
+        bs = batch_size
+        pending = _prefetch(_batches(pixels, bs, pin=cuda))
+        for start, cpu_batch in pending:
+            s = start
+            while s < start + len(cpu_batch):
+                chunk = cpu_batch[s - start:s - start + bs]
+                try:
+                    with torch.inference_mode(), torch.autocast(device_type="cuda" if cuda else "cpu",
+                                                                dtype=dtype or torch.float32,
+                                                                enabled=dtype is not None):
+                        x = chunk.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+                        x = (x - mean) / std
+                        if channels_last and cuda:
+                            x = x.contiguous(memory_format=torch.channels_last)
+                        if spatial:
+                            pooled, tokens = visual(x)
+                            proj_tokens = tokens.float() @ visual.proj.float()
+                            g = int(round(proj_tokens.shape[1] ** 0.5))
+                            sim = torch.nn.functional.cosine_similarity(
+                                proj_tokens, pooled.float().unsqueeze(1), dim=-1)
+                            m = sim.reshape(-1, g, g)
+                        else:
+                            pooled = model.encode_image(x)
+                    emb = pooled.float().cpu().numpy()
+                except torch.cuda.OutOfMemoryError:
+                    if bs == 1:
+                        raise
+                    bs = max(1, bs // 2)
+                    torch.cuda.empty_cache()
+                    log(f"CUDA out of memory: batch size halved to {bs}, retrying")
+                    continue
+                if out is None:
+                    out = np.empty((n, emb.shape[1]), dtype=np.float32)
+                out[s:s + len(emb)] = emb
+                if spatial:
+                    if maps is None:
+                        maps = np.empty((n,) + tuple(m.shape[1:]), dtype=np.float32)
+                    maps[s:s + len(emb)] = m.float().cpu().numpy()
+                s += len(emb)
+                done += len(emb)
+            now = time.time()
+            if now - last_log > 10 or done == n:
+                rate = done / max(now - t0, 1e-9)
+                log(f"embedded {done}/{n} images ({rate:.1f} images/s, batch {bs})")
+                last_log = now
+    finally:
+        if spatial:
+            visual.output_tokens = False
+    if out is None:
+        out = np.empty((0, model.visual.output_dim if hasattr(model.visual, "output_dim") else 0), np.float32)
+    return out, maps
+
+
+def class_templates(source: str, dataset_templates: Optional[Sequence[str]] = None) -> list:
+    """Prompt templates: ``openai`` (open_clip's 80 ImageNet templates), ``simple``, or ``dataset``."""
+    import open_clip
+
+    if source == "openai":
+        return list(open_clip.OPENAI_IMAGENET_TEMPLATES)
+    if source == "simple":
+        return list(open_clip.SIMPLE_IMAGENET_TEMPLATES)
+    if source == "dataset":
+        if not dataset_templates:
+            raise ValueError("templates: 'dataset' but the dataset ships no templates")
+        return [t.replace("{c}", "{}") if "{c}" in t else t for t in dataset_templates]
+    raise ValueError(f"unknown template source {source!r} (openai, simple, dataset)")
+
+
+def zero_shot_classifier(model, arch: str, classnames: Sequence[str], templates: Sequence, device) -> np.ndarray:
+    """(C, D) L2-normalised class weights from open_clip's ``build_zero_shot_classifier``."""
+    import open_clip
+    import torch
+
+    tokenizer = open_clip.get_tokenizer(arch)
+    with torch.inference_mode():
+        W = open_clip.build_zero_shot_classifier(model, tokenizer=tokenizer, classnames=list(classnames),
+                                                 templates=list(templates), num_classes_per_batch=10,
+                                                 device=device, use_tqdm=False)
+    return W.float().T.contiguous().cpu().numpy()

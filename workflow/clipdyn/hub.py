@@ -1,0 +1,292 @@
+"""Everything remote comes through ``huggingface_hub``: listing, checkpoints, datasets.
+
+Identity of a file is its content hash (the LFS sha256, or the git blob id of a
+small file), which is also the name of its blob in the local cache. A new
+commit on the Hub that only adds epochs leaves every earlier file's identity
+unchanged, so earlier epochs' jobs are not rerun; a file whose content changed
+gets a new identity and is rerun.
+
+With ``HF_HUB_OFFLINE=1`` the listing reads the local cache (``refs/<branch>``
+and ``snapshots/<commit>/``), the layout ``huggingface_hub`` itself writes, and
+downloads resolve from it through the same ``hf_hub_download`` call.
+
+The token for gated repos comes from the environment (``HF_TOKEN``), read by
+``huggingface_hub`` itself; clipdyn never passes it around, logs or stores it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional, Sequence, TypeVar
+
+T = TypeVar("T")
+
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+
+class HubError(RuntimeError):
+    """A Hub listing or download failed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    blob: str
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    epoch: int
+    path: str
+    commit: str
+    blob: str
+
+
+def is_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` is set (as huggingface_hub reads it)."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return env or bool(constants.HF_HUB_OFFLINE)
+
+
+def cache_dir() -> Path:
+    """The Hugging Face hub cache folder in use (``HF_HUB_CACHE`` / ``HF_HOME``)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _repo_cache_folder(repo_id: str, repo_type: str) -> Path:
+    from huggingface_hub.file_download import repo_folder_name
+
+    return cache_dir() / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
+
+
+def with_retries(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: float = 2.0) -> T:
+    """Call ``fn``; retry transient network/server errors with exponential backoff.
+
+    Errors that retrying cannot fix (missing repo or file, gated repo, offline
+    mode) are raised at once.
+    """
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    final = (EntryNotFoundError, GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError,
+             LocalEntryNotFoundError, OfflineModeIsEnabled, HubError, FileNotFoundError)
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except final:
+            raise
+        except Exception as err:  # network errors, 5xx, timeouts
+            if attempt == attempts:
+                raise HubError(f"{what}: failed after {attempts} attempts: {type(err).__name__}: {err}. "
+                               "The Hub or the network is unavailable; run the same command again later.") from err
+            delay = base_delay * 2 ** (attempt - 1)
+            print(f"{what}: {type(err).__name__}: {err}; retrying in {delay:.0f} s "
+                  f"(attempt {attempt}/{attempts})", flush=True)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _explain(err: Exception, repo_id: str, repo_type: str, what: str) -> HubError:
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    if isinstance(err, GatedRepoError):
+        return HubError(f"{what}: {repo_type} repo {repo_id!r} is gated. Accept its terms on the Hub "
+                        "and export HF_TOKEN=<a read token> before running the workflow.")
+    if isinstance(err, RepositoryNotFoundError):
+        return HubError(f"{what}: {repo_type} repo {repo_id!r} does not exist or is private "
+                        "(check the repo and repo_type in the config; private repos need HF_TOKEN).")
+    if isinstance(err, RevisionNotFoundError):
+        return HubError(f"{what}: revision not found in {repo_type} repo {repo_id!r}; check `revision` in the config.")
+    if isinstance(err, EntryNotFoundError):
+        return HubError(f"{what}: file not found in {repo_type} repo {repo_id!r}; check the file names in the config.")
+    return HubError(f"{what}: {type(err).__name__}: {err}")
+
+
+def list_repo(repo_id: str, revision: str = "main", repo_type: str = "model",
+              prefix: str = "") -> tuple[str, List[RemoteFile]]:
+    """The commit ``revision`` resolves to, and the files under ``prefix`` in it."""
+    if is_offline():
+        return _list_cached(repo_id, revision, repo_type, prefix)
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi()
+    what = f"listing {repo_type} repo {repo_id}@{revision}"
+    try:
+        commit = with_retries(lambda: api.repo_info(repo_id, repo_type=repo_type, revision=revision).sha, what)
+        entries = with_retries(lambda: list(api.list_repo_tree(repo_id, path_in_repo=prefix.rstrip("/") or None,
+                                                                revision=commit, repo_type=repo_type,
+                                                                recursive=True)), what)
+    except HubError:
+        raise
+    except Exception as err:
+        raise _explain(err, repo_id, repo_type, what) from err
+    files = [RemoteFile(e.path, e.lfs.sha256 if e.lfs else e.blob_id)
+             for e in entries if isinstance(e, RepoFile)]
+    return commit, sorted(files, key=lambda f: f.path)
+
+
+def _list_cached(repo_id: str, revision: str, repo_type: str, prefix: str) -> tuple[str, List[RemoteFile]]:
+    root = _repo_cache_folder(repo_id, repo_type)
+    if _HEX40.match(revision):
+        commit = revision
+    else:
+        ref = root / "refs" / revision
+        if not ref.exists():
+            raise HubError(
+                f"HF_HUB_OFFLINE is set and {repo_type} repo {repo_id!r} (revision {revision!r}) is not in the "
+                f"local cache {cache_dir()} (no {ref}). Run once with Hub access, point HF_HUB_CACHE at a cache "
+                "that has it, or unset HF_HUB_OFFLINE.")
+        commit = ref.read_text().strip()
+    snap = root / "snapshots" / commit
+    if not snap.is_dir():
+        raise HubError(f"HF_HUB_OFFLINE is set and commit {commit} of {repo_id!r} is not in the local cache ({snap}).")
+    base = snap / prefix if prefix else snap
+    files = []
+    for p in sorted(base.rglob("*")) if base.exists() else []:
+        if p.is_symlink() or p.is_file():
+            blob = Path(os.readlink(p)).name if p.is_symlink() else ""
+            files.append(RemoteFile(str(p.relative_to(snap)), blob))
+    return commit, files
+
+
+def epoch_regex(template: str) -> re.Pattern:
+    """Regex matching the checkpoint file names of ``template`` (which contains ``{epoch}``)."""
+    if template.count("{epoch}") != 1:
+        raise ValueError(f"checkpoint template {template!r} must contain '{{epoch}}' exactly once")
+    head, tail = template.split("{epoch}")
+    return re.compile("^" + re.escape(head) + r"(?P<epoch>\d+)" + re.escape(tail) + "$")
+
+
+def template_prefix(template: str) -> str:
+    """The folder part of the template before ``{epoch}`` (what to list)."""
+    head = template.split("{epoch}")[0]
+    return head.rsplit("/", 1)[0] + "/" if "/" in head else ""
+
+
+def discover_epochs(repo_id: str, template: str, revision: str = "main",
+                    repo_type: str = "model") -> List[CheckpointFile]:
+    """Every checkpoint of ``template`` in the repo at ``revision``, sorted by epoch."""
+    rx = epoch_regex(template)
+    commit, files = list_repo(repo_id, revision, repo_type, template_prefix(template))
+    found = {}
+    for f in files:
+        m = rx.match(f.path)
+        if m:
+            found[int(m.group("epoch"))] = CheckpointFile(int(m.group("epoch")), f.path, commit, f.blob)
+    return [found[e] for e in sorted(found)]
+
+
+def select_epochs(spec, available: Optional[Sequence[int]]) -> List[int]:
+    """Which epochs to evaluate.
+
+    ``spec`` is ``"auto"`` (every available epoch), a list of epochs, or a mapping
+    ``{first, last, step}`` (last may be ``"auto"``: the last available epoch), or
+    ``{auto: true, step: k, include_last: true}`` (every k-th available epoch
+    from the first, plus the last available one).
+    """
+    avail = sorted(set(available or []))
+    if spec == "auto":
+        return avail
+    if isinstance(spec, (list, tuple)):
+        return sorted({int(e) for e in spec})
+    if isinstance(spec, dict):
+        step = int(spec.get("step", 1))
+        if spec.get("auto"):
+            if not avail:
+                return []
+            first = avail[0]
+            chosen = [e for e in avail if (e - first) % step == 0]
+            if spec.get("include_last", True) and avail[-1] not in chosen:
+                chosen.append(avail[-1])
+            return chosen
+        first = int(spec.get("first", 1))
+        last = spec.get("last")
+        if last in (None, "auto"):
+            if not avail:
+                return []
+            last = avail[-1]
+        chosen = list(range(first, int(last) + 1, step))
+        if spec.get("include_last", False) and chosen and chosen[-1] != int(last):
+            chosen.append(int(last))
+        return chosen
+    raise ValueError(f"epochs must be 'auto', a list or a mapping, got {spec!r}")
+
+
+def download_file(repo_id: str, filename: str, revision: str = "main", repo_type: str = "model",
+                  expected_blob: Optional[str] = None) -> Path:
+    """Fetch one file through ``hf_hub_download`` (resumable, atomic) and return its cached path.
+
+    If ``expected_blob`` is given, the cached blob must have that content hash:
+    a file changed on the Hub since it was listed fails here rather than being
+    evaluated under the old identity.
+    """
+    from huggingface_hub import hf_hub_download
+
+    what = f"downloading {filename} from {repo_type} repo {repo_id}@{revision}"
+    try:
+        path = with_retries(lambda: hf_hub_download(repo_id, filename, revision=revision,
+                                                    repo_type=repo_type), what)
+    except HubError:
+        raise
+    except Exception as err:
+        from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+        if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+            raise HubError(f"{what}: not in the local cache {cache_dir()} and HF_HUB_OFFLINE is set (or the Hub "
+                           "is unreachable). Run with Hub access, or point HF_HUB_CACHE at a cache that has it.") from err
+        raise _explain(err, repo_id, repo_type, what) from err
+    path = Path(path)
+    if expected_blob:
+        blob = Path(os.path.realpath(path)).name
+        if Path(path).is_symlink() and blob != expected_blob:
+            raise HubError(f"{what}: content changed on the Hub since it was listed (blob {blob[:12]}, listed "
+                           f"{expected_blob[:12]}). Run the workflow again to list the new version.")
+    return path
+
+
+def link(target: Path, dest: Path) -> None:
+    """Point ``dest`` at ``target`` (a symlink into the HF cache; no copy), atomically."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.realpath(target))
+    os.replace(tmp, dest)
+
+
+def download_snapshot(repo_id: str, revision: str = "main", repo_type: str = "dataset",
+                      allow_patterns: Optional[Iterable[str]] = None) -> tuple[Path, str]:
+    """``snapshot_download`` of only ``allow_patterns``; returns (local folder, commit sha)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = list(allow_patterns) if allow_patterns else None
+    what = f"downloading {repo_type} repo {repo_id}@{revision} ({', '.join(patterns or ['all files'])})"
+    try:
+        folder = Path(with_retries(lambda: snapshot_download(repo_id, revision=revision, repo_type=repo_type,
+                                                             allow_patterns=patterns), what))
+    except HubError:
+        raise
+    except Exception as err:
+        from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+        if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+            raise HubError(f"{what}: not in the local cache {cache_dir()} and HF_HUB_OFFLINE is set (or the Hub "
+                           "is unreachable). Run with Hub access, or point HF_HUB_CACHE at a cache that has it.") from err
+        raise _explain(err, repo_id, repo_type, what) from err
+    commit = folder.name if _HEX40.match(folder.name) else revision
+    return folder, commit

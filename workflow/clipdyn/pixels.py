@@ -1,0 +1,211 @@
+"""Decode once: a dataset's images, resized and centre-cropped, as one uint8 array.
+
+``pixels_<preprocess>.npy`` holds (N, H, W, 3) uint8 in NumPy's ``.npy`` format
+(memory-mappable), and ``pixels_<preprocess>.parquet`` its row order
+(``image_id``) and the images that were skipped. Every model whose open_clip
+eval preprocessing has the same size, interpolation and resize mode shares the
+file; mean/std normalisation happens on the device at embedding time, so it need
+not match.
+
+The resize and crop are open_clip's own eval transforms
+(``open_clip.image_transform``) without the final ToTensor/Normalize, so an
+image read from the cache and normalised equals ``preprocess(image)`` exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from multiprocessing import get_context
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from .io import read_meta, write_frame
+from .study import Preprocess
+
+
+def pil_transform(pp: Preprocess):
+    """open_clip's eval transform for ``pp`` minus ToTensor/Normalize: PIL image -> PIL image."""
+    import open_clip
+    from torchvision.transforms import Compose, Normalize
+
+    full = open_clip.image_transform(pp.size, is_train=False, interpolation=pp.interpolation,
+                                     resize_mode=pp.resize_mode)
+    steps = list(full.transforms)
+    assert isinstance(steps[-1], Normalize), steps
+    return Compose(steps[:-2])  # drop (Maybe)ToTensor and Normalize
+
+
+def stratified_subset(images: pd.DataFrame, size: Optional[int], seed: int = 0,
+                      by: str = "label") -> pd.DataFrame:
+    """A deterministic class-stratified subset of ``size`` rows (all rows if None or larger).
+
+    Each class keeps ``size / n_classes`` images (the remainder goes to the
+    classes first in a seeded order); within a class the images are a seeded
+    random choice. Row order of the result follows the input.
+    """
+    if size is None or size >= len(images):
+        return images.reset_index(drop=True)
+    if by not in images.columns:
+        rng = np.random.default_rng(seed)
+        keep = np.sort(rng.choice(len(images), size, replace=False))
+        return images.iloc[keep].reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    groups = {k: np.asarray(v) for k, v in images.groupby(by, sort=True).indices.items()}
+    keys = list(groups)
+    order = rng.permutation(len(keys))
+    quota = {keys[i]: size // len(keys) for i in range(len(keys))}
+    for i in order[: size % len(keys)]:
+        quota[keys[i]] += 1
+    # a class smaller than its quota gives the rest to others, in the seeded order
+    short = sum(max(0, quota[k] - len(groups[k])) for k in keys)
+    for i in order:
+        if short == 0:
+            break
+        k = keys[i]
+        room = len(groups[k]) - quota[k]
+        if room > 0:
+            take = min(room, short)
+            quota[k] += take
+            short -= take
+    keep = []
+    for k in keys:
+        idx = groups[k]
+        n = min(quota[k], len(idx))
+        keep.extend(rng.choice(idx, n, replace=False).tolist())
+    return images.iloc[np.sort(keep)].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ decoding
+_WORK = {}
+
+
+def _init_worker(out_path: str, shape: Tuple[int, ...], pp: Preprocess):
+    _WORK["arr"] = np.lib.format.open_memmap(out_path, mode="r+")
+    _WORK["tf"] = pil_transform(pp)
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _decode_chunk(args):
+    from .images import BadImageError, open_image
+
+    rows, on_bad = args
+    arr, tf = _WORK["arr"], _WORK["tf"]
+    bad = []
+    for i, path, member in rows:
+        try:
+            img = tf(open_image(path, member))
+            a = np.asarray(img, dtype=np.uint8)
+            if a.shape != arr.shape[1:]:
+                raise BadImageError(path, member, f"preprocessed to shape {a.shape}, expected {arr.shape[1:]}")
+            arr[i] = a
+        except BadImageError as err:
+            if on_bad == "error":
+                raise
+            bad.append((i, str(err)))
+    arr.flush()
+    return bad
+
+
+def build_pixel_cache(images: pd.DataFrame, pp: Preprocess, out_npy: os.PathLike, out_index: os.PathLike,
+                      on_bad_image: str = "error", workers: int = 1, chunk: int = 64,
+                      meta: Optional[dict] = None, log=print) -> dict:
+    """Decode every image of the manifest once into ``out_npy``; write the row order to ``out_index``.
+
+    ``on_bad_image``: ``"error"`` stops at the first missing/corrupt image, naming
+    it; ``"skip"`` leaves it out, lists it in the index metadata and goes on.
+    Returns a summary dict (n, skipped).
+    """
+    out_npy, out_index = Path(out_npy), Path(out_index)
+    out_npy.parent.mkdir(parents=True, exist_ok=True)
+    n = len(images)
+    shape = (n, pp.size, pp.size, 3)
+    tmp = out_npy.with_name(f".{out_npy.name}.{os.getpid()}.tmp.npy")
+    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+    members = images["member"] if "member" in images else pd.Series([""] * n)
+    rows = list(zip(range(n), images["path"].astype(str), members.fillna("").astype(str)))
+    # group rows by file so a tar shard is read by one worker, in order
+    tasks = [(rows[s:s + chunk], on_bad_image) for s in range(0, n, chunk)]
+    bad: List[Tuple[int, str]] = []
+    try:
+        if workers > 1 and len(tasks) > 1:
+            with get_context("fork").Pool(workers, initializer=_init_worker, initargs=(str(tmp), shape, pp)) as pool:
+                for done, b in enumerate(pool.imap(_decode_chunk, tasks), 1):
+                    bad.extend(b)
+                    if done % max(1, len(tasks) // 10) == 0:
+                        log(f"decoded {min(done * chunk, n)}/{n} images")
+        else:
+            _init_worker(str(tmp), shape, pp)
+            for t in tasks:
+                bad.extend(_decode_chunk(t))
+        bad_idx = {i for i, _ in bad}
+        keep = np.array([i for i in range(n) if i not in bad_idx], dtype=np.int64)
+        if bad:
+            if len(keep) == 0:
+                raise ValueError(f"every image of the dataset failed to decode; first: {bad[0][1]}")
+            full = np.load(tmp, mmap_mode="r")
+            tmp2 = out_npy.with_name(f".{out_npy.name}.{os.getpid()}.tmp2.npy")
+            compact = np.lib.format.open_memmap(tmp2, mode="w+", dtype=np.uint8, shape=(len(keep),) + shape[1:])
+            for s in range(0, len(keep), 1024):
+                compact[s:s + 1024] = full[keep[s:s + 1024]]
+            compact.flush()
+            del full, compact
+            os.replace(tmp2, tmp)
+        ids = images["image_id"].astype(str).to_numpy()
+        skipped = [{"image_id": ids[i], "reason": r} for i, r in bad]
+        index_meta = dict(meta or {}, preprocess=pp.id, n_images=int(len(keep)), n_skipped=len(skipped),
+                          skipped=skipped[:1000])
+        os.replace(tmp, out_npy)
+        write_frame(pd.DataFrame({"image_id": ids[keep]}), out_index, index_meta)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for s in skipped[:20]:
+        log(f"skipped {s['image_id']}: {s['reason']}")
+    return {"n": int(len(keep)), "skipped": len(skipped)}
+
+
+def open_pixels(npy: os.PathLike, index: os.PathLike) -> Tuple[np.ndarray, np.ndarray, dict]:
+    """Memory-map a pixel cache: (pixels (N,H,W,3) uint8, image ids, index metadata)."""
+    arr = np.load(npy, mmap_mode="r")
+    ids = pd.read_parquet(index, columns=["image_id"])["image_id"].to_numpy()
+    if len(ids) != len(arr):
+        raise ValueError(f"{npy}: {len(arr)} images but its index {index} lists {len(ids)}; "
+                         "delete both and rerun to rebuild the pixel cache")
+    return arr, ids, read_meta(index)
+
+
+def derive_corrupted(src_npy: os.PathLike, src_index: os.PathLike, severities: Sequence[int],
+                     out_npy: os.PathLike, out_index: os.PathLike, corruption: str = "gaussian_noise",
+                     meta: Optional[dict] = None) -> int:
+    """ImageNet-C style corrupted copies of a pixel cache, one block per severity.
+
+    Row order: all images at severity s1, then s2, ...; ids ``<image_id>@s<k>``.
+    Noise is deterministic per (image, severity) (see :mod:`clipdyn.corruptions`).
+    """
+    from . import corruptions
+
+    fn = getattr(corruptions, corruption)
+    src, ids, _ = open_pixels(src_npy, src_index)
+    n = len(ids)
+    out_npy = Path(out_npy)
+    tmp = out_npy.with_name(f".{out_npy.name}.{os.getpid()}.tmp.npy")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n * len(severities),) + src.shape[1:])
+    try:
+        for k, sev in enumerate(severities):
+            for i in range(n):
+                out[k * n + i] = fn(np.asarray(src[i]), int(sev), corruptions.noise_seed(str(ids[i]), int(sev)))
+        out.flush()
+        del out
+        os.replace(tmp, out_npy)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    new_ids = [f"{i}@s{s}" for s in severities for i in ids]
+    write_frame(pd.DataFrame({"image_id": new_ids}), out_index,
+                dict(meta or {}, corruption=corruption, severities=list(map(int, severities)), n_images=len(new_ids)))
+    return len(new_ids)

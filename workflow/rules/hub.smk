@@ -1,0 +1,54 @@
+# Hub stage: what is published (epochs.tsv), checkpoints, dataset snapshots.
+# Checkpoints are identified by content hash (blob), so a new commit that only
+# adds epochs reruns nothing for the earlier ones.
+
+
+rule list_epochs:
+    output:
+        f"{R}/checkpoints/{{model}}/epochs.tsv",
+    params:
+        listing=lambda wc: [
+            [f.epoch, f.path, f.commit, f.blob]
+            for f in model_of(wc).files.values()
+        ],
+        selected=lambda wc: model_of(wc).epochs,
+    log:
+        f"{R}/logs/list_epochs/{{model}}.log",
+    localrule: True
+    script:
+        "../scripts/write_epochs.py"
+
+
+rule download_checkpoint:
+    output:
+        temp(f"{R}/checkpoints/{{model}}/epoch_{{epoch}}.pt"),
+    params:
+        repo=lambda wc: model_of(wc).repo,
+        repo_type=lambda wc: model_of(wc).repo_type,
+        revision=lambda wc: model_of(wc).revision,
+        filename=lambda wc: ckpt_file(wc).path,
+        blob=lambda wc: ckpt_file(wc).blob,
+    log:
+        f"{R}/logs/download_checkpoint/{{model}}/epoch_{{epoch}}.log",
+    resources:
+        hub_downloads=1,
+    script:
+        "../scripts/download_checkpoint.py"
+
+
+rule download_dataset:
+    output:
+        f"{R}/datasets/{{dataset}}/snapshot.json",
+    params:
+        repo=lambda wc: STUDY.datasets[wc.dataset]["repo"],
+        repo_type=lambda wc: STUDY.datasets[wc.dataset].get("repo_type", "dataset"),
+        revision=lambda wc: str(STUDY.datasets[wc.dataset].get("revision", "main")),
+        files=lambda wc: STUDY.datasets[wc.dataset].get("files", []),
+    wildcard_constraints:
+        dataset=_alt(DOWNLOADED),
+    log:
+        f"{R}/logs/download_dataset/{{dataset}}.log",
+    resources:
+        hub_downloads=1,
+    script:
+        "../scripts/download_dataset.py"

@@ -1,0 +1,9 @@
+"""Collect every metric row into results/metrics.parquet and .csv."""
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+from clipdyn.workflow_steps import collect_metrics
+
+n = collect_metrics(list(snakemake.input), snakemake.output.parquet, snakemake.output.csv)
+print(f"{n} metric rows from {len(snakemake.input)} files", file=sys.stderr)
