@@ -1,0 +1,150 @@
+"""Calibration: ECE against an explicit loop and torchmetrics, NLL against sklearn, temperature fitting."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import log_loss
+
+from clipdyn.metrics import expected_calibration_error, fit_temperature, negative_log_likelihood, softmax, split_heldout
+
+
+def ece_loop_reference(probs, labels, n_bins, norm):
+    """Equal-width bins [b/M, (b+1)/M); a confidence of exactly 1 in a bin of its own (torchmetrics)."""
+    bins = {}
+    for p, y in zip(probs, labels):
+        conf = max(p)
+        pred = int(np.argmax(p))
+        b = n_bins if conf >= 1.0 else int(np.floor(conf * n_bins))
+        # guard against floor(conf * M) landing one bin off at an edge
+        edges = np.linspace(0, 1, n_bins + 1)
+        while b > 0 and conf < edges[b]:
+            b -= 1
+        while b < n_bins and conf >= edges[b + 1]:
+            b += 1
+        bins.setdefault(b, []).append((conf, float(pred == y)))
+    n = len(probs)
+    gaps, weights = [], []
+    for members in bins.values():
+        confs, accs = zip(*members)
+        gaps.append(abs(np.mean(accs) - np.mean(confs)))
+        weights.append(len(members) / n)
+    gaps, weights = np.array(gaps), np.array(weights)
+    if norm == "l1":
+        return float(np.sum(weights * gaps))
+    if norm == "l2":
+        return float(np.sqrt(np.sum(weights * gaps ** 2)))
+    return float(np.max(gaps))
+
+
+def random_probs(seed, n=300, c=10):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, c)) * rng.uniform(0.5, 5)
+    labels = rng.integers(0, c, size=n)
+    return softmax(logits, axis=1), labels
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("n_bins", [1, 5, 10, 15, 30])
+@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
+def test_ece_matches_loop_reference(seed, n_bins, norm):
+    probs, labels = random_probs(seed)
+    assert expected_calibration_error(probs, labels, n_bins, norm) == pytest.approx(
+        ece_loop_reference(probs, labels, n_bins, norm), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("n_bins", [5, 15])
+@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
+def test_ece_matches_torchmetrics(seed, n_bins, norm):
+    torch = pytest.importorskip("torch")
+    tmf = pytest.importorskip("torchmetrics.functional.classification")
+    probs, labels = random_probs(seed)
+    probs = probs.astype(np.float32).astype(np.float64)   # torchmetrics works in float32
+    ref = tmf.multiclass_calibration_error(torch.tensor(probs, dtype=torch.float32), torch.tensor(labels),
+                                           num_classes=probs.shape[1], n_bins=n_bins, norm=norm)
+    assert expected_calibration_error(probs, labels, n_bins, norm) == pytest.approx(float(ref), abs=1e-6)
+
+
+HAND_CASES = [
+    # (probs, labels, n_bins, expected l1 ECE)
+    ([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]], [0, 1, 1], 10, (0.1 + 0.6 + 0.3) / 3),
+    ([[0.75, 0.25], [0.75, 0.25], [0.75, 0.25], [0.75, 0.25]], [0, 0, 0, 1], 4, 0.0),   # calibrated
+    # argmax tie -> class 0 (wrong); 0.5 and 0.75 share bin [0.5, 1): acc 1/2, conf 0.625
+    ([[0.5, 0.5], [0.75, 0.25]], [1, 0], 2, 0.125),
+    ([[0.5, 0.5], [0.75, 0.25]], [1, 0], 4, 0.5 * 0.5 + 0.5 * 0.25),   # 0.5 on an edge: bin [0.5, 0.75)
+    # confidence exactly 1 is a bin of its own: (1.0 wrong) and (0.94 right) are not averaged together
+    ([[1.0, 0.0], [0.94, 0.06]], [1, 0], 15, 0.5 * 1.0 + 0.5 * 0.06),
+]
+
+
+@pytest.mark.parametrize("probs,labels,n_bins,expected", HAND_CASES)
+def test_ece_hand_cases(probs, labels, n_bins, expected):
+    probs, labels = np.array(probs), np.array(labels)
+    assert expected_calibration_error(probs, labels, n_bins) == pytest.approx(expected, abs=1e-12)
+    torch = pytest.importorskip("torch")
+    tmf = pytest.importorskip("torchmetrics.functional.classification")
+    ref = tmf.multiclass_calibration_error(torch.tensor(probs, dtype=torch.float32), torch.tensor(labels),
+                                           num_classes=2, n_bins=n_bins, norm="l1")
+    assert float(ref) == pytest.approx(expected, abs=1e-6)
+
+
+def test_ece_edge_cases():
+    assert np.isnan(expected_calibration_error(np.zeros((0, 3)), np.zeros(0, dtype=int)))
+    assert expected_calibration_error(np.ones((4, 1)), np.zeros(4, dtype=int)) == 0.0   # single class
+    with pytest.raises(ValueError, match="norm"):
+        expected_calibration_error(np.ones((1, 1)), np.zeros(1, dtype=int), norm="l3")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_nll_matches_sklearn_and_is_stable(seed):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(50, 6)) * 3
+    labels = rng.integers(0, 6, size=50)
+    ref = log_loss(labels, softmax(logits, axis=1), labels=np.arange(6))
+    assert negative_log_likelihood(logits, labels) == pytest.approx(ref, rel=1e-9)
+    # huge logits (a CLIP at logit scale 100 on un-normalised inputs) do not overflow
+    assert negative_log_likelihood(np.array([[1000.0, 0.0]]), np.array([1])) == pytest.approx(1000.0)
+    assert negative_log_likelihood(np.zeros((3, 5)), np.array([0, 1, 2])) == pytest.approx(np.log(5))
+
+
+def test_fit_temperature_recovers_the_true_temperature():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(20000, 5)) * 4
+    t_true = 2.5
+    p = softmax(z / t_true, axis=1)
+    labels = (p.cumsum(axis=1) > rng.random((len(z), 1))).argmax(axis=1)
+    assert fit_temperature(z, labels) == pytest.approx(t_true, rel=0.05)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fit_temperature_is_the_nll_minimum(seed):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(200, 4)) * 10
+    labels = rng.integers(0, 4, size=200)
+    t = fit_temperature(logits, labels)
+    grid = np.exp(np.linspace(np.log(1e-3), np.log(1e3), 4001))
+    nll_grid = [negative_log_likelihood(logits / g, labels) for g in grid]
+    assert negative_log_likelihood(logits / t, labels) <= min(nll_grid) + 1e-9
+    assert negative_log_likelihood(logits / t, labels) <= negative_log_likelihood(logits, labels)
+
+
+def test_fit_temperature_separable_hits_lower_bound():
+    logits = np.array([[2.0, 0.0], [0.0, 2.0]])
+    # NLL falls towards 0 as T -> 0 (flat to float precision below T ~ 0.05)
+    t = fit_temperature(logits, np.array([0, 1]), bounds=(0.01, 100))
+    assert t < 0.05 and negative_log_likelihood(logits / t, np.array([0, 1])) < 1e-15
+    with pytest.raises(ValueError):
+        fit_temperature(np.zeros((0, 2)), np.zeros(0, dtype=int))
+
+
+def test_split_heldout():
+    fit, ev = split_heldout(100, 0.2, seed=0)
+    assert len(fit) == 20 and len(ev) == 80
+    assert sorted(np.concatenate([fit, ev]).tolist()) == list(range(100))
+    f2, e2 = split_heldout(100, 0.2, seed=0)
+    np.testing.assert_array_equal(fit, f2)
+    np.testing.assert_array_equal(ev, e2)
+    assert not np.array_equal(split_heldout(100, 0.2, seed=1)[0], fit)
+    assert [len(x) for x in split_heldout(2, 0.2, seed=0)] == [1, 1]   # at least one on each side
+    assert [len(x) for x in split_heldout(3, 0.9, seed=0)] == [2, 1]
+    with pytest.raises(ValueError):
+        split_heldout(10, 1.0, seed=0)
