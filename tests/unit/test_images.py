@@ -2,7 +2,6 @@
 
 import io
 import tarfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
