@@ -44,6 +44,7 @@ def test_reads_unzipped_folder_or_its_parent(unzipped):
         assert tr["split"].tolist() == ["train", "test", "test"]
         assert tr["prompt"].iloc[1] == "An image of a cat, sitting"
         assert set(tr[["ref_id", "left_id", "right_id"]].to_numpy().ravel()) == set(t.images["image_id"])
+        assert t.info["vote_scale"] == "share"
 
 
 def test_writer_round_trip(tmp_path):

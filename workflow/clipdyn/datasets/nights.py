@@ -10,10 +10,12 @@ Layout of ``nights.zip`` (ssundaram21/dreamsim, ``dataset/README.md``; it unpack
 ``data.csv`` columns: ``id, left_vote, right_vote, votes, ref_path, left_path,
 right_path, split, is_imagenet, prompt``; paths are relative to the folder of
 ``data.csv``. DreamSim reads ``right_vote`` as the share of observers who found the
-right image closer to the reference (its 2AFC score is
+right image closer to the reference, a share in [0, 1] (its 2AFC score is
 ``(d_left < d_right) * (1 - right_vote) + (d_right < d_left) * right_vote``), keeps rows
-with ``votes >= 6``, and splits the test set by ``is_imagenet``. The adapter keeps
-every row; filtering is the metric's business.
+with ``votes >= 6`` (``votes`` = number of observers), and splits the test set by
+``is_imagenet``. So p(right) = ``right_vote``, not ``right_vote / votes``. The adapter
+keeps every row and the values as published (``info["vote_scale"]`` is "share" when
+both vote columns lie in [0, 1], else "count"); filtering is the metric's business.
 
 ``images``: every image named in the CSV once; ``image_id`` = its CSV path (e.g.
 ``ref/000/000.png``). ``trials``: ``id, ref_id, left_id, right_id, left_vote,
@@ -101,4 +103,9 @@ def read(root, **options) -> DatasetTables:
         "is_imagenet": _bool_column(df["is_imagenet"], csv).to_numpy(),
         "prompt": (df["prompt"].astype(str) if "prompt" in df.columns else pd.Series([""] * len(df))).to_numpy(),
     })
-    return DatasetTables(images=images, trials=trials, info={"format": "nights", "data_csv": str(csv)})
+    lv, rv = trials["left_vote"], trials["right_vote"]
+    # DreamSim uses right_vote directly as the probability that the right image is
+    # closer, so the published votes are shares in [0, 1]; say so if a file differs.
+    shares = bool(((lv >= 0) & (lv <= 1) & (rv >= 0) & (rv <= 1)).all())
+    return DatasetTables(images=images, trials=trials, info={"format": "nights", "data_csv": str(csv),
+                                                             "vote_scale": "share" if shares else "count"})
