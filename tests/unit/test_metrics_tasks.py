@@ -269,7 +269,7 @@ def test_low_level_alignment_checks_trials():
 
 # ----------------------------------------------------------------------------- mid-level alignment
 
-def nights_setup():
+def nights_setup(shares=False):
     # ref r along x; "near" images at 10 degrees, "far" ones at 80 degrees
     def at(deg):
         return [np.cos(np.radians(deg)), np.sin(np.radians(deg)), 0.0]
@@ -284,11 +284,15 @@ def nights_setup():
         "votes":      [6, 6, 6, 6, 6],
         "split":      ["test", "test", "val", "test", "test"],
     })
+    if shares:   # as published: right_vote is the share of the `votes` observers (DreamSim)
+        trials["left_vote"] /= trials["votes"]
+        trials["right_vote"] /= trials["votes"]
     return EmbeddingTable(ids=np.array(ids), X=X), DatasetTables(images_frame(ids), trials)
 
 
-def test_mid_level_alignment_rows():
-    emb, tab = nights_setup()
+@pytest.mark.parametrize("shares", [False, True])
+def test_mid_level_alignment_rows(shares):
+    emb, tab = nights_setup(shares)
     res = evaluate("mid_level_alignment", embeddings={"n": emb}, tables={"n": tab}, classifier=None,
                    inputs={"dataset": "n"}, options={})
     r = rows_dict(res)
@@ -348,6 +352,23 @@ def test_saliency_alignment_rows(tmp_path, crop):
     assert r[("saliency_alignment", "sal", "nss")] == (pytest.approx(nss(up[0], fx[0])), 1)
     assert r[("saliency_alignment", "sal", "auc_judd")] == (
         pytest.approx((auc_judd(up[0], fx[0]) + auc_judd(up[1], fx[1])) / 2), 2)
+
+
+def test_saliency_fixations_are_read_above_half_the_maximum(tmp_path):
+    rng = np.random.default_rng(3)
+    points = rng.random((20, 20)) < 0.05
+    noisy = np.where(points, 250, rng.integers(0, 12, size=(20, 20)))   # like a JPEG point map
+    binary01 = points.astype(np.uint8)                                  # a 0/1 PNG
+    spatial = rng.random((1, 5, 5)).astype(np.float32)
+    emb = EmbeddingTable(ids=np.array(["s"]), X=np.ones((1, 4), np.float32), spatial=spatial)
+    up = resize_map(spatial[0], (20, 20))
+    for k, fix in enumerate((noisy, binary01)):
+        images = images_frame(["s"], map_path=[write_png(tmp_path / f"m{k}.png", rng.random((20, 20)) * 255)],
+                              fixation_path=[write_png(tmp_path / f"f{k}.png", fix)])
+        r = rows_dict(evaluate("saliency_alignment", embeddings={"sal": emb}, tables={"sal": DatasetTables(images)},
+                               classifier=None, inputs={"dataset": "sal"}, options={}))
+        assert r[("saliency_alignment", "sal", "nss")][0] == pytest.approx(nss(up, points))
+        assert r[("saliency_alignment", "sal", "auc_judd")][0] == pytest.approx(auc_judd(up, points))
 
 
 def test_saliency_alignment_without_fixations_or_spatial(tmp_path):

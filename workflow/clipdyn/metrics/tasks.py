@@ -327,10 +327,14 @@ def mid_level_alignment_task(*, embeddings, tables, classifier, inputs, options)
     """2AFC agreement with human similarity judgements on NIGHTS-style triplets.
 
     Trials ``ref_id, left_id, right_id, left_vote, right_vote, votes`` (and ``split`` when
-    ``options["split"]`` is not "all"); ``options["min_votes"]`` (default 0) keeps trials
-    with at least that many votes; trials with no votes or without embeddings are dropped.
-    p = right_vote / votes. Distance ``options["distance"]`` (default ``cosine``). Variant
-    ``2afc`` (soft, all trials) and ``majority`` (hard, trials with a tied vote excluded).
+    ``options["split"]`` is not "all"). ``votes`` is the number of observers:
+    ``options["min_votes"]`` (default 0; DreamSim uses 6) keeps trials with at least that
+    many. The share of observers who chose the right image is
+    ``p = right_vote / (left_vote + right_vote)``, which reads both the published NIGHTS
+    shares (left + right = 1, so p = right_vote, as in DreamSim) and raw counts. Trials
+    with no votes or without embeddings are dropped. Distance ``options["distance"]``
+    (default ``cosine``). Variant ``2afc`` (soft, all trials) and ``majority`` (hard,
+    trials with a tied vote excluded).
     """
     name = inputs["dataset"]
     split = options.get("split", "all")
@@ -344,16 +348,19 @@ def mid_level_alignment_task(*, embeddings, tables, classifier, inputs, options)
     if split != "all":
         t = t[t["split"].astype(str) == str(split)]
     votes = pd.to_numeric(t["votes"], errors="raise")
-    t = t[(votes >= min_votes) & (votes > 0)]
+    lv = pd.to_numeric(t["left_vote"], errors="raise")
+    rv = pd.to_numeric(t["right_vote"], errors="raise")
+    if ((lv < 0) | (rv < 0)).any():
+        raise ValueError(f"dataset {name!r}: columns 'left_vote'/'right_vote' must be non-negative")
+    t = t[(votes >= min_votes) & (lv + rv > 0)]
     pos = _embedding_index(name, embeddings[name])
     t = t[t["ref_id"].isin(pos.index) & t["left_id"].isin(pos.index) & t["right_id"].isin(pos.index)]
     t = t.reset_index(drop=True)
     if t.empty:
         raise ValueError(f"dataset {name!r}: no trial left after split={split!r}, min_votes={min_votes} "
                          "and dropping trials without embeddings")
-    p = pd.to_numeric(t["right_vote"]).to_numpy(np.float64) / pd.to_numeric(t["votes"]).to_numpy(np.float64)
-    if np.any((p < 0) | (p > 1)):
-        raise ValueError(f"dataset {name!r}: right_vote must lie between 0 and votes")
+    right = pd.to_numeric(t["right_vote"]).to_numpy(np.float64)
+    p = right / (pd.to_numeric(t["left_vote"]).to_numpy(np.float64) + right)
     d_left, d_right = distances_for_triplets(embeddings[name].X, pos.index, t["ref_id"], t["left_id"],
                                              t["right_id"], kind=options.get("distance", "cosine"))
     rows = [_row("mid_level_alignment", name, "2afc", two_afc_score(d_left, d_right, p), len(t)),
@@ -374,12 +381,21 @@ def _read_gray(path: str) -> np.ndarray:
         return np.asarray(im, dtype=np.float64)
 
 
+def _fixation_mask(fixation_map: np.ndarray) -> np.ndarray:
+    """Fixated pixels: above half the map's maximum. For a binary map (0/1, 0/255) that is
+    every nonzero pixel; for a JPEG-compressed point map (MIT1003 ``_fixPts.jpg``) it
+    drops the compression noise around the points."""
+    top = fixation_map.max() if fixation_map.size else 0
+    return fixation_map > top / 2.0 if top > 0 else np.zeros(fixation_map.shape, dtype=bool)
+
+
 def saliency_alignment_task(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
     """Agreement of the model's spatial maps (N, G, G) with human saliency.
 
     ``cc``: the human density map (``images.map_path``) is resized to the model's G x G
     grid (anti-aliased bilinear) and correlated with the model map. ``nss``/``auc_judd``
-    (images with a ``fixation_path``, nonzero pixels = fixations): the model map is
+    (images with a ``fixation_path``; fixations = pixels above half the map's maximum,
+    i.e. the nonzero pixels of a binary map): the model map is
     upsampled bilinearly to the fixation map's resolution, as in the MIT benchmark, since
     a binary fixation map cannot be shrunk without losing fixations. With
     ``options["crop"] == "center"`` the human maps are first cut to their central square,
@@ -408,7 +424,7 @@ def saliency_alignment_task(*, embeddings, tables, classifier, inputs, options) 
         out["cc"].append(pearson_cc(pred, resize_map(human, pred.shape)))
         fix_path = getattr(row, "fixation_path", None) if has_fix else None
         if isinstance(fix_path, str) and fix_path:
-            fix = cut(_read_gray(fix_path)) != 0
+            fix = _fixation_mask(cut(_read_gray(fix_path)))
             up = resize_map(pred, fix.shape)
             out["nss"].append(nss(up, fix))
             out["auc_judd"].append(auc_judd(up, fix))
