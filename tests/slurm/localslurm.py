@@ -397,6 +397,51 @@ PartitionName={self.partition} Nodes={self.nodename} Default=YES MaxTime=INFINIT
             + self.logs_tail())
 
 
+REPO = Path(__file__).resolve().parents[2]
+PROFILE = REPO / "workflow" / "profiles" / "slurm"
+
+
+def slurm_snakemake(cluster: SlurmCluster, workdir: Path, *args: str,
+                    snakefile: Path | None = None, timeout: float = 1800,
+                    env: dict[str, str] | None = None,
+                    log_name: str = "snakemake-slurm.log") -> subprocess.CompletedProcess:
+    """Run `snakemake --profile workflow/profiles/slurm` against the test cluster.
+
+    Adds what a cluster without slurmdbd and with few cores needs: squeue for job
+    status (MinJobAge is long enough), a short first status check, threads capped
+    at the node's CPUs, SLURM logs kept. stdout+stderr go to workdir/log_name."""
+    cmd = [sys.executable, "-m", "snakemake",
+           "--profile", str(PROFILE),
+           "--directory", str(workdir),
+           "--slurm-status-command", "squeue",
+           "--slurm-init-seconds-before-status-checks", "2",
+           "--slurm-keep-successful-logs",
+           "--max-threads", str(cluster.cpus),
+           "--jobs", "8"]
+    if snakefile is not None:
+        cmd += ["--snakefile", str(snakefile)]
+    cmd += list(args)
+    run_env = dict(cluster.env)
+    run_env.update(env or {})
+    log = Path(workdir) / log_name
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, env=run_env, stdout=fh, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, timeout=timeout, cwd=workdir)
+    proc.stdout = log.read_text(errors="replace")
+    return proc
+
+
+def submitted_jobs(snakemake_log: str) -> dict[str, list[str]]:
+    """rule name -> SLURM job ids, from snakemake's `Job N has been submitted with
+    SLURM jobid M (log: .../rule_<rule>/...)` lines."""
+    out: dict[str, list[str]] = {}
+    pat = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/(?:rule|group)_(\w+?)/")
+    for m in pat.finditer(snakemake_log):
+        out.setdefault(m.group(2), []).append(m.group(1))
+    return out
+
+
 def main(argv: list[str]) -> int:
     root = Path(argv[1] if len(argv) > 1 else "/tmp/clipdyn-slurm").resolve()
     cluster = SlurmCluster(root)
