@@ -459,3 +459,43 @@ def test_ood_detection_rows():
     with pytest.raises(ValueError, match="role 'ood'"):
         evaluate("ood_detection", embeddings=emb, tables=tab, classifier=clf,
                  inputs={"in_distribution": "in", "ood": []}, options={})
+
+
+# ----------------------------------------------------------------------------- the adapters' own tables
+
+def test_evaluators_read_the_adapters_tables(tmp_path):
+    """The column contract holds for tables as the format adapters produce them."""
+    from clipdyn.datasets import read_dataset, writers
+
+    rng = np.random.default_rng(0)
+
+    def img():
+        return (rng.random((16, 16, 3)) * 255).astype(np.uint8)
+
+    def fake_embeddings(tab, spatial=None):
+        ids = tab.images["image_id"].to_numpy()
+        return EmbeddingTable(ids=ids, X=rng.normal(size=(len(ids), 8)).astype(np.float32), spatial=spatial)
+
+    writers.write_cue_conflict(tmp_path / "cue", [("cat", "dog", img()), ("dog", "cat", img()), ("car", "car", img())])
+    cue = read_dataset("cue_conflict", tmp_path / "cue")
+    clf = onehot_classifier([str(i) for i in range(1000)], dim=8)
+    r = rows_dict(evaluate("shape_bias", embeddings={"cue": fake_embeddings(cue)}, tables={"cue": cue}, classifier=clf,
+                           inputs={"dataset": "cue"}, options={}))
+    assert r[("cue_conflict_shape_accuracy", "cue", "imagenet_mapping")][1] == 2
+
+    trips = [dict(ref=img(), left=img(), right=img(), left_vote=v, right_vote=1 - v, split=s, is_imagenet=True,
+                  votes=n) for v, s, n in [(1 / 6, "test", 6), (0.5, "test", 6), (5 / 6, "val", 5), (1.0, "test", 7)]]
+    writers.write_nights(tmp_path / "nights", trips)
+    nights = read_dataset("nights", tmp_path / "nights")
+    r = rows_dict(evaluate("mid_level_alignment", embeddings={"n": fake_embeddings(nights)}, tables={"n": nights},
+                           classifier=None, inputs={"dataset": "n"}, options={"min_votes": 6, "split": "test"}))
+    assert r[("mid_level_alignment", "n", "2afc")][1] == 3 and r[("mid_level_alignment", "n", "majority")][1] == 2
+
+    names = ["a", "b"]
+    writers.write_saliency(tmp_path / "sal", {n: img() for n in names}, {n: rng.random((16, 24)) for n in names},
+                           {n: rng.random((16, 24)) < 0.1 for n in names})
+    sal = read_dataset("saliency", tmp_path / "sal")
+    emb = fake_embeddings(sal, spatial=rng.random((2, 4, 4)).astype(np.float32))
+    r = rows_dict(evaluate("saliency_alignment", embeddings={"s": emb}, tables={"s": sal}, classifier=None,
+                           inputs={"dataset": "s"}, options={"crop": "center"}))
+    assert {v for (_, _, v) in r} == {"cc", "nss", "auc_judd"} and r[("saliency_alignment", "s", "cc")][1] == 2
