@@ -1,0 +1,359 @@
+"""What the figures show: the figure configuration and the metric vocabulary.
+
+The figure functions read the tidy metric table (:data:`clipdyn.io.METRIC_COLUMNS`)
+and a :class:`FigureSpec`, built from the ``figures:`` block of the workflow config
+with :meth:`FigureSpec.from_config`. Every key is optional; the defaults are chosen
+from the table itself (the models it holds, the datasets and variants each metric
+was computed on), so an empty spec renders every figure.
+
+Keys of the ``figures:`` config block (all optional):
+
+``base_model`` (str)
+    Model of Figures 1 and 2. Default: the first of ``scale_models`` when given,
+    else the first model of the table in sorted order.
+``scale_models`` (list of str)
+    Models of Figure 3, in legend order. Default: every model of the table, sorted.
+``labels`` (mapping model -> str)
+    Display names (for example ``ViT-B/32``). Default: the model name.
+``x_axis`` ("epoch" | "fraction")
+    Horizontal axis of Figures 1-3: the checkpoint's epoch, or the fraction of
+    training done, ``epoch / total_epochs``. Default ``"epoch"``.
+``total_epochs`` (mapping model -> int)
+    Length of each model's training run in epochs, for ``x_axis: fraction``.
+    Default: the last epoch of the model's published run when ``reference_curves``
+    names one, else the largest epoch of that model in the table.
+``human_texture_bias`` (mapping with ``value`` and ``source``, or null)
+    The human reference drawn as a horizontal line on texture-bias panels (and as
+    ``1 - value`` on shape-bias panels). Default ``{value: 0.04, source: "Geirhos
+    et al. 2019, human observers, cue-conflict"}``; null draws no line.
+``reference_curves`` (mapping model -> mapping)
+    Published zero-shot accuracy per epoch drawn thinly beside a model's own curve
+    in Figure 1 (and Figure 3), labelled "published". Per model: ``run`` (the run
+    name in the CSV's ``name`` column, with or without ``.pt``; required), ``csv``
+    (path; default the LAION curves shipped as ``clipdyn/data/
+    laion_imagenet_zeroshot_curves.csv``), ``column`` (default
+    ``imagenet-zeroshot-val-top1``), ``scale`` (``auto`` | ``fraction`` | ``percent``;
+    default ``auto``: a column whose values are all <= 1 is a fraction; the LAION
+    file holds fractions), ``clip`` (bool, default true: draw only the epochs within
+    the range this model was measured at, so ten measured epochs are not squashed
+    against a 400-epoch curve).
+``accuracy_scale`` ("auto" | "fraction" | "percent")
+    Unit of ``zeroshot_top1``/``zeroshot_top5``/``noise_accuracy`` values in the
+    metric table. Accuracies are always drawn in percent. Default ``"auto"``: a
+    fraction when every value in the table is <= 1.
+``panels`` (mapping metric -> {dataset, variant})
+    Which dataset and variant each panel uses, overriding :data:`DEFAULT_SELECTION`
+    (for example ``{zeroshot_top1: {dataset: imagenet1k}, texture_bias:
+    {variant: category_prompts}}``). A key left out is chosen by the preference
+    list below, then the first available value in sorted order.
+``table_metrics`` (list of str)
+    Metrics correlated with texture bias in Table 1. Default
+    :data:`DEFAULT_TABLE_METRICS`; metrics absent from the table are skipped.
+``ood_datasets`` (list of str)
+    OOD sets drawn in the robustness figure. Default: every set of ``ood_auroc``.
+``ece_datasets`` (list of str)
+    Sets whose ECE is drawn in the robustness figure. Default: the ImageNet set of
+    the accuracy panel when ECE was measured on it, else every set with ECE.
+``dpi`` (int)
+    Resolution of the PNG files. Default 200.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+import pandas as pd
+
+#: Human texture bias on the cue-conflict stimuli (shape bias ~0.96).
+DEFAULT_HUMAN_TEXTURE_BIAS = {"value": 0.04, "source": "Geirhos et al. 2019, human observers, cue-conflict"}
+
+#: Column of the LAION reference CSV holding zero-shot top-1.
+LAION_TOP1_COLUMN = "imagenet-zeroshot-val-top1"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How a metric is named in a figure and which direction is better.
+
+    ``title`` names the panel; ``axis`` is the quantity on the axis and may hold
+    ``{variant}`` (e.g. "Spearman ρ"). ``better`` is ``"higher"``, ``"lower"`` or
+    ``None`` (neither, e.g. a fitted temperature); ``better_words`` replaces the
+    plain "better" where the study's own words are sharper ("more human-like").
+    """
+
+    title: str
+    axis: str
+    better: Optional[str]
+    better_words: str = "better"
+
+    @property
+    def arrow(self) -> str:
+        if self.better == "higher":
+            return f"↑ {self.better_words}"
+        if self.better == "lower":
+            return f"↓ {self.better_words}"
+        return ""
+
+    def axis_label(self, variant: str = "", two_lines: bool = True) -> str:
+        """The axis text with the better direction: ``"ECE  ↓ better"``."""
+        text = self.axis.format(variant=VARIANT_NAMES.get(variant, variant))
+        if not self.arrow:
+            return text
+        return f"{text}\n{self.arrow}" if two_lines else f"{text}  {self.arrow}"
+
+
+#: Readable names of metric variants.
+VARIANT_NAMES = {"spearman": "Spearman ρ", "pearson": "Pearson r", "kendall": "Kendall τ",
+                 "2afc": "2AFC", "majority": "majority vote", "cc": "CC", "nss": "NSS",
+                 "auc_judd": "AUC-Judd", "raw": "raw", "temperature_scaled": "temperature-scaled",
+                 "mcm": "MCM", "mean": "mean", "imagenet_mapping": "ImageNet-class mapping",
+                 "category_prompts": "category prompts"}
+
+#: The metric vocabulary of the tidy table, as the figures present it.
+METRICS: dict[str, MetricInfo] = {
+    "zeroshot_top1": MetricInfo("Zero-shot top-1 accuracy", "top-1 accuracy (%)", "higher"),
+    "zeroshot_top5": MetricInfo("Zero-shot top-5 accuracy", "top-5 accuracy (%)", "higher"),
+    "shape_bias": MetricInfo("Shape bias", "shape bias", "higher", "more human-like"),
+    "texture_bias": MetricInfo("Texture bias", "texture bias", "lower", "more human-like"),
+    "cue_conflict_shape_accuracy": MetricInfo("Cue-conflict shape accuracy", "shape accuracy", "higher"),
+    "cue_conflict_texture_accuracy": MetricInfo("Cue-conflict texture accuracy", "texture accuracy", None),
+    "noise_accuracy": MetricInfo("Accuracy under Gaussian noise", "accuracy (%)", "higher"),
+    "noise_sensitivity": MetricInfo("Noise sensitivity", "normalised accuracy drop", "lower", "more robust"),
+    "low_level_alignment": MetricInfo("Low-level alignment", "{variant} with human quality scores",
+                                      "higher", "more human-like"),
+    "mid_level_alignment": MetricInfo("Mid-level alignment", "{variant} agreement with humans",
+                                      "higher", "more human-like"),
+    "saliency_alignment": MetricInfo("Saliency alignment", "{variant} with human fixations",
+                                     "higher", "more human-like"),
+    "ece": MetricInfo("Expected calibration error", "ECE", "lower"),
+    "nll": MetricInfo("Negative log-likelihood", "NLL", "lower"),
+    "temperature": MetricInfo("Fitted temperature", "temperature", None),
+    "ood_auroc": MetricInfo("OOD detection AUROC", "AUROC", "higher"),
+    "ood_fpr95": MetricInfo("OOD detection FPR at 95% TPR", "FPR at 95% TPR", "lower"),
+}
+
+
+def metric_info(metric: str) -> MetricInfo:
+    """The presentation of ``metric``; an unknown metric gets its own name and no direction."""
+    return METRICS.get(metric, MetricInfo(metric.replace("_", " "), metric.replace("_", " "), None))
+
+
+#: Metrics whose values are accuracies (converted to percent for display).
+ACCURACY_METRICS = ("zeroshot_top1", "zeroshot_top5", "noise_accuracy")
+#: Metrics measured per evaluated set whose default set follows the accuracy panel.
+CALIBRATION_METRICS = ("ece", "nll", "temperature")
+
+#: Preferred (dataset, variant) per metric, tried in order before "first available".
+#: A ``None`` entry means "no preference".
+DEFAULT_SELECTION: dict[str, dict[str, list]] = {
+    "texture_bias": {"variant": ["imagenet_mapping"]},
+    "shape_bias": {"variant": ["imagenet_mapping"]},
+    "noise_sensitivity": {"variant": ["mean"]},
+    "noise_accuracy": {"variant": ["severity_0"]},
+    "low_level_alignment": {"dataset": ["mean"], "variant": ["spearman"]},
+    "mid_level_alignment": {"variant": ["2afc"]},
+    "saliency_alignment": {"variant": ["cc"]},
+    "ece": {"variant": ["raw"]},
+    "nll": {"variant": ["raw"]},
+    "temperature": {"variant": ["fitted"]},
+    "ood_auroc": {"variant": ["mcm"]},
+    "ood_fpr95": {"variant": ["mcm"]},
+}
+
+#: Metrics that Table 1 correlates with texture bias, in row order.
+DEFAULT_TABLE_METRICS = ["zeroshot_top1", "noise_sensitivity", "low_level_alignment", "mid_level_alignment",
+                         "saliency_alignment", "ece", "ood_auroc"]
+
+_ACC_SCALES = ("auto", "fraction", "percent")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One resolved line: a metric on one dataset with one variant."""
+
+    metric: str
+    dataset: str
+    variant: str
+
+    def describe(self) -> str:
+        """Short text for axis labels and table cells: ``"imagenet1k, raw"``."""
+        return ", ".join(p for p in (self.dataset, self.variant) if p)
+
+
+@dataclass
+class FigureSpec:
+    """Figure configuration; see the module docstring for every key."""
+
+    base_model: Optional[str] = None
+    scale_models: Optional[list] = None
+    labels: dict = field(default_factory=dict)
+    x_axis: str = "epoch"
+    total_epochs: dict = field(default_factory=dict)
+    human_texture_bias: Optional[dict] = field(default_factory=lambda: dict(DEFAULT_HUMAN_TEXTURE_BIAS))
+    reference_curves: dict = field(default_factory=dict)
+    accuracy_scale: str = "auto"
+    panels: dict = field(default_factory=dict)
+    table_metrics: list = field(default_factory=lambda: list(DEFAULT_TABLE_METRICS))
+    ood_datasets: Optional[list] = None
+    ece_datasets: Optional[list] = None
+    dpi: int = 200
+
+    def __post_init__(self) -> None:
+        if self.x_axis not in ("epoch", "fraction"):
+            raise ValueError(f"figures.x_axis must be 'epoch' or 'fraction', not {self.x_axis!r}")
+        if self.accuracy_scale not in _ACC_SCALES:
+            raise ValueError(f"figures.accuracy_scale must be one of {_ACC_SCALES}, not {self.accuracy_scale!r}")
+        h = self.human_texture_bias
+        if h is not None and ("value" not in h or not np.isfinite(float(h["value"]))):
+            raise ValueError("figures.human_texture_bias needs a finite 'value' (or null for no line)")
+        for model, ref in self.reference_curves.items():
+            if not isinstance(ref, Mapping) or not ref.get("run"):
+                raise ValueError(f"figures.reference_curves.{model} needs a 'run' (the run name in the CSV)")
+        for metric, sel in self.panels.items():
+            if not isinstance(sel, Mapping) or set(sel) - {"dataset", "variant"}:
+                raise ValueError(f"figures.panels.{metric} takes only 'dataset' and 'variant'")
+
+    @classmethod
+    def from_config(cls, config: "SpecLike") -> "FigureSpec":
+        """A spec from the config's ``figures:`` mapping (or None, or a spec itself)."""
+        if config is None:
+            return cls()
+        if isinstance(config, FigureSpec):
+            return config
+        known = {f.name for f in fields(cls)}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"unknown figure config keys {sorted(unknown)}; known: {sorted(known)}")
+        kwargs = {k: v for k, v in config.items() if v is not None or k == "human_texture_bias"}
+        for key in ("labels", "total_epochs", "reference_curves", "panels"):
+            if key in kwargs:
+                kwargs[key] = dict(kwargs[key])
+        return cls(**kwargs)
+
+    # -- models -----------------------------------------------------------------
+
+    def label(self, model: str) -> str:
+        return str(self.labels.get(model, model))
+
+    def resolve_scale_models(self, metrics: pd.DataFrame) -> list:
+        if self.scale_models:
+            return list(self.scale_models)
+        return sorted(metrics["model"].unique())
+
+    def resolve_base_model(self, metrics: pd.DataFrame) -> str:
+        if self.base_model:
+            return self.base_model
+        if self.scale_models:
+            return self.scale_models[0]
+        models = sorted(metrics["model"].unique())
+        if not models:
+            raise ValueError("the metric table is empty: no model to draw")
+        return models[0]
+
+    def total_epochs_of(self, model: str, metrics: pd.DataFrame) -> float:
+        """Epochs of the whole run for ``x_axis: fraction``: ``total_epochs``, else the length of
+        the model's published reference run, else the last epoch of the model in the table."""
+        if model in self.total_epochs:
+            return float(self.total_epochs[model])
+        if model in self.reference_curves:
+            return float(reference_curve(self.reference_curves[model])["epoch"].max())
+        seen = metrics.loc[metrics["model"] == model, "epoch"]
+        return float(seen.max()) if len(seen) and seen.max() > 0 else 1.0
+
+    # -- dataset/variant selection ----------------------------------------------
+
+    def series(self, metrics: pd.DataFrame, metric: str, dataset: Optional[str] = None,
+               variant: Optional[str] = None) -> Optional[Series]:
+        """The (dataset, variant) a panel of ``metric`` uses, or None if the metric is absent.
+
+        Explicit arguments win, then ``panels`` in the spec, then
+        :data:`DEFAULT_SELECTION`, then the first available value in sorted order.
+        The choice is made over all models together so every model's line in a
+        panel means the same thing.
+        """
+        rows = metrics[metrics["metric"] == metric]
+        if rows.empty:
+            return None
+        chosen = dict(self.panels.get(metric, {}))
+        if dataset is not None:
+            chosen["dataset"] = dataset
+        if variant is not None:
+            chosen["variant"] = variant
+        prefs = DEFAULT_SELECTION.get(metric, {})
+        for key in ("dataset", "variant"):
+            if key in chosen:
+                rows = rows[rows[key] == chosen[key]]
+                continue
+            available = sorted(rows[key].unique())
+            pick = next((p for p in prefs.get(key, []) if p in available), None)
+            if pick is None and key == "dataset" and metric in ACCURACY_METRICS:
+                pick = _prefer_imagenet(available)
+            if pick is None and key == "dataset" and metric in CALIBRATION_METRICS:
+                # calibration of the same set whose accuracy the figures show
+                acc = self.series(metrics, "zeroshot_top1")
+                pick = acc.dataset if acc is not None and acc.dataset in available else None
+            chosen[key] = pick if pick is not None else available[0]
+            rows = rows[rows[key] == chosen[key]]
+        return Series(metric, str(chosen["dataset"]), str(chosen["variant"]))
+
+    def accuracy_factor(self, metrics: pd.DataFrame) -> float:
+        """Multiplier that turns accuracy values of the table into percent."""
+        if self.accuracy_scale == "percent":
+            return 1.0
+        if self.accuracy_scale == "fraction":
+            return 100.0
+        acc = metrics.loc[metrics["metric"].isin(ACCURACY_METRICS), "value"]
+        return 100.0 if acc.dropna().le(1.0).all() else 1.0
+
+
+#: What the figure functions accept as a spec: a FigureSpec, the config mapping, or None.
+SpecLike = Union[FigureSpec, Mapping[str, Any], None]
+
+
+def _prefer_imagenet(available: list) -> Optional[str]:
+    """The plain ImageNet set among several accuracy sets (not -v2, -r, -sketch ...)."""
+    plain = [d for d in available if d.lower().replace("-", "").replace("_", "") in
+             ("imagenet", "imagenet1k", "imagenetval", "imagenet1kval", "wdsimagenet1k")]
+    return plain[0] if plain else None
+
+
+@functools.lru_cache(maxsize=8)
+def _read_reference_csv(csv: Optional[str], mtime_ns: int) -> pd.DataFrame:
+    """The reference CSV (the shipped LAION curves when ``csv`` is None), cached by path and mtime."""
+    if csv:
+        return pd.read_csv(csv)
+    with resources.files("clipdyn").joinpath("data/laion_imagenet_zeroshot_curves.csv").open() as fh:
+        return pd.read_csv(fh)
+
+
+def reference_curve(ref: Mapping[str, Any]) -> pd.DataFrame:
+    """A published accuracy curve: columns ``epoch`` and ``value`` (percent), sorted by epoch.
+
+    ``ref`` holds ``run`` and optionally ``csv``, ``column``, ``scale`` (see the module
+    docstring). Raises ValueError if the run is not in the CSV, naming close matches.
+    """
+    csv = ref.get("csv")
+    table = _read_reference_csv(str(csv) if csv else None, Path(csv).stat().st_mtime_ns if csv else 0)
+    column = ref.get("column", LAION_TOP1_COLUMN)
+    if column not in table or "name" not in table or "epoch" not in table:
+        raise ValueError(f"reference CSV {csv or 'laion_imagenet_zeroshot_curves.csv'} needs columns "
+                         f"'name', 'epoch' and {column!r}; it has {list(table.columns)}")
+    run = str(ref["run"])
+    names = table["name"].astype(str)
+    rows = table[(names == run) | (names == run + ".pt") | (names.str.removesuffix(".pt") == run)]
+    if rows.empty:
+        close = [n for n in names.unique() if run.split("_")[0] in n][:5]
+        raise ValueError(f"reference run {run!r} is not in the reference CSV; similar names: {close}")
+    out = rows[["epoch", column]].rename(columns={column: "value"}).dropna()
+    out = out.groupby("epoch", as_index=False)["value"].mean().sort_values("epoch")
+    scale = ref.get("scale", "auto")
+    if scale not in _ACC_SCALES:
+        raise ValueError(f"reference curve scale must be one of {_ACC_SCALES}, not {scale!r}")
+    if scale == "fraction" or (scale == "auto" and out["value"].le(1.0).all()):
+        out["value"] = out["value"] * 100.0
+    return out.reset_index(drop=True)
