@@ -312,6 +312,10 @@ def test_spec_selection_and_validation(metrics):
     assert spec.resolve_base_model(metrics) == "B-32"  # first model in sorted order
     assert FigureSpec.from_config({"scale_models": ["L-14", "B-32"]}).resolve_base_model(metrics) == "L-14"
     assert FigureSpec.from_config({"human_texture_bias": None}).human_texture_bias is None
+    with pytest.raises(ValueError, match="no rows in the metric table"):
+        figure1(metrics, {"base_model": "B-23"})
+    with pytest.raises(ValueError, match="no rows in the metric table"):
+        table1(metrics, {"scale_models": ["B-32", "L-41"]})
     with pytest.raises(ValueError, match="unknown figure config keys"):
         FigureSpec.from_config({"base_modle": "B-32"})
     with pytest.raises(ValueError, match="x_axis"):

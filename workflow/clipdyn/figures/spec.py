@@ -242,18 +242,18 @@ class FigureSpec:
 
     def resolve_scale_models(self, metrics: pd.DataFrame) -> list:
         if self.scale_models:
-            return list(self.scale_models)
-        return sorted(metrics["model"].unique())
-
-    def resolve_base_model(self, metrics: pd.DataFrame) -> str:
-        if self.base_model:
-            return self.base_model
-        if self.scale_models:
-            return self.scale_models[0]
+            return _known(list(self.scale_models), metrics, "scale_models")
         models = sorted(metrics["model"].unique())
         if not models:
             raise ValueError("the metric table is empty: no model to draw")
-        return models[0]
+        return models
+
+    def resolve_base_model(self, metrics: pd.DataFrame) -> str:
+        if self.base_model:
+            return _known([self.base_model], metrics, "base_model")[0]
+        if self.scale_models:
+            return _known([self.scale_models[0]], metrics, "scale_models")[0]
+        return self.resolve_scale_models(metrics)[0]
 
     def total_epochs_of(self, model: str, metrics: pd.DataFrame) -> float:
         """Epochs of the whole run for ``x_axis: fraction``: ``total_epochs``, else the length of
@@ -309,6 +309,17 @@ class FigureSpec:
             return 100.0
         acc = metrics.loc[metrics["metric"].isin(ACCURACY_METRICS), "value"]
         return 100.0 if acc.dropna().le(1.0).all() else 1.0
+
+
+def _known(models: list, metrics: pd.DataFrame, key: str) -> list:
+    """``models``, after checking that each has rows in the table (a misspelt name would
+    otherwise give figures that say "no data" everywhere)."""
+    present = set(metrics["model"].unique())
+    unknown = [m for m in models if m not in present]
+    if unknown:
+        raise ValueError(f"figures.{key} names model(s) {unknown} that have no rows in the metric table; "
+                         f"it holds {sorted(present)}")
+    return models
 
 
 #: What the figure functions accept as a spec: a FigureSpec, the config mapping, or None.
