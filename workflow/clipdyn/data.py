@@ -13,6 +13,38 @@ from .io import provenance, read_meta, write_frame
 from .pixels import stratified_subset
 
 
+def fetch_dataset(*, path: Optional[str], repo: Optional[str], repo_type: str, revision: str,
+                  files: Sequence[str], extra_files: dict, out: str) -> dict:
+    """Download a dataset (or take a local folder) and write ``snapshot.json`` saying where it is.
+
+    ``extra_files``: adapter option -> {repo, file, ...}: single files from other repos
+    (for example the IQA meta-info CSVs), downloaded and passed to the adapter as paths.
+    """
+    import json
+
+    from . import hub
+
+    if path:
+        folder = Path(path).expanduser().resolve()
+        if not folder.is_dir():
+            raise DatasetFormatError(f"dataset folder {folder} does not exist (the dataset's `path` in the config)")
+        record = {"path": str(folder), "commit": None, "revision": None, "repo": None}
+    else:
+        folder, commit = hub.download_snapshot(repo, revision=revision, repo_type=repo_type,
+                                               allow_patterns=list(files) or None)
+        record = {"repo": repo, "repo_type": repo_type, "revision": revision, "commit": commit,
+                  "files": list(files), "path": str(folder)}
+    record["extra_files"] = {}
+    for option, spec in (extra_files or {}).items():
+        f = hub.download_file(spec["repo"], spec["file"], revision=str(spec.get("revision", "main")),
+                              repo_type=spec.get("repo_type", "dataset"))
+        record["extra_files"][option] = str(f)
+    tmp = Path(out).with_name(f".{Path(out).name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(out)
+    return record
+
+
 def prepare_manifest(*, snapshot: dict, fmt: str, root: str, extract: Sequence[str], extract_dir: str,
                      options: dict, subset: Optional[int], subset_seed: int, out_manifest: str,
                      out_trials: str, dataset: str) -> dict:
@@ -35,7 +67,11 @@ def prepare_manifest(*, snapshot: dict, fmt: str, root: str, extract: Sequence[s
     folder = base / root if root else base
     if not folder.exists():
         raise DatasetFormatError(f"dataset {dataset}: folder {folder} does not exist (datasets.{dataset}.root={root!r})")
-    tables = read_dataset(fmt, folder, **(options or {}))
+    options = dict(options or {})
+    options.update(snapshot.get("extra_files") or {})
+    if fmt.startswith("iqa_"):  # archives are unpacked under results/, never inside the HF cache
+        options.setdefault("extract_dir", str(Path(extract_dir).resolve()))
+    tables = read_dataset(fmt, folder, **options)
     images = tables.images
     n_all = len(images)
     images = stratified_subset(images, subset, subset_seed, by="label" if "label" in images else "")

@@ -10,6 +10,7 @@ because unpickling a file from the internet runs its code.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -63,6 +64,7 @@ def load_model(arch: str, checkpoint: str, device="cpu", allow_pickle: bool = Fa
                               "dcp_to_torch_save) and point the config's checkpoint template at that file.")
     if not ckpt.exists():
         raise CheckpointError(f"{where} does not exist (a dangling link into the HF cache?); rerun to download it again")
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "no pretrained weights" noise
     model = open_clip.create_model(arch, device="cpu", precision=precision)
     try:
         open_clip.load_checkpoint(model, str(ckpt), strict=True, weights_only=not allow_pickle, device="cpu")
@@ -120,8 +122,13 @@ def _batches(pixels: np.ndarray, batch_size: int, pin: bool):
     import torch
 
     for s in range(0, len(pixels), batch_size):
-        b = torch.from_numpy(np.ascontiguousarray(pixels[s:s + batch_size]))
-        yield s, (b.pin_memory() if pin else b)
+        block = pixels[s:s + batch_size]
+        if pin:  # copy straight from the memory map into page-locked memory
+            b = torch.empty(block.shape, dtype=torch.uint8, pin_memory=True)
+            b.numpy()[...] = block
+        else:
+            b = torch.from_numpy(np.array(block))
+        yield s, b
 
 
 def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = 256, spatial: bool = False,

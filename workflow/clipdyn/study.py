@@ -10,9 +10,7 @@ against the Hub listing. Every error names the config key and what to do.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.util
-import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,23 +101,51 @@ def preprocess_of(arch: str, extra_dirs: Sequence[str] = (), override: Optional[
     return Preprocess(int(pp.get("size", size)), pp.get("interpolation", "bicubic"), pp.get("resize_mode", "shortest"))
 
 
-def source_hash(*objects) -> str:
-    """Short hash of the source of modules/functions (enters ``params:`` so edits rerun jobs)."""
+_PKG = Path(__file__).parent
+
+#: metric kind -> library modules (under clipdyn.metrics) its numbers depend on, besides tasks.py
+METRIC_MODULES = {
+    "zeroshot_accuracy": ["zeroshot"],
+    "shape_bias": ["shape_bias", "zeroshot"],
+    "noise_sensitivity": ["noise_sensitivity", "zeroshot"],
+    "low_level_alignment": ["low_level_alignment"],
+    "mid_level_alignment": ["mid_level_alignment"],
+    "saliency_alignment": ["saliency_alignment"],
+    "calibration": ["calibration", "zeroshot"],
+    "ood_detection": ["ood", "zeroshot"],
+}
+
+
+def _module_files(name: str) -> List[Path]:
+    """Source files of a clipdyn module or package, found without importing it."""
+    parts = name.split(".")
+    if parts[0] != "clipdyn":
+        raise ValueError(f"{name}: only clipdyn modules are hashed")
+    base = _PKG.joinpath(*parts[1:])
+    if base.is_dir():
+        return sorted(base.rglob("*.py"))
+    f = base.with_suffix(".py")
+    if not f.exists():
+        raise ValueError(f"no source file for module {name} ({f})")
+    return [f]
+
+
+def source_hash(*modules: str) -> str:
+    """Short hash of the source of clipdyn modules/packages (enters ``params:`` so edits rerun jobs).
+
+    Files are read, not imported, so building the DAG stays fast.
+    """
     h = hashlib.sha256()
-    for obj in objects:
-        if isinstance(obj, str):
-            obj = importlib.import_module(obj)
-        h.update(inspect.getsource(obj).encode())
+    for name in modules:
+        for f in _module_files(name):
+            h.update(str(f.relative_to(_PKG)).encode())
+            h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 
 def metric_code_hash(kind: str) -> str:
-    """Hash of the code a metric kind's jobs depend on: its module and its evaluator."""
-    from .metrics import tasks
-
-    ev = tasks.EVALUATORS[kind]
-    mod = f"clipdyn.metrics.{METRIC_KINDS[kind]['module']}"
-    return source_hash(mod, "clipdyn.metrics.zeroshot", ev)
+    """Hash of the code a metric kind's jobs depend on: its modules and the evaluators."""
+    return source_hash("clipdyn.metrics.tasks", *(f"clipdyn.metrics.{m}" for m in METRIC_MODULES[kind]))
 
 
 class Study:

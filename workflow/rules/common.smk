@@ -38,6 +38,12 @@ wildcard_constraints:
     preprocess=r"\d+px-[a-z]+-[a-z]+",
 
 
+def adapter_module(fmt):
+    from clipdyn.datasets import ADAPTERS
+
+    return ADAPTERS[fmt].__module__
+
+
 def model_of(wc):
     return STUDY.models[wc.model]
 

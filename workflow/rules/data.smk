@@ -17,7 +17,11 @@ rule prepare_manifest:
         subset_seed=lambda wc: STUDY.datasets[wc.dataset].get("subset_seed", 0),
         extract_dir=lambda wc: f"{R}/data/{wc.dataset}/extracted",
         code=lambda wc: source_hash(
-            "clipdyn.datasets", "clipdyn.pixels", "clipdyn.archives"
+            adapter_module(STUDY.datasets[wc.dataset]["format"]),
+            "clipdyn.datasets.__init__",
+            "clipdyn.datasets._common",
+            "clipdyn.data",
+            "clipdyn.archives",
         ),
     wildcard_constraints:
         dataset=_alt(DOWNLOADED),

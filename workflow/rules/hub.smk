@@ -40,7 +40,9 @@ rule download_dataset:
     output:
         f"{R}/datasets/{{dataset}}/snapshot.json",
     params:
-        repo=lambda wc: STUDY.datasets[wc.dataset]["repo"],
+        path=lambda wc: STUDY.datasets[wc.dataset].get("path"),
+        extra_files=lambda wc: STUDY.datasets[wc.dataset].get("extra_files", {}),
+        repo=lambda wc: STUDY.datasets[wc.dataset].get("repo"),
         repo_type=lambda wc: STUDY.datasets[wc.dataset].get("repo_type", "dataset"),
         revision=lambda wc: str(STUDY.datasets[wc.dataset].get("revision", "main")),
         files=lambda wc: STUDY.datasets[wc.dataset].get("files", []),
