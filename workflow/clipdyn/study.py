@@ -18,16 +18,16 @@ from typing import Dict, List, Optional, Sequence
 
 from . import hub
 
-#: metric kind -> (roles that name one dataset, roles that name a list, needs a class set, library module)
+#: metric kind -> (roles that name one dataset, roles that name a list, needs a class set)
 METRIC_KINDS: Dict[str, dict] = {
-    "zeroshot_accuracy": {"one": ["dataset"], "many": [], "classset": True, "module": "zeroshot"},
-    "shape_bias": {"one": ["dataset"], "many": [], "classset": True, "module": "shape_bias"},
-    "noise_sensitivity": {"one": ["clean", "noisy"], "many": [], "classset": True, "module": "noise_sensitivity"},
-    "low_level_alignment": {"one": [], "many": ["datasets"], "classset": False, "module": "low_level_alignment"},
-    "mid_level_alignment": {"one": ["dataset"], "many": [], "classset": False, "module": "mid_level_alignment"},
-    "saliency_alignment": {"one": ["dataset"], "many": [], "classset": False, "module": "saliency_alignment"},
-    "calibration": {"one": ["in_distribution"], "many": ["shifted"], "classset": True, "module": "calibration"},
-    "ood_detection": {"one": ["in_distribution"], "many": ["ood"], "classset": True, "module": "ood"},
+    "zeroshot_accuracy": {"one": ["dataset"], "many": [], "classset": True},
+    "shape_bias": {"one": ["dataset"], "many": [], "classset": True},
+    "noise_sensitivity": {"one": ["clean", "noisy"], "many": [], "classset": True},
+    "low_level_alignment": {"one": [], "many": ["datasets"], "classset": False},
+    "mid_level_alignment": {"one": ["dataset"], "many": [], "classset": False},
+    "saliency_alignment": {"one": ["dataset"], "many": [], "classset": False},
+    "calibration": {"one": ["in_distribution"], "many": ["shifted"], "classset": True},
+    "ood_detection": {"one": ["in_distribution"], "many": ["ood"], "classset": True},
 }
 
 CORRUPTIONS = {"gaussian_noise"}
@@ -106,13 +106,13 @@ _PKG = Path(__file__).parent
 #: metric kind -> library modules (under clipdyn.metrics) its numbers depend on, besides tasks.py
 METRIC_MODULES = {
     "zeroshot_accuracy": ["zeroshot"],
-    "shape_bias": ["shape_bias", "zeroshot"],
-    "noise_sensitivity": ["noise_sensitivity", "zeroshot"],
-    "low_level_alignment": ["low_level_alignment"],
-    "mid_level_alignment": ["mid_level_alignment"],
-    "saliency_alignment": ["saliency_alignment"],
-    "calibration": ["calibration", "zeroshot"],
-    "ood_detection": ["ood", "zeroshot"],
+    "shape_bias": ["zeroshot", "shape_bias"],
+    "noise_sensitivity": ["zeroshot", "noise_sensitivity"],
+    "low_level_alignment": ["zeroshot", "low_level_alignment"],
+    "mid_level_alignment": ["zeroshot", "low_level_alignment", "mid_level_alignment"],
+    "saliency_alignment": ["zeroshot", "saliency_alignment"],
+    "calibration": ["zeroshot", "calibration"],
+    "ood_detection": ["zeroshot", "ood"],
 }
 
 

@@ -14,6 +14,16 @@ def metric_inputs(wc):
     return out
 
 
+def metric_options(wc):
+    m = STUDY.metrics[wc.metric]
+    opts = dict(m.get("options", {}))
+    if m["kind"] == "saliency_alignment":
+        # spatial maps cover what the model saw: the centre crop, unless it squashed the image
+        squash = model_of(wc).preprocess.resize_mode == "squash"
+        opts.setdefault("crop", "none" if squash else "center")
+    return opts
+
+
 rule compute_metric:
     input:
         unpack(metric_inputs),
@@ -23,7 +33,7 @@ rule compute_metric:
     params:
         kind=lambda wc: STUDY.metrics[wc.metric]["kind"],
         inputs=lambda wc: STUDY.metrics[wc.metric].get("inputs", {}),
-        options=lambda wc: STUDY.metrics[wc.metric].get("options", {}),
+        options=metric_options,
         spatial=lambda wc: [
             d for d in STUDY.metric_datasets(wc.metric) if STUDY.spatial(d)
         ],

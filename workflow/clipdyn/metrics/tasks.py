@@ -55,29 +55,16 @@ class MetricResult:
     details: Optional[pd.DataFrame] = None
 
 
+from ..study import METRIC_KINDS as _KINDS  # noqa: E402
+
 #: kind -> {role: "one" (a dataset name) | "list" (a list of names, may be empty)}
 ROLES: Dict[str, Dict[str, str]] = {
-    "zeroshot_accuracy": {"dataset": "one"},
-    "shape_bias": {"dataset": "one"},
-    "noise_sensitivity": {"clean": "one", "noisy": "one"},
-    "low_level_alignment": {"datasets": "list"},
-    "mid_level_alignment": {"dataset": "one"},
-    "saliency_alignment": {"dataset": "one"},
-    "calibration": {"in_distribution": "one", "shifted": "list"},
-    "ood_detection": {"in_distribution": "one", "ood": "list"},
+    kind: {**{r: "one" for r in spec["one"]}, **{r: "list" for r in spec["many"]}} for kind, spec in _KINDS.items()
 }
 
-#: kind -> the metric modules it uses (``tasks`` itself is added by :func:`source_files`)
-KIND_MODULES: Dict[str, List[str]] = {
-    "zeroshot_accuracy": ["zeroshot"],
-    "shape_bias": ["zeroshot", "shape_bias"],
-    "noise_sensitivity": ["zeroshot", "noise_sensitivity"],
-    "low_level_alignment": ["zeroshot", "low_level_alignment"],
-    "mid_level_alignment": ["zeroshot", "low_level_alignment", "mid_level_alignment"],
-    "saliency_alignment": ["zeroshot", "saliency_alignment"],
-    "calibration": ["zeroshot", "calibration"],
-    "ood_detection": ["zeroshot", "ood"],
-}
+#: kind -> the metric modules it uses (``tasks`` itself is added by :func:`source_files`); one list,
+#: shared with the workflow's source hashes
+from ..study import METRIC_MODULES as KIND_MODULES  # noqa: E402
 
 
 def source_files(kind: str) -> List[Path]:
