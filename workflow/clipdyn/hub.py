@@ -239,8 +239,8 @@ def download_file(repo_id: str, filename: str, revision: str = "main", repo_type
 
     what = f"downloading {filename} from {repo_type} repo {repo_id}@{revision}"
     try:
-        path = with_retries(lambda: hf_hub_download(repo_id, filename, revision=revision,
-                                                    repo_type=repo_type), what)
+        path = with_retries(lambda: hf_hub_download(repo_id, filename, revision=revision, repo_type=repo_type,
+                                                    cache_dir=cache_dir(), local_files_only=is_offline()), what)
     except HubError:
         raise
     except Exception as err:
@@ -278,7 +278,8 @@ def download_snapshot(repo_id: str, revision: str = "main", repo_type: str = "da
     what = f"downloading {repo_type} repo {repo_id}@{revision} ({', '.join(patterns or ['all files'])})"
     try:
         folder = Path(with_retries(lambda: snapshot_download(repo_id, revision=revision, repo_type=repo_type,
-                                                             allow_patterns=patterns), what))
+                                                             allow_patterns=patterns, cache_dir=cache_dir(),
+                                                             local_files_only=is_offline()), what))
     except HubError:
         raise
     except Exception as err:
