@@ -71,6 +71,35 @@ def _repo_cache_folder(repo_id: str, repo_type: str) -> Path:
     return cache_dir() / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
 
 
+def _unreachable(err: BaseException) -> bool:
+    """True when ``err`` is huggingface_hub's way of saying the Hub could not be reached.
+
+    ``hf_hub_download`` and ``snapshot_download`` turn a connection error, a
+    timeout or a 5xx/429 answer into ``LocalEntryNotFoundError`` ("... cannot
+    find the requested files in the local cache") chained to the real error.
+    That is transient (unlike offline mode or a file that is not cached).
+    """
+    from huggingface_hub.errors import (FileMetadataError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled)
+
+    cause = err.__cause__
+    if not isinstance(err, LocalEntryNotFoundError) or cause is None or is_offline():
+        return False
+    if isinstance(cause, (OfflineModeIsEnabled, FileMetadataError)):
+        return False
+    if isinstance(cause, HfHubHTTPError):
+        status = getattr(getattr(cause, "response", None), "status_code", None)
+        return status is None or status >= 500 or status == 429
+    return True  # connection errors and timeouts
+
+
+def _describe(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    if _unreachable(err):
+        text = f"{type(err.__cause__).__name__}: {err.__cause__}"
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+
+
 def with_retries(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: float = 2.0) -> T:
     """Call ``fn``; retry transient network/server errors with exponential backoff.
 
@@ -86,14 +115,14 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: 
     for attempt in range(1, attempts + 1):
         try:
             return fn()
-        except final:
-            raise
         except Exception as err:  # network errors, 5xx, timeouts
+            if isinstance(err, final) and not _unreachable(err):
+                raise
             if attempt == attempts:
-                raise HubError(f"{what}: failed after {attempts} attempts: {type(err).__name__}: {err}. "
+                raise HubError(f"{what}: failed after {attempts} attempts: {_describe(err)}. "
                                "The Hub or the network is unavailable; run the same command again later.") from err
             delay = base_delay * 2 ** (attempt - 1)
-            print(f"{what}: {type(err).__name__}: {err}; retrying in {delay:.0f} s "
+            print(f"{what}: {_describe(err)}; retrying in {delay:.0f} s "
                   f"(attempt {attempt}/{attempts})", flush=True)
             time.sleep(delay)
     raise AssertionError("unreachable")
@@ -256,7 +285,29 @@ def download_file(repo_id: str, filename: str, revision: str = "main", repo_type
         if Path(path).is_symlink() and blob != expected_blob:
             raise HubError(f"{what}: content changed on the Hub since it was listed (blob {blob[:12]}, listed "
                            f"{expected_blob[:12]}). Run the workflow again to list the new version.")
+        actual = _content_id(Path(os.path.realpath(path)), blob)
+        if actual is not None and actual != blob:
+            raise HubError(f"{what}: the cached file {os.path.realpath(path)} is corrupt: its content hash is "
+                           f"{actual[:12]}, not {blob[:12]} (a damaged or tampered download). Delete it "
+                           "(`hf cache delete`, or remove that blob) and run the workflow again to download it again.")
     return path
+
+
+def _content_id(path: Path, blob: str) -> Optional[str]:
+    """The content hash a cache blob is named after, computed from its bytes: the sha256 of
+    an LFS file (64 hex digits) or the git blob id of a small one (40); None for other names."""
+    import hashlib
+
+    if re.fullmatch(r"[0-9a-f]{64}", blob):
+        h = hashlib.sha256()
+    elif _HEX40.match(blob):
+        h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    else:
+        return None
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def link(target: Path, dest: Path) -> None:
@@ -265,7 +316,7 @@ def link(target: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     tmp.unlink(missing_ok=True)
-    tmp.symlink_to(os.path.realpath(target))
+    tmp.symlink_to(os.path.abspath(target))  # the snapshots/<commit>/ path: keeps the commit visible
     os.replace(tmp, dest)
 
 
