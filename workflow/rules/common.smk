@@ -100,3 +100,88 @@ def all_targets():
         + [f"{R}/metrics.parquet", f"{R}/metrics.csv"]
         + figure_targets()
     )
+
+
+# ---- embed stage helpers
+
+
+def embed_inputs(wc):
+    return {"checkpoint": checkpoint_path(wc), **pixels_of(wc.model, wc.dataset)}
+
+
+def embed_provenance(wc):
+    m, f = model_of(wc), ckpt_file(wc)
+    d = STUDY.datasets[wc.dataset]
+    src = STUDY.datasets[STUDY.downloaded(wc.dataset)]
+    return {
+        "model": wc.model,
+        "arch": m.arch,
+        "epoch": int(wc.epoch),
+        "checkpoint_repo": m.repo,
+        "checkpoint_file": f.path,
+        "checkpoint_blob": f.blob,
+        "dataset": wc.dataset,
+        "dataset_repo": src.get("repo"),
+        "dataset_revision": str(src.get("revision", "main")),
+        "subset": src.get("subset"),
+        "preprocess": m.preprocess.id,
+    }
+
+
+def text_inputs(wc):
+    cs = config["classsets"][wc.classset]
+    out = {"checkpoint": checkpoint_path(wc)}
+    if cs.get("source") == "dataset":
+        out["manifest"] = f"{R}/data/{cs['dataset']}/manifest.parquet"
+    return out
+
+
+# ---- metrics stage helpers
+
+
+def metric_inputs(wc):
+    m = STUDY.metrics[wc.metric]
+    out = {}
+    for d in STUDY.metric_datasets(wc.metric):
+        out[f"emb__{d}"] = f"{R}/embeddings/{wc.model}/epoch_{wc.epoch}/{d}.parquet"
+        out[f"manifest__{d}"] = f"{R}/data/{d}/manifest.parquet"
+        out[f"trials__{d}"] = f"{R}/data/{d}/trials.parquet"
+    if METRIC_KINDS[m["kind"]]["classset"]:
+        out["classifier"] = f"{R}/text/{wc.model}/epoch_{wc.epoch}/{m['classset']}.parquet"
+    return out
+
+
+def metric_options(wc):
+    m = STUDY.metrics[wc.metric]
+    opts = dict(m.get("options", {}))
+    if m["kind"] == "saliency_alignment":
+        # spatial maps cover what the model saw: the centre crop, unless it squashed the image
+        squash = model_of(wc).preprocess.resize_mode == "squash"
+        opts.setdefault("crop", "none" if squash else "center")
+    return opts
+
+
+# ---- figures stage helpers
+
+
+def figure_spec():
+    """The config's `figures:` mapping plus what the models section says about each model."""
+    spec = {k: v for k, v in config.get("figures", {}).items() if k != "enabled"}
+    spec.setdefault("labels", {})
+    spec.setdefault("total_epochs", {})
+    spec.setdefault("reference_curves", {})
+    for name, m in STUDY.models.items():
+        if "label" in m.raw:
+            spec["labels"].setdefault(name, m.raw["label"])
+        if "total_epochs" in m.raw:
+            spec["total_epochs"].setdefault(name, m.raw["total_epochs"])
+        if "reference_curve" in m.raw:
+            ref = dict(m.raw["reference_curve"])
+            csv = ref.pop("file")
+            if not Path(csv).is_absolute() and not Path(csv).exists():
+                csv = str(Path(workflow.basedir) / csv)
+            spec["reference_curves"].setdefault(name, dict(ref, csv=csv))
+    return spec
+
+
+FIGURE_CODE = source_hash("clipdyn.figures")

@@ -25,6 +25,8 @@ rule prepare_manifest:
         ),
     wildcard_constraints:
         dataset=_alt(DOWNLOADED),
+    conda:
+        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/prepare_manifest/{{dataset}}.log",
     script:
@@ -46,6 +48,8 @@ rule derive_manifest:
         ),
     wildcard_constraints:
         dataset=_alt(DERIVED),
+    conda:
+        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/derive_manifest/{{dataset}}.log",
     script:
@@ -64,6 +68,8 @@ rule pixel_cache:
     wildcard_constraints:
         dataset=_alt(DOWNLOADED),
     threads: EMBED.get("decode_workers", 4)
+    conda:
+        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/pixel_cache/{{dataset}}/{{preprocess}}.log",
     script:
@@ -87,6 +93,8 @@ rule derived_pixel_cache:
         code=lambda wc: source_hash("clipdyn.corruptions"),
     wildcard_constraints:
         dataset=_alt(DERIVED),
+    conda:
+        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/derived_pixel_cache/{{dataset}}/{{preprocess}}.log",
     script:

@@ -1,29 +1,6 @@
 # Embed stage: every (model, epoch, dataset) once, on a GPU when there is one.
 
 
-def embed_inputs(wc):
-    return {"checkpoint": checkpoint_path(wc), **pixels_of(wc.model, wc.dataset)}
-
-
-def embed_provenance(wc):
-    m, f = model_of(wc), ckpt_file(wc)
-    d = STUDY.datasets[wc.dataset]
-    src = STUDY.datasets[STUDY.downloaded(wc.dataset)]
-    return {
-        "model": wc.model,
-        "arch": m.arch,
-        "epoch": int(wc.epoch),
-        "checkpoint_repo": m.repo,
-        "checkpoint_file": f.path,
-        "checkpoint_blob": f.blob,
-        "dataset": wc.dataset,
-        "dataset_repo": src.get("repo"),
-        "dataset_revision": str(src.get("revision", "main")),
-        "subset": src.get("subset"),
-        "preprocess": m.preprocess.id,
-    }
-
-
 rule embed_images:
     input:
         unpack(embed_inputs),
@@ -44,18 +21,12 @@ rule embed_images:
     resources:
         gpu=1,
         mem_mb=EMBED.get("mem_mb", 8000),
+    conda:
+        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/embed_images/{{model}}/epoch_{{epoch}}/{{dataset}}.log",
     script:
         "../scripts/embed_images.py"
-
-
-def text_inputs(wc):
-    cs = config["classsets"][wc.classset]
-    out = {"checkpoint": checkpoint_path(wc)}
-    if cs.get("source") == "dataset":
-        out["manifest"] = f"{R}/data/{cs['dataset']}/manifest.parquet"
-    return out
 
 
 rule text_classifier:
@@ -81,6 +52,8 @@ rule text_classifier:
     resources:
         gpu=1,
         mem_mb=EMBED.get("mem_mb", 8000),
+    conda:
+        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/text_classifier/{{model}}/epoch_{{epoch}}/{{classset}}.log",
     script:

@@ -12,6 +12,8 @@ rule list_epochs:
             for f in model_of(wc).files.values()
         ],
         selected=lambda wc: model_of(wc).epochs,
+    conda:
+        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/list_epochs/{{model}}.log",
     localrule: True
@@ -28,6 +30,8 @@ rule download_checkpoint:
         revision=lambda wc: model_of(wc).revision,
         filename=lambda wc: ckpt_file(wc).path,
         blob=lambda wc: ckpt_file(wc).blob,
+    conda:
+        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/download_checkpoint/{{model}}/epoch_{{epoch}}.log",
     resources:
@@ -48,6 +52,8 @@ rule download_dataset:
         files=lambda wc: STUDY.datasets[wc.dataset].get("files", []),
     wildcard_constraints:
         dataset=_alt(DOWNLOADED),
+    conda:
+        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/download_dataset/{{dataset}}.log",
     resources:

@@ -2,28 +2,6 @@
 # carry a hash of its library code, so editing one metric reruns only its jobs.
 
 
-def metric_inputs(wc):
-    m = STUDY.metrics[wc.metric]
-    out = {}
-    for d in STUDY.metric_datasets(wc.metric):
-        out[f"emb__{d}"] = f"{R}/embeddings/{wc.model}/epoch_{wc.epoch}/{d}.parquet"
-        out[f"manifest__{d}"] = f"{R}/data/{d}/manifest.parquet"
-        out[f"trials__{d}"] = f"{R}/data/{d}/trials.parquet"
-    if METRIC_KINDS[m["kind"]]["classset"]:
-        out["classifier"] = f"{R}/text/{wc.model}/epoch_{wc.epoch}/{m['classset']}.parquet"
-    return out
-
-
-def metric_options(wc):
-    m = STUDY.metrics[wc.metric]
-    opts = dict(m.get("options", {}))
-    if m["kind"] == "saliency_alignment":
-        # spatial maps cover what the model saw: the centre crop, unless it squashed the image
-        squash = model_of(wc).preprocess.resize_mode == "squash"
-        opts.setdefault("crop", "none" if squash else "center")
-    return opts
-
-
 rule compute_metric:
     input:
         unpack(metric_inputs),
@@ -38,6 +16,8 @@ rule compute_metric:
             d for d in STUDY.metric_datasets(wc.metric) if STUDY.spatial(d)
         ],
         code=lambda wc: metric_code_hash(STUDY.metrics[wc.metric]["kind"]),
+    conda:
+        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/compute_metric/{{model}}/epoch_{{epoch}}/{{metric}}.log",
     script:
@@ -50,6 +30,8 @@ rule collect_metrics:
     output:
         parquet=f"{R}/metrics.parquet",
         csv=f"{R}/metrics.csv",
+    conda:
+        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/collect_metrics.log",
     localrule: True
