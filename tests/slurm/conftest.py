@@ -9,6 +9,11 @@
 - ``.slurmctld_log``, ``.slurmd_log``, ``.logs_tail()``
 - ``.cpus``, ``.memory_mb``, ``.fake_gpus``, ``.timings`` (seconds)
 
+``slurm_tmp`` is a fresh directory for one test under the cluster's directory
+(not pytest's tmp_path: concurrent pytest sessions on one machine prune each
+other's old basetemps). ``slurm_executor`` skips unless Snakemake's SLURM
+executor plugin is importable.
+
 It installs nothing. Where it cannot run (not root, packages missing, a daemon
 fails to start) every test using it is skipped with the precise reason;
 ``tests/slurm/install.sh`` installs the packages. Set CLIPDYN_SLURM_KEEP=1 to keep
@@ -17,7 +22,9 @@ the cluster's directory (config, logs) after the session.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -52,6 +59,22 @@ def slurm_cluster():
         cluster.stop()
         if os.environ.get("CLIPDYN_SLURM_KEEP") != "1":
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def slurm_tmp(slurm_cluster, request):
+    name = re.sub(r"[^\w.-]", "_", request.node.name)[:60]
+    path = slurm_cluster.root / "tests" / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def slurm_executor():
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        pytest.skip("snakemake-executor-plugin-slurm is not installed in this Python "
+                    f"({sys.executable}); pip install -r tests/slurm/requirements.txt")
 
 
 def pytest_terminal_summary(terminalreporter):

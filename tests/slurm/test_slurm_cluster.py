@@ -18,8 +18,8 @@ def test_node_idle_with_real_hardware(slurm_cluster):
     assert out[4] == f"gpu:{slurm_cluster.fake_gpus}"
 
 
-def test_sbatch_hostname_completes(slurm_cluster, tmp_path):
-    log = tmp_path / "hostname.out"
+def test_sbatch_hostname_completes(slurm_cluster, slurm_tmp):
+    log = slurm_tmp / "hostname.out"
     t0 = time.monotonic()
     jobid = slurm_cluster.sbatch("--output", str(log), "--wrap", "hostname")
     state = slurm_cluster.wait_job(jobid)
@@ -49,10 +49,10 @@ def test_status_without_accounting(slurm_cluster):
     assert sacct.returncode != 0 or not sacct.stdout.strip()
 
 
-def test_gpu_gres_sets_cuda_visible_devices(slurm_cluster, tmp_path):
+def test_gpu_gres_sets_cuda_visible_devices(slurm_cluster, slurm_tmp):
     """`--gpus=1` (what the plugin emits for resource gpu=1) is satisfied by the
     fake GPUs, and the job sees the variables a real GPU job sees."""
-    log = tmp_path / "gpu.out"
+    log = slurm_tmp / "gpu.out"
     jobid = slurm_cluster.sbatch(
         "--gpus=1", "--output", str(log), "--wrap",
         "env | grep -E '^(CUDA_VISIBLE_DEVICES|GPU_DEVICE_ORDINAL|SLURM_JOB_GPUS"

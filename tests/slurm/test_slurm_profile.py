@@ -19,8 +19,8 @@ def _record(line: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in line.split())
 
 
-def test_profile_runs_toy_workflow_through_sbatch(slurm_cluster, tmp_path):
-    wd = tmp_path / "toy"
+def test_profile_runs_toy_workflow_through_sbatch(slurm_executor, slurm_cluster, slurm_tmp):
+    wd = slurm_tmp / "toy"
     wd.mkdir()
     shutil.copy(TOY, wd / "Snakefile")
     t0 = time.monotonic()
@@ -63,10 +63,10 @@ def test_profile_runs_toy_workflow_through_sbatch(slurm_cluster, tmp_path):
     assert len(logs) == sum(len(ids) for ids in jobs.values())
 
 
-def test_profile_resources_reach_sbatch(slurm_cluster, tmp_path):
+def test_profile_resources_reach_sbatch(slurm_executor, slurm_cluster, slurm_tmp):
     """mem_mb/runtime from the profile's per-rule expressions, and the GPU gres,
     as SLURM recorded them for the jobs (scontrol show job)."""
-    wd = tmp_path / "toy"
+    wd = slurm_tmp / "toy"
     wd.mkdir()
     shutil.copy(TOY, wd / "Snakefile")
     proc = slurm_snakemake(slurm_cluster, wd, "results/embeddings/epoch_1.txt",
