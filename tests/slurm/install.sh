@@ -2,7 +2,7 @@
 # Installs what the SLURM tests (tests/slurm, pytest -m slurm) need:
 #   - Debian packages: slurmctld slurmd slurm-client munge (needs root, apt)
 #   - the Snakemake SLURM executor plugin, pinned in tests/slurm/requirements.txt,
-#     into the project's Python (.venv/bin/python, or $PYTHON)
+#     into $PYTHON, else the project's .venv/bin/python if it exists (else skipped)
 # The test fixture itself installs nothing and skips where these are missing.
 # Nothing is configured or started here: the fixture writes its own slurm.conf and
 # munge key into a temporary directory and runs its own daemons.
@@ -49,9 +49,12 @@ fi
 
 if [ "$do_pip" = 1 ]; then
   py="${PYTHON:-}"
+  if [ -z "$py" ] && [ -x "$repo/.venv/bin/python" ]; then py="$repo/.venv/bin/python"; fi
   if [ -z "$py" ]; then
-    if [ -x "$repo/.venv/bin/python" ]; then py="$repo/.venv/bin/python"; else py=python3; fi
+    echo "slurm: no .venv yet and no \$PYTHON: executor plugin not installed" \
+         "(pip install -r tests/slurm/requirements.txt); its tests will skip" >&2
+  else
+    "$py" -m pip install -q -r "$here/requirements.txt"
+    "$py" -m pip show snakemake-executor-plugin-slurm | sed -n 's/^Version: /slurm: executor plugin /p'
   fi
-  "$py" -m pip install -q -r "$here/requirements.txt"
-  "$py" -m pip show snakemake-executor-plugin-slurm | sed -n 's/^Version: /slurm: executor plugin /p'
 fi

@@ -1,6 +1,9 @@
 """The local test cluster itself: sbatch runs a job, status comes without sacct."""
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +65,50 @@ def test_gpu_gres_sets_cuda_visible_devices(slurm_cluster, slurm_tmp):
     assert env["CUDA_VISIBLE_DEVICES"] == env["SLURM_JOB_GPUS"]
     assert env["CUDA_VISIBLE_DEVICES"] in {str(i) for i in range(slurm_cluster.fake_gpus)}
     assert env["SLURM_GPUS_ON_NODE"] == "1"
+
+
+def test_missing_prerequisites_are_named(monkeypatch):
+    """What the fixture's skip message says on a machine that cannot run it."""
+    import localslurm
+
+    monkeypatch.setattr(localslurm.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(localslurm.shutil, "which", lambda tool: None)
+    monkeypatch.setattr(localslurm, "Path", lambda *a: type("P", (), {"exists": lambda s: False})())
+    reasons = localslurm.missing_prerequisites()
+    assert reasons[0].startswith("not root")
+    assert any("`slurmd` not found (run tests/slurm/install.sh)" == r for r in reasons)
+
+
+def test_failed_start_raises_with_logs_and_stops_daemons():
+    """A daemon that dies during startup: ClusterUnavailable with the logs' tail,
+    and the daemons already started (munged) are stopped."""
+    import localslurm
+
+    if localslurm.missing_prerequisites():
+        pytest.skip("; ".join(localslurm.missing_prerequisites()))
+    root = Path(tempfile.mkdtemp(prefix="clipdyn-slurm-fail-"))
+    cluster = localslurm.SlurmCluster(root, startup_timeout=20)
+    real_spawn = cluster._spawn
+
+    def spawn(name, cmd):
+        if name == "slurmctld":
+            cmd = cmd + ["--no-such-option"]
+        real_spawn(name, cmd)
+
+    cluster._spawn = spawn
+    started = {}
+    real_munged = cluster._start_munged
+
+    def start_munged():
+        real_munged()
+        started["munged"] = cluster._procs["munged"]
+
+    cluster._start_munged = start_munged
+    try:
+        with pytest.raises(localslurm.ClusterUnavailable, match="slurmctld exited"):
+            cluster.start()
+        assert started["munged"].poll() is not None  # stopped, not left behind
+        assert cluster._procs == {}
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
