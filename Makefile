@@ -11,7 +11,7 @@ SNAKEMAKE_DEMO := $(BIN)/snakemake --cores 2 --resources gpu=1 --configfile conf
 $(BIN)/snakemake: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,slurm]'
 	touch $@
 
 venv: $(BIN)/snakemake

@@ -1,4 +1,6 @@
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,10 +10,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from study_fixture import TinyStudy, build_tiny_study  # noqa: E402
 
 
+def _own_tmp(name: str) -> Path:
+    # not pytest's tmp_path: a concurrent pytest session prunes old pytest-N folders,
+    # and these studies live for a whole module
+    return Path(tempfile.mkdtemp(prefix=f"clipdyn-{name}-"))
+
+
 @pytest.fixture(scope="module")
-def spine_study(tmp_path_factory) -> TinyStudy:
+def spine_study() -> TinyStudy:
     """Two tiny models x three epochs, one ImageNet-style set, run once end to end."""
-    study = build_tiny_study(tmp_path_factory.mktemp("spine"))
+    root = _own_tmp("spine")
+    study = build_tiny_study(root)
     cfg = study.read_config()
     # a second, unsubsetted view of the same repo: for "only that dataset's jobs rerun"
     cfg["datasets"]["tiny_imagenet_all"] = dict(cfg["datasets"]["tiny_imagenet"], subset=None)
@@ -19,12 +28,15 @@ def spine_study(tmp_path_factory) -> TinyStudy:
                                       "classset": "tiny"}
     study.write_config(cfg)
     study.snakemake()
-    return study
+    yield study
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def full_study(tmp_path_factory) -> TinyStudy:
+def full_study() -> TinyStudy:
     """Every dataset kind and metric, one tiny model x two epochs, run once end to end."""
-    study = build_tiny_study(tmp_path_factory.mktemp("full"), n_models=1, n_epochs=2, full=True)
+    root = _own_tmp("full")
+    study = build_tiny_study(root, n_models=1, n_epochs=2, full=True)
     study.snakemake()
-    return study
+    yield study
+    shutil.rmtree(root, ignore_errors=True)

@@ -40,11 +40,11 @@ class TinyStudy:
     def snakemake(self, *args, check=True, timeout=900) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
                "--directory", str(self.workdir), "--configfile", str(self.config), "--cores", "2",
-               "--resources", "gpu=1", *args]
+               "--resources", "gpu=1", "--show-failed-logs", *args]
         proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
-                                 f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+                                 f"{(proc.stdout + proc.stderr)[-4000:]}")
         return proc
 
     def dry_run_jobs(self, *args) -> dict:

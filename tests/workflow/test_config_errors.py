@@ -10,8 +10,14 @@ pytestmark = pytest.mark.workflow
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return build_tiny_study(tmp_path_factory.mktemp("cfg"), n_models=1, n_epochs=1)
+def study():
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(prefix="clipdyn-cfg-"))
+    yield build_tiny_study(root, n_models=1, n_epochs=1)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _break(cfg, how):

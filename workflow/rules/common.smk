@@ -11,6 +11,12 @@ from clipdyn.study import METRIC_KINDS, ConfigError, Study, metric_code_hash, so
 
 validate(config, "../schemas/config.schema.yaml")
 
+# A job killed mid-run leaves its outputs marked incomplete; the next run of the same
+# command recomputes exactly those jobs (as --rerun-incomplete would). Outputs are written
+# atomically (temp file + rename), so a partial file is never there to be trusted.
+if getattr(workflow, "dag_settings", None) is not None:
+    workflow.dag_settings.force_incomplete = True
+
 try:
     STUDY = Study(config)
 except ConfigError as err:
