@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from pathlib import Path
@@ -34,7 +35,8 @@ def register_model_configs(paths: Sequence[str]) -> None:
             open_clip.add_model_config(p)
 
 
-def _first_mismatch(model, state_dict) -> str:
+def _first_mismatch(model, state_dict) -> Optional[str]:
+    """The first key or shape by which ``state_dict`` differs from ``model``'s, or None."""
     own = model.state_dict()
     for k, v in own.items():
         if k not in state_dict:
@@ -44,7 +46,7 @@ def _first_mismatch(model, state_dict) -> str:
     for k in state_dict:
         if k not in own:
             return f"unexpected key {k!r} in the checkpoint"
-    return "no key or shape differs (see the error above)"
+    return None
 
 
 def load_model(arch: str, checkpoint: str, device="cpu", allow_pickle: bool = False,
@@ -70,15 +72,26 @@ def load_model(arch: str, checkpoint: str, device="cpu", allow_pickle: bool = Fa
         open_clip.load_checkpoint(model, str(ckpt), strict=True, weights_only=not allow_pickle, device="cpu")
     except Exception as err:
         msg = str(err)
-        if "Weights only load failed" in msg or "weights_only" in msg:
-            raise CheckpointError(
-                f"{where} contains pickled Python objects, which are refused by default because loading them "
-                "runs code from the file. If you trust the repo, set `allow_pickle: true` for this model in the "
-                "config.") from err
-        if isinstance(err, RuntimeError) and ("size mismatch" in msg or "Missing key" in msg or "Unexpected key" in msg):
-            sd = open_clip.load_state_dict(str(ckpt), weights_only=not allow_pickle)
-            raise CheckpointError(f"{where} does not fit architecture {arch!r}: {_first_mismatch(model, sd)}. "
-                                  "Check `arch` for this model in the config.") from None
+        if "Weights only load failed" in msg:
+            refused = re.search(r"GLOBAL ([\w.]+)", msg)
+            if refused:  # a pickled object torch's safe unpickler does not allow
+                raise CheckpointError(
+                    f"{where} contains pickled Python objects ({refused.group(1)}), which are refused by default "
+                    "because loading them runs code from the file. If you trust the repo, set `allow_pickle: true` "
+                    "for this model in the config.") from err
+            operand = re.search(r"Unsupported operand[^\n]*", msg)  # not a pickle at all: garbage, an HTML page
+            msg = f"not a PyTorch checkpoint: {operand.group(0) if operand else 'unreadable pickle stream'}"
+        else:
+            try:  # a readable state dict that does not fit: name the first differing key
+                from open_clip.factory import load_state_dict  # not exported at the top level in open_clip 3
+
+                sd = load_state_dict(str(ckpt), weights_only=not allow_pickle)
+                mismatch = _first_mismatch(model, sd)
+            except Exception:
+                mismatch = None
+            if mismatch:
+                raise CheckpointError(f"{where} does not fit architecture {arch!r}: {mismatch}. "
+                                      "Check `arch` for this model in the config.") from None
         raise CheckpointError(f"{where} cannot be read ({type(err).__name__}: {msg.splitlines()[0] if msg else ''}); "
                               "it is truncated or corrupt. Delete it from the HF cache "
                               "(`hf cache delete`) and rerun to download it again.") from err

@@ -100,6 +100,14 @@ def _describe(err: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(err).__name__
 
 
+#: HTTP answers that mean "refused", not "unavailable"
+_REFUSED = {400, 401, 403, 404}
+
+
+def _http_status(err: Optional[BaseException]) -> Optional[int]:
+    return getattr(getattr(err, "response", None), "status_code", None)
+
+
 def with_retries(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: float = 2.0) -> T:
     """Call ``fn``; retry transient network/server errors with exponential backoff.
 
@@ -118,6 +126,8 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: 
         except Exception as err:  # network errors, 5xx, timeouts
             if isinstance(err, final) and not _unreachable(err):
                 raise
+            if _http_status(err) in _REFUSED or _http_status(err.__cause__) in _REFUSED:
+                raise  # the Hub refused (bad token, no access): retrying cannot fix it
             if attempt == attempts:
                 raise HubError(f"{what}: failed after {attempts} attempts: {_describe(err)}. "
                                "The Hub or the network is unavailable; run the same command again later.") from err
@@ -140,6 +150,12 @@ def _explain(err: Exception, repo_id: str, repo_type: str, what: str) -> HubErro
                         "(check the repo and repo_type in the config; private repos need HF_TOKEN).")
     if isinstance(err, RevisionNotFoundError):
         return HubError(f"{what}: revision not found in {repo_type} repo {repo_id!r}; check `revision` in the config.")
+    status = _http_status(err) or _http_status(err.__cause__)
+    if status in (401, 403):
+        return HubError(f"{what}: the Hub refused access to {repo_type} repo {repo_id!r} (HTTP {status}): the token "
+                        "in HF_TOKEN is invalid or expired, or has no access to this repo. Create a read token at "
+                        "https://huggingface.co/settings/tokens, accept the repo's terms if it is gated, and export "
+                        "HF_TOKEN=<the token>.")
     if isinstance(err, EntryNotFoundError):
         return HubError(f"{what}: file not found in {repo_type} repo {repo_id!r}; check the file names in the config.")
     return HubError(f"{what}: {type(err).__name__}: {err}")
@@ -275,7 +291,7 @@ def download_file(repo_id: str, filename: str, revision: str = "main", repo_type
     except Exception as err:
         from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
-        if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+        if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)) and _http_status(err.__cause__) is None:
             raise HubError(f"{what}: not in the local cache {cache_dir()} and HF_HUB_OFFLINE is set (or the Hub "
                            "is unreachable). Run with Hub access, or point HF_HUB_CACHE at a cache that has it.") from err
         raise _explain(err, repo_id, repo_type, what) from err
@@ -336,7 +352,7 @@ def download_snapshot(repo_id: str, revision: str = "main", repo_type: str = "da
     except Exception as err:
         from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
-        if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+        if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)) and _http_status(err.__cause__) is None:
             raise HubError(f"{what}: not in the local cache {cache_dir()} and HF_HUB_OFFLINE is set (or the Hub "
                            "is unreachable). Run with Hub access, or point HF_HUB_CACHE at a cache that has it.") from err
         raise _explain(err, repo_id, repo_type, what) from err
