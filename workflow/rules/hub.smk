@@ -21,9 +21,11 @@ rule list_epochs:
         "../scripts/write_epochs.py"
 
 
+# The output is a symlink into the HF cache, kept (not temp): re-creating a temp
+# input would make every job that consumes it look stale.
 rule download_checkpoint:
     output:
-        temp(f"{R}/checkpoints/{{model}}/epoch_{{epoch}}.pt"),
+        f"{R}/checkpoints/{{model}}/epoch_{{epoch}}.pt",
     params:
         repo=lambda wc: model_of(wc).repo,
         repo_type=lambda wc: model_of(wc).repo_type,
