@@ -55,7 +55,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -258,12 +258,14 @@ def write_datasets(root: os.PathLike, scale: Scale, seed: int = 0) -> Dict[str, 
 # --- training in worker processes -------------------------------------------------------------
 
 def _train_task(run: str, arch: str, out_dir: str, data: TrainingData, probe, epochs: int, schedule: dict,
-                seed: int, resume: Optional[str], threads: int) -> List[dict]:
+                seed: int, resume: Optional[str]) -> List[dict]:
     import torch
 
     from .train import Schedule, train_run
 
-    torch.set_num_threads(threads)
+    # one thread per model: bit-reproducible whatever the number of jobs, and tiny ops
+    # scale badly across threads anyway
+    torch.set_num_threads(1)
     return train_run(arch, run, out_dir, data.images, data.captions, epochs, Schedule(**schedule), seed=seed,
                      resume=resume, probe_data=probe, log=lambda s: print(s, flush=True))
 
@@ -318,20 +320,21 @@ def _probe_log(history: List[dict]) -> List[dict]:
     return [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()} for row in history]
 
 
-def build(hub_dir: os.PathLike, epochs: Optional[int] = None, scale: str = "full", seed: int = 0, jobs: int = 2,
-          log: Callable[[str], None] = print) -> dict:
+def build(hub_dir: os.PathLike, epochs: Optional[int] = None, scale: Union[str, Scale] = "full", seed: int = 0,
+          jobs: int = 2, log: Callable[[str], None] = print) -> dict:
     """Train, render and publish the demo hub into ``hub_dir``; returns the manifest.
 
-    Refuses a folder that already holds a demo manifest (use :func:`more_epochs`, or
-    delete the folder). ``jobs`` worker processes (one torch thread each) share the
-    models and the datasets; the result does not depend on ``jobs``.
+    ``scale``: a name in :data:`SCALES` or a :class:`Scale`. Refuses a folder that
+    already holds a demo manifest (use :func:`more_epochs`, or delete the folder).
+    ``jobs`` worker processes share the models and the datasets; every model trains
+    on one torch thread, so the result does not depend on ``jobs``.
     """
     t0 = time.perf_counter()
     hub_dir = Path(hub_dir)
     if (hub_dir / MANIFEST).exists():
         raise FileExistsError(f"{hub_dir / MANIFEST} exists: this hub is built already. Add epochs with "
                               f"`python -m clipdyn.demo more-epochs --hub {hub_dir}`, or delete the folder.")
-    sc = SCALES[scale]
+    sc = SCALES[scale] if isinstance(scale, str) else scale
     epochs = int(epochs or sc.epochs)
     if epochs < 1:
         raise ValueError("epochs must be >= 1")
@@ -344,10 +347,9 @@ def build(hub_dir: os.PathLike, epochs: Optional[int] = None, scale: str = "full
         log(f"rendered {len(data.images)} training pairs in {time.perf_counter() - t0:.1f} s")
         from .train import ARCHS  # noqa: F401  (fail early if torch/open_clip are missing)
 
-        threads = 1 if jobs > 1 else 2
         # longest first, so the datasets fill in beside the small models
         tasks = {run: (_train_task, (run, RUNS[run], str(staging / run), data, probe, epochs, asdict(schedule),
-                                     seed, None, threads))
+                                     seed, None))
                  for run in sorted(sc.runs, key=lambda r: -list(RUNS).index(r))}
         tasks["datasets"] = (_datasets_task, (str(staging / "datasets"), sc, seed))
         results = _run_tasks(tasks, jobs)
@@ -368,7 +370,7 @@ def build(hub_dir: os.PathLike, epochs: Optional[int] = None, scale: str = "full
         (hub_dir / CATEGORY_MAPPING).write_text(_category_mapping_csv())
         manifest = {
             "generator": "clipdyn.demo.build",
-            "scale": scale, "seed": seed,
+            "scale": scale if isinstance(scale, str) else "custom", "scale_settings": asdict(sc), "seed": seed,
             "models": models,
             "datasets": datasets,
             "classnames": list(world.SHAPES),
@@ -384,7 +386,7 @@ def build(hub_dir: os.PathLike, epochs: Optional[int] = None, scale: str = "full
             "probe_note": ("probe = per-epoch numbers printed during training: zeroshot_acc on wds_shapes "
                            "(class-name prompts, the shipped templates), shape_bias on cue-conflict (A != B)"),
         }
-        _write_manifest(hub_dir, manifest)
+        manifest = _write_manifest(hub_dir, manifest)
         log(f"demo hub built in {hub_dir}: {time.perf_counter() - t0:.1f} s "
             f"(training and rendering {t_train - t0:.1f} s, publishing {time.perf_counter() - t_train:.1f} s)")
         return manifest
@@ -392,10 +394,13 @@ def build(hub_dir: os.PathLike, epochs: Optional[int] = None, scale: str = "full
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_manifest(hub_dir: Path, manifest: dict) -> None:
+def _write_manifest(hub_dir: Path, manifest: dict) -> dict:
+    """Write the manifest atomically; returns it as read back (JSON types)."""
+    text = json.dumps(manifest, indent=1) + "\n"
     tmp = hub_dir / f"{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.write_text(text)
     tmp.replace(hub_dir / MANIFEST)
+    return json.loads(text)
 
 
 def load_manifest(hub_dir: os.PathLike) -> dict:
@@ -418,7 +423,7 @@ def more_epochs(hub_dir: os.PathLike, n: int = 2, jobs: int = 2, log: Callable[[
     manifest = load_manifest(hub_dir)
     if n < 1:
         raise ValueError("n must be >= 1")
-    sc = SCALES[manifest["scale"]]
+    sc = Scale(**manifest["scale_settings"])
     seed = int(manifest["seed"])
     schedule = manifest["training"]["schedule"]
     hub = LocalHub(hub_dir)
@@ -426,7 +431,6 @@ def more_epochs(hub_dir: os.PathLike, n: int = 2, jobs: int = 2, log: Callable[[
     try:
         data = training_data(sc, seed)
         probe = probe_data(sc, seed)
-        threads = 1 if jobs > 1 else 2
         tasks = {}
         for run, m in sorted(manifest["models"].items(), key=lambda kv: -list(RUNS).index(kv[0])):
             last = max(m["epochs"])
@@ -434,14 +438,14 @@ def more_epochs(hub_dir: os.PathLike, n: int = 2, jobs: int = 2, log: Callable[[
             if not resume.exists():
                 raise FileNotFoundError(f"{resume}: the manifest's last checkpoint of {run} is not in the hub")
             tasks[run] = (_train_task, (run, m["arch"], str(staging / run), data, probe, last + n, schedule, seed,
-                                        str(resume), threads))
+                                        str(resume)))
         results = _run_tasks(tasks, jobs)
         for run, m in manifest["models"].items():
             new = list(range(max(m["epochs"]) + 1, max(m["epochs"]) + n + 1))
             m["revision"] = _publish_checkpoints(hub, run, staging / run, new)
             m["epochs"] = m["epochs"] + new
             m["probe"] = m["probe"] + _probe_log(results[run])
-        _write_manifest(hub_dir, manifest)
+        manifest = _write_manifest(hub_dir, manifest)
         log(f"published {n} more epoch(s) per model in {time.perf_counter() - t0:.1f} s")
         return manifest
     finally:
