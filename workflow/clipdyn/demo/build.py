@@ -53,7 +53,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -278,7 +278,10 @@ def _run_tasks(tasks: Dict[str, tuple], jobs: int) -> Dict[str, object]:
     """Run ``name -> (fn, args)`` tasks, in ``jobs`` spawned processes (1 = here, in order)."""
     if jobs <= 1:
         return {name: fn(*args) for name, (fn, args) in tasks.items()}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+    # fork where there is one: no second import of torch, and the training data is shared,
+    # not pickled. The parent has run no torch op yet, so no thread pool is forked.
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context(method)) as pool:
         futures = {name: pool.submit(fn, *args) for name, (fn, args) in tasks.items()}
         return {name: f.result() for name, f in futures.items()}
 
@@ -317,7 +320,13 @@ def checkpoint_path(hub_dir: os.PathLike, run: str, epoch: int, revision: Option
 
 
 def _probe_log(history: List[dict]) -> List[dict]:
-    return [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()} for row in history]
+    """Rounded, and NaN (no shape or texture hit at all) as null, so the manifest is strict JSON."""
+    def clean(v):
+        if isinstance(v, float):
+            return None if v != v else round(v, 6)
+        return v
+
+    return [{k: clean(v) for k, v in row.items()} for row in history]
 
 
 def build(hub_dir: os.PathLike, epochs: Optional[int] = None, scale: Union[str, Scale] = "full", seed: int = 0,

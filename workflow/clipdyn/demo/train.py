@@ -14,16 +14,18 @@ checkpoint after every epoch in open_clip_train's layout::
 so ``open_clip.create_model_and_transforms(arch, pretrained="epoch_n.pt")`` loads
 it with ``weights_only=True``.
 
-After each epoch a quick probe (:func:`probe`) prints zero-shot accuracy on the
-held-out set and the shape bias on the cue-conflict set. It is a training-time
-check with its own few lines of code, not the study's metrics (those live in
-``clipdyn.metrics`` and run on cached embeddings).
+After each epoch a probe (:func:`probe`) prints zero-shot accuracy on the held-out
+set and the shape bias on the cue-conflict set, computed with the study's metric
+functions (``clipdyn.metrics``) on embeddings computed in place, so the numbers
+should match what the workflow computes from its cached embeddings of the same
+published images.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -134,28 +136,31 @@ class ProbeData:
 
 @torch.no_grad()
 def probe(model: torch.nn.Module, tokenizer, data: ProbeData) -> Dict[str, float]:
-    """Zero-shot accuracy (fraction, higher = better) and shape bias (fraction of shape
-    decisions among shape-or-texture decisions on cue-conflict images with A != B)."""
+    """Zero-shot top-1 accuracy on the held-out images and shape bias on the cue-conflict
+    images, with the study's metric functions (``clipdyn.metrics``) on freshly computed
+    embeddings. Decisions on cue-conflict images are argmax over the demo classes."""
+    from ..metrics import shape_bias, topk_accuracy, zero_shot_logits
+
     model.eval()
     classifier = open_clip.build_zero_shot_classifier(
         model, tokenizer, data.classnames, [lambda c, t=t: t.format(c=c) for t in data.templates],
         num_classes_per_batch=None, device="cpu", use_tqdm=False)
+    weights = classifier.T.numpy()
+    scale = float(model.logit_scale.exp())
 
-    def predict(images: np.ndarray) -> np.ndarray:
-        feats = model.encode_image(to_tensor(images, model), normalize=True)
-        return (feats @ classifier).argmax(dim=1).numpy()
+    def logits(images: np.ndarray) -> np.ndarray:
+        return zero_shot_logits(model.encode_image(to_tensor(images, model)).numpy(), weights, scale)
 
-    acc = float((predict(data.images) == data.labels).mean())
-    pred = predict(data.conflict_images)
-    keep = data.conflict_shape != data.conflict_texture
-    shape_hits = int((pred[keep] == data.conflict_shape[keep]).sum())
-    texture_hits = int((pred[keep] == data.conflict_texture[keep]).sum())
+    acc = topk_accuracy(logits(data.images), data.labels, ks=(1,))["top1"]
+    names = np.asarray(data.classnames, dtype=object)
+    decided = names[logits(data.conflict_images).argmax(axis=1)]
+    bias = shape_bias(names[data.conflict_shape], names[data.conflict_texture], decided)
     model.train()
     return {
         "zeroshot_acc": acc,
-        "shape_bias": shape_hits / max(1, shape_hits + texture_hits),
-        "cue_conflict_shape_frac": shape_hits / max(1, int(keep.sum())),
-        "cue_conflict_texture_frac": texture_hits / max(1, int(keep.sum())),
+        "shape_bias": bias["shape_bias"],
+        "cue_conflict_shape_accuracy": bias["shape_accuracy"],
+        "cue_conflict_texture_accuracy": bias["texture_accuracy"],
     }
 
 
@@ -194,6 +199,7 @@ def train_run(
     steps_per_epoch = n // schedule.batch_size
     history = []
     model.train()
+    cpu0 = time.process_time()
     for epoch in range(start + 1, epochs + 1):
         order = torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(n))
         total = 0.0
@@ -217,5 +223,5 @@ def train_run(
             row.update(probe(model, tokenizer, probe_data))
         history.append(row)
         log(f"[{run_name}] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                         for k, v in row.items()))
+                                         for k, v in row.items()) + f" (cpu {time.process_time() - cpu0:.0f} s)")
     return history

@@ -14,10 +14,11 @@ models (``clipdyn-demo-*.json``).
 
 What is rendered:
 
-- :func:`training_pairs`: images and captions ("a striped red triangle") for
-  contrastive training;
+- :func:`training_pairs`: images and captions ("a dotted triangle", "a photo of a
+  circle", now and then with the colour) for contrastive training;
 - :func:`classification_set`: held-out images of the training distribution with
-  class labels (zero-shot accuracy, calibration, noise sensitivity);
+  class labels (zero-shot accuracy, calibration, noise sensitivity), or, with the
+  texture independent of the class, a shifted set;
 - :func:`cue_conflict_set`: the shape of class A filled with the characteristic
   texture of class B, for every (A, B) including A == B, as in Geirhos et al.
   (2019); the texture label is B's class name;
@@ -34,8 +35,8 @@ What is rendered:
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
