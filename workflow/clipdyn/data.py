@@ -80,7 +80,7 @@ def prepare_manifest(*, snapshot: dict, fmt: str, root: str, extract: Sequence[s
         keep = set(images["image_id"])
         id_cols = [c for c in trials.columns if c.endswith("_id")]
         trials = trials[trials[id_cols].isin(keep).all(axis=1)].reset_index(drop=True)
-    meta = provenance(dataset=dataset, format=fmt, dataset_repo=snapshot.get("repo"),
+    meta = provenance(dataset=dataset, format=fmt, source_folder=str(folder), dataset_repo=snapshot.get("repo"),
                       dataset_revision=snapshot.get("revision"), dataset_commit=snapshot.get("commit"),
                       subset=subset, subset_seed=subset_seed, n_images_available=n_all,
                       classnames=tables.classnames, templates=tables.templates)

@@ -118,8 +118,13 @@ def compute_metric(*, inputs: Dict[str, str], kind: str, roles: dict, options: d
             embeddings[d] = read_embeddings(path, spatial=d in spatial)
             tables[d] = load_tables(inputs[f"manifest__{d}"], inputs[f"trials__{d}"])
     classifier = read_classifier(inputs["classifier"]) if "classifier" in inputs else None
+    options = dict(options or {})
+    if options.get("category_mapping") and not Path(options["category_mapping"]).is_absolute():
+        # a file shipped with the cue-conflict dataset (the demo's category mapping)
+        src = tables[roles["dataset"]].info.get("source_folder", "")
+        options["category_mapping"] = str(Path(src) / options["category_mapping"])
     result = evaluate(kind, embeddings=embeddings, tables=tables, classifier=classifier, inputs=roles,
-                      options=options or {})
+                      options=options)
     rows = metric_frame(result.rows, model, epoch)
     rows.insert(3, "metric_config", metric)
     meta = prov(model=model, epoch=epoch, metric=metric, kind=kind,
