@@ -278,8 +278,9 @@ def _run_tasks(tasks: Dict[str, tuple], jobs: int) -> Dict[str, object]:
     """Run ``name -> (fn, args)`` tasks, in ``jobs`` spawned processes (1 = here, in order)."""
     if jobs <= 1:
         return {name: fn(*args) for name, (fn, args) in tasks.items()}
-    # fork where there is one: no second import of torch, and the training data is shared,
-    # not pickled. The parent has run no torch op yet, so no thread pool is forked.
+    # fork where there is one: the workers inherit the imported torch and open_clip instead
+    # of importing them again (seconds each). The parent has run no torch op yet, so no
+    # torch thread pool is forked.
     method = "fork" if "fork" in get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context(method)) as pool:
         futures = {name: pool.submit(fn, *args) for name, (fn, args) in tasks.items()}
@@ -354,7 +355,6 @@ def build(hub_dir: os.PathLike, epochs: Optional[int] = None, scale: Union[str, 
         data = training_data(sc, seed)
         probe = probe_data(sc, seed)
         log(f"rendered {len(data.images)} training pairs in {time.perf_counter() - t0:.1f} s")
-        from .train import ARCHS  # noqa: F401  (fail early if torch/open_clip are missing)
 
         # longest first, so the datasets fill in beside the small models
         tasks = {run: (_train_task, (run, RUNS[run], str(staging / run), data, probe, epochs, asdict(schedule),
