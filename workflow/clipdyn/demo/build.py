@@ -337,7 +337,9 @@ def build(hub_dir: os.PathLike, epochs: Optional[int] = None, scale: Union[str, 
     ``scale``: a name in :data:`SCALES` or a :class:`Scale`. Refuses a folder that
     already holds a demo manifest (use :func:`more_epochs`, or delete the folder).
     ``jobs`` worker processes share the models and the datasets; every model trains
-    on one torch thread, so the result does not depend on ``jobs``.
+    on one torch thread, so the result does not depend on ``jobs``. Workers are forked:
+    from a process that has already run multi-threaded torch code (a notebook, a test
+    session), prefer the command line or ``jobs=1``.
     """
     t0 = time.perf_counter()
     hub_dir = Path(hub_dir)
