@@ -22,6 +22,7 @@ write_saliency         images/<name>.jpg, maps/<name>.png, fixations/<name>.png
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import tarfile
 from pathlib import Path
@@ -170,7 +171,9 @@ def write_iqa(root, kind: str, refs: Dict[str, object], dists: List[Tuple[str, s
     rows += [[ref, name, f"{float(score):.5f}", "0.10000"] for ref, name, _, score in dists]
     if archive:
         meta = root / spec.meta
-        with tarfile.open(root / spec.archive, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+        # gzip with a fixed mtime in its header, so the same input gives the same archive bytes
+        with gzip.GzipFile(root / spec.archive, "wb", mtime=0) as gz, \
+                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf:
             for d in sorted({str(Path(n).parent) for n, _ in files} | {kind}):
                 info = tarfile.TarInfo(d)
                 info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, _MTIME
