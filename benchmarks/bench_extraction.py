@@ -508,6 +508,7 @@ def part3(args, wd: Path, repo: Path) -> dict:
 
     runs = STUDY_RUNS if not args.quick else tuple((n, a, 10) for n, a, _ in STUDY_RUNS)
     res = {"runs": [list(r) for r in runs], "dry_runs": []}
+    studies = {}
     scales = [(0.1, 1), (1.0, args.dag_repeats)] if not args.quick else [(1.0, args.dag_repeats)]
     for scale, reps in scales:
         sruns = tuple((n, a, max(1, round(e * scale))) for n, a, e in runs)
@@ -515,11 +516,12 @@ def part3(args, wd: Path, repo: Path) -> dict:
         root = wd / f"dag_{scale:g}"
         shutil.rmtree(root, ignore_errors=True)
         study = build_dag_study(root, sruns)
+        studies[scale] = study
         variants = [("snakemake -n", ())] + ([("snakemake -n --quiet rules", ("--quiet", "rules"))]
                                              if scale == 1.0 else [])
         for label, extra in variants:
             times, cpus = [], []
-            for _ in range(reps):
+            for _ in range(reps if not extra else 1):
                 p, dt, cpu = run_smk(study, repo, "-n", *extra)
                 times.append(dt)
                 cpus.append(cpu)
@@ -539,14 +541,17 @@ def part3(args, wd: Path, repo: Path) -> dict:
         per_job = (b["median_cpu_s"] - a["median_cpu_s"]) / (b["jobs"] - a["jobs"])
         res["cpu_ms_per_job"] = 1000 * per_job
         res["cpu_fixed_s"] = b["median_cpu_s"] - per_job * b["jobs"]
-    if args.profile:
+    if args.profile:  # per-job costs are linear in the job count, so a tenth of the DAG shows where time goes
+        scale = 1.0 if args.profile_full else min(studies)
         prof = wd / "dag_dry_run.prof"
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "cProfile", "-o", str(prof), *smk_cmd(study, repo, "-n", "--quiet",
-                                                                                     "rules")[1:]],
-                       env=smk_env(study, repo), capture_output=True, text=True, check=True)
+        subprocess.run([sys.executable, "-m", "cProfile", "-o", str(prof),
+                        *smk_cmd(studies[scale], repo, "-n", "--quiet", "rules")[1:]],
+                       env=smk_env(studies[scale], repo), capture_output=True, text=True, check=True)
         res["profiled_s"] = time.perf_counter() - t
-        res["profile"] = summarize_profile(pstats.Stats(str(prof)))
+        res["profiled_jobs"] = next(d["jobs"] for d in res["dry_runs"] if d["epochs"] == sum(
+            max(1, round(e * scale)) for _, _, e in runs))
+        res["profile"] = summarize_profile(pstats.Stats(str(prof)), str(repo) + os.sep)
         res["profile_file"] = str(prof)
     # no-op on a finished small study
     if args.noop:
@@ -568,7 +573,18 @@ def part3(args, wd: Path, repo: Path) -> dict:
     return res
 
 
-def summarize_profile(st) -> dict:
+_PHASES = [  # (label, file suffix, function): snakemake's phases of a dry run (cumulative times)
+    ("whole run", "snakemake/cli.py", "main"),
+    ("DAG: dependency resolution (dag.update: rule matching, input functions, Job objects)",
+     "snakemake/dag.py", "update"),
+    ("DAG: needrun (which outputs exist, mtimes, params/code changes)", "snakemake/dag.py", "update_needrun"),
+    ("DAG: per-job params evaluation (update_conda_envs -> job.params)", "snakemake/dag.py", "update_conda_envs"),
+    ("DAG: script checks per job (ScriptProcessor -> script.get_source)", "snakemake/dag.py", "process"),
+    ("dry-run listing: per-job log_info (resources evaluation, formatting)", "snakemake/jobs.py", "log_info"),
+]
+
+
+def summarize_profile(st, ours_prefix: str) -> dict:
     rows = []
     for (fn, line, func), (cc, nc, tt, ct, _callers) in st.stats.items():
         key = f"{_short(fn)}:{line}({func})"
@@ -578,7 +594,18 @@ def summarize_profile(st) -> dict:
     by_tot = sorted(rows, key=lambda r: -r[2])
     top_cum = [{"function": k, "calls": nc, "tottime_s": tt, "cumtime_s": ct} for k, nc, tt, ct in by_cum[:40]]
     top_tot = [{"function": k, "calls": nc, "tottime_s": tt, "cumtime_s": ct} for k, nc, tt, ct in by_tot[:20]]
-    return {"total_s": total, "top_cumulative": top_cum, "top_self": top_tot}
+    phases = []
+    for label, suffix, name in _PHASES:
+        ct = max((v[3] for (fn, _l, f), v in st.stats.items() if f == name and fn.endswith(suffix)), default=0.0)
+        phases.append({"phase": label, "cumtime_s": ct})
+    # our code: functions in the workflow copy (Snakefile, rules, clipdyn) entered from snakemake
+    ours = 0.0
+    for (fn, _l, _f), (_cc, _nc, _tt, ct, callers) in st.stats.items():
+        if fn.startswith(ours_prefix) and not any(c[0].startswith(ours_prefix) for c in callers):
+            ours += ct
+    phases.append({"phase": "of all the above: clipdyn code (Snakefile parse incl. Study, input functions, "
+                             "params lambdas, code hashes)", "cumtime_s": ours})
+    return {"total_s": total, "phases": phases, "top_cumulative": top_cum, "top_self": top_tot}
 
 
 def _short(fn: str) -> str:
@@ -592,9 +619,9 @@ def print_part3(r: dict) -> None:
     rows = [[d["command"], d["epochs"], d["jobs"], d["median_s"], d["median_cpu_s"],
              ", ".join(f"{x:.1f}" for x in d["s"])] for d in r["dry_runs"]]
     runs = ", ".join(f"{a} {n}" for _, a, n in r["runs"])
-    print(table(f"3. DAG scale: dry run of the study ({runs} epochs; every dataset and metric of the study; "
-                "first row: a tenth of the epochs)", ["command", "epochs", "jobs", "median s", "CPU s", "runs s"],
-                rows))
+    tenth = "; first row: a tenth of the epochs" if len(r["dry_runs"]) > 2 else ""
+    print(table(f"3. DAG scale: dry run of the study ({runs} epochs; every dataset and metric of the study{tenth})",
+                ["command", "epochs", "jobs", "median s", "CPU s", "runs s"], rows))
     print("jobs by rule: " + ", ".join(f"{k} {v}" for k, v in r["by_rule"].items()))
     if "cpu_ms_per_job" in r:
         print(f"cost model (CPU): {r['cpu_fixed_s']:.1f} s fixed + {r['cpu_ms_per_job']:.2f} ms per job")
@@ -602,14 +629,19 @@ def print_part3(r: dict) -> None:
           f"({r['dry_run_s']:.1f} s)")
     if "profile" in r:
         p = r["profile"]
-        print(table(f"3b. cProfile of `snakemake -n` ({r['profiled_s']:.1f} s under the profiler; "
+        whole = p["phases"][0]["cumtime_s"] or 1.0
+        print(table(f"3b. where a dry run's time goes (cProfile, {r['profiled_jobs']} jobs; phases overlap only "
+                    "where noted)", ["phase", "s", "share"],
+                    [[x["phase"], x["cumtime_s"], f"{100 * x['cumtime_s'] / whole:.0f}%"] for x in p["phases"]]))
+        print(table(f"3c. cProfile of `snakemake -n --quiet rules`, {r['profiled_jobs']} jobs "
+                    f"({r['profiled_s']:.1f} s under the profiler; "
                     f"{r['profile_file']}), top by cumulative time", ["function", "calls", "self s", "cum s"],
                     [[x["function"][-90:], x["calls"], x["tottime_s"], x["cumtime_s"]] for x in p["top_cumulative"][:25]]))
-        print(table("3c. top by self time", ["function", "calls", "self s", "cum s"],
+        print(table("3d. top by self time", ["function", "calls", "self s", "cum s"],
                     [[x["function"][-90:], x["calls"], x["tottime_s"], x["cumtime_s"]] for x in p["top_self"][:15]]))
     if "noop" in r:
         n = r["noop"]
-        print(table("3d. no-op on a finished small study (tiny study, 1 model x 2 epochs, after a full run)",
+        print(table("3e. no-op on a finished small study (tiny study, 1 model x 2 epochs, after a full run)",
                     ["command", "nothing to do", "median s", "CPU s", "runs s"],
                     [["snakemake -n", n["nothing_to_do"], n["median_s"], n["median_cpu_s"],
                       ", ".join(f"{x:.1f}" for x in n["s"])]]))
@@ -770,13 +802,14 @@ def main(argv=None) -> int:
     ap.add_argument("--p1-images", type=int, default=None, help="part 1 images (default 256 cpu, 4096 cuda)")
     ap.add_argument("--p2-models", default=None,
                     help=f"part 2 models, comma-separated, each optionally :IMAGES (default cpu: "
-                         f"'{NANO}:1000,ViT-S-32-alt:200'; cuda: 'ViT-B-16:2000')")
+                         f"'{NANO}:1000,ViT-S-32-alt:128'; cuda: 'ViT-B-16:2000')")
     ap.add_argument("--epochs", type=int, default=None, help="part 2 checkpoints (default 8, quick 4)")
     ap.add_argument("--load-archs", default=None, help="part 2b: models whose load_model cost is measured "
                     "(default: the part 1 model and ViT-B-16; quick: the part 1 model; '' for none)")
     ap.add_argument("--p4-images", type=int, default=None, help="part 4 images (default 256)")
     ap.add_argument("--dag-repeats", type=int, default=None, help="part 3 repeats of each dry run (default 3)")
     ap.add_argument("--no-profile", dest="profile", action="store_false", help="part 3: skip cProfile")
+    ap.add_argument("--profile-full", action="store_true", help="part 3: profile the full DAG, not a tenth")
     ap.add_argument("--no-noop", dest="noop", action="store_false",
                     help="part 3: skip the full run + no-op dry run of a tiny study")
     args = ap.parse_args(argv)
@@ -788,7 +821,7 @@ def main(argv=None) -> int:
     args.p1_model = args.p1_model or ("ViT-B-16" if cuda else "ViT-S-32-alt")
     args.p1_images = args.p1_images or (1024 if q and cuda else 4096 if cuda else 64 if q else 256)
     args.p2_models = args.p2_models or ("ViT-B-16:2000" if cuda else f"{NANO}:200" if q
-                                        else f"{NANO}:1000,ViT-S-32-alt:200")
+                                        else f"{NANO}:1000,ViT-S-32-alt:128")
     args.epochs = args.epochs or (4 if q else 8)
     if args.load_archs is None:
         args.load_archs = args.p1_model if q or args.p1_model == "ViT-B-16" else f"{args.p1_model},ViT-B-16"
