@@ -556,6 +556,7 @@ def part3(args, wd: Path, repo: Path) -> dict:
     # no-op on a finished small study
     if args.noop:
         log("part 3: tiny study (1 model x 2 epochs), full run, then no-op dry runs")
+        shutil.rmtree(wd / "small", ignore_errors=True)  # a fresh study: the full run runs every job
         small = build_tiny_study(wd / "small", n_models=1, n_epochs=2)
         _, t_full, _ = run_smk(small, repo)
         times, cpus, outs = [], [], []
@@ -590,7 +591,9 @@ def summarize_profile(st, ours_prefix: str) -> dict:
         key = f"{_short(fn)}:{line}({func})"
         rows.append((key, nc, tt, ct))
     total = max((r[3] for r in rows), default=0.0)
-    by_cum = sorted(rows, key=lambda r: -r[3])
+    plumbing = ("runpy", "asyncio/", "importlib", "<string>", "builtins.exec", "contextvars", "__main__.py",
+                "cli.py", "api.py")
+    by_cum = sorted((r for r in rows if not any(x in r[0] for x in plumbing)), key=lambda r: -r[3])
     by_tot = sorted(rows, key=lambda r: -r[2])
     top_cum = [{"function": k, "calls": nc, "tottime_s": tt, "cumtime_s": ct} for k, nc, tt, ct in by_cum[:40]]
     top_tot = [{"function": k, "calls": nc, "tottime_s": tt, "cumtime_s": ct} for k, nc, tt, ct in by_tot[:20]]
