@@ -31,7 +31,7 @@ def demo():
     study = TinyStudy(root=root, hub=hub, config=root / "config.yaml", workdir=root / "work")
     study.workdir.mkdir()
     study.write_config(cfg)
-    study.snakemake()
+    study.snakemake(timeout=3600)
     yield study, manifest
     shutil.rmtree(root, ignore_errors=True)
 
@@ -64,7 +64,7 @@ def test_more_epochs_run_only_the_new_epochs_jobs(demo):
     assert jobs == {"list_epochs": n_models, "download_checkpoint": n_new, "embed_images": n_new * n_embedded,
                     "text_classifier": n_new, "compute_metric": n_new * len(cfg["metrics"]),
                     "collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
-    study.snakemake()
+    study.snakemake(timeout=3600)
     m = pd.read_parquet(study.workdir / "results" / "metrics.parquet")
     for model, v in manifest["models"].items():
         assert m.query("model == @model")["epoch"].max() == max(v["epochs"]) + 2
