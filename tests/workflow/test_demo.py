@@ -2,6 +2,7 @@
 workflow, then two more epochs published as a new commit: only their jobs run."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,11 @@ import yaml
 
 from study_fixture import REPO, TinyStudy, parse_job_counts
 
-pytestmark = pytest.mark.workflow
+pytestmark = [
+    pytest.mark.workflow,
+    pytest.mark.skipif(os.environ.get("CLIPDYN_DEMO_TEST", "0") != "1",
+                       reason="reduced demo end to end (~10 min on 2 idle cores): set CLIPDYN_DEMO_TEST=1"),
+]
 
 
 @pytest.fixture(scope="module")
