@@ -272,6 +272,21 @@ def select_epochs(spec, available: Optional[Sequence[int]]) -> List[int]:
     raise ValueError(f"epochs must be 'auto', a list or a mapping, got {spec!r}")
 
 
+def _fetch(call: Callable[[], T], what: str, repo_id: str, repo_type: str) -> T:
+    """Run a huggingface_hub download with retries; turn its errors into a HubError that says what to do."""
+    try:
+        return with_retries(call, what)
+    except HubError:
+        raise
+    except Exception as err:
+        from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+        if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)) and _http_status(err.__cause__) is None:
+            raise HubError(f"{what}: not in the local cache {cache_dir()} and HF_HUB_OFFLINE is set (or the Hub "
+                           "is unreachable). Run with Hub access, or point HF_HUB_CACHE at a cache that has it.") from err
+        raise _explain(err, repo_id, repo_type, what) from err
+
+
 def download_file(repo_id: str, filename: str, revision: str = "main", repo_type: str = "model",
                   expected_blob: Optional[str] = None) -> Path:
     """Fetch one file through ``hf_hub_download`` (resumable, atomic) and return its cached path.
@@ -283,19 +298,9 @@ def download_file(repo_id: str, filename: str, revision: str = "main", repo_type
     from huggingface_hub import hf_hub_download
 
     what = f"downloading {filename} from {repo_type} repo {repo_id}@{revision}"
-    try:
-        path = with_retries(lambda: hf_hub_download(repo_id, filename, revision=revision, repo_type=repo_type,
-                                                    cache_dir=cache_dir(), local_files_only=is_offline()), what)
-    except HubError:
-        raise
-    except Exception as err:
-        from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
-
-        if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)) and _http_status(err.__cause__) is None:
-            raise HubError(f"{what}: not in the local cache {cache_dir()} and HF_HUB_OFFLINE is set (or the Hub "
-                           "is unreachable). Run with Hub access, or point HF_HUB_CACHE at a cache that has it.") from err
-        raise _explain(err, repo_id, repo_type, what) from err
-    path = Path(path)
+    path = Path(_fetch(lambda: hf_hub_download(repo_id, filename, revision=revision, repo_type=repo_type,
+                                               cache_dir=cache_dir(), local_files_only=is_offline()),
+                       what, repo_id, repo_type))
     if expected_blob:
         blob = Path(os.path.realpath(path)).name
         if Path(path).is_symlink() and blob != expected_blob:
@@ -343,18 +348,9 @@ def download_snapshot(repo_id: str, revision: str = "main", repo_type: str = "da
 
     patterns = list(allow_patterns) if allow_patterns else None
     what = f"downloading {repo_type} repo {repo_id}@{revision} ({', '.join(patterns or ['all files'])})"
-    try:
-        folder = Path(with_retries(lambda: snapshot_download(repo_id, revision=revision, repo_type=repo_type,
-                                                             allow_patterns=patterns, cache_dir=cache_dir(),
-                                                             local_files_only=is_offline()), what))
-    except HubError:
-        raise
-    except Exception as err:
-        from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
-
-        if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)) and _http_status(err.__cause__) is None:
-            raise HubError(f"{what}: not in the local cache {cache_dir()} and HF_HUB_OFFLINE is set (or the Hub "
-                           "is unreachable). Run with Hub access, or point HF_HUB_CACHE at a cache that has it.") from err
-        raise _explain(err, repo_id, repo_type, what) from err
+    folder = Path(_fetch(lambda: snapshot_download(repo_id, revision=revision, repo_type=repo_type,
+                                                   allow_patterns=patterns, cache_dir=cache_dir(),
+                                                   local_files_only=is_offline()),
+                         what, repo_id, repo_type))
     commit = folder.name if _HEX40.match(folder.name) else revision
     return folder, commit

@@ -269,40 +269,15 @@ class Study:
                     out.append(d)
         return out
 
-    def used_datasets(self) -> List[str]:
-        out: List[str] = []
-        for m in self.metrics:
-            for d in self.metric_datasets(m):
-                if d not in out:
-                    out.append(d)
-        for c in self.config.get("classsets", {}).values():
-            if c.get("source") == "dataset" and c["dataset"] not in out:
-                out.append(c["dataset"])
-        return out
-
-    def embedded_datasets(self) -> List[str]:
-        """Datasets whose images are embedded (used by a metric)."""
-        out: List[str] = []
-        for m in self.metrics:
-            for d in self.metric_datasets(m):
-                if d not in out:
-                    out.append(d)
-        return out
-
     def spatial(self, dataset: str) -> bool:
         """Whether embeddings of ``dataset`` keep per-patch maps (datasets of a saliency metric)."""
         return any(m["kind"] == "saliency_alignment" and dataset in self.metric_datasets(n)
                    for n, m in self.metrics.items())
 
-    def used_classsets(self) -> List[str]:
-        return sorted({m["classset"] for m in self.metrics.values() if METRIC_KINDS[m["kind"]]["classset"]})
-
     def downloaded(self, dataset: str) -> str:
         """The downloaded dataset a (possibly derived) dataset comes from."""
         return self.datasets[dataset].get("derived_from", dataset)
 
-    def preprocess_ids(self) -> List[str]:
-        return sorted({m.preprocess.id for m in self.models.values()})
 
 
 def _ranges(xs: Sequence[int]) -> str:
