@@ -116,3 +116,10 @@ def test_unrelated_changes_do_not_redraw(full_study, tmp_path):
     finally:
         study_fixture.REPO = orig
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_report_is_self_contained_html(full_study):
+    out = full_study.root / "report.html"
+    full_study.snakemake("--report", str(out))
+    html = out.read_text(errors="replace")
+    assert out.stat().st_size > 100_000 and "<html" in html.lower()

@@ -10,7 +10,7 @@ rule figure:
         pdf=f"{R}/figures/{{figure}}.pdf",
         png=report(
             f"{R}/figures/{{figure}}.png",
-            caption="../report/{figure}.rst",
+            caption="../report/figure.rst",
             category="Figures",
             labels={"figure": "{figure}"},
         ),
