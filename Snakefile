@@ -7,7 +7,11 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# The study by default; `--configfile other.yaml` replaces it rather than being merged into it
+# (a merge would mix the study's models and datasets into, say, the demo's).
+if not config:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"
