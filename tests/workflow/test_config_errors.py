@@ -58,3 +58,19 @@ def test_bad_config_fails_before_any_job_naming_the_key(study, case):
     assert key in out, out[-3000:]
     assert "Job stats" not in out
     assert not (study.workdir / "results").exists()
+
+
+def test_configfile_replaces_the_shipped_study_config(study):
+    """From the repo root (where config/config.yaml exists), --configfile must not be merged
+    into the shipped study: the dry run sees only the given config's models and datasets."""
+    import subprocess
+    import sys
+
+    from study_fixture import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                           "--configfile", str(study.config), "-n", "--cores", "1"],
+                          cwd=REPO, env=study.env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "tiny_a" in out and "B-16" not in out and "laion/scaling-laws-openclip" not in out
