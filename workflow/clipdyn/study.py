@@ -9,6 +9,7 @@ against the Hub listing. Every error names the config key and what to do.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -130,10 +131,12 @@ def _module_files(name: str) -> List[Path]:
     return [f]
 
 
+@functools.lru_cache(maxsize=None)
 def source_hash(*modules: str) -> str:
     """Short hash of the source of clipdyn modules/packages (enters ``params:`` so edits rerun jobs).
 
-    Files are read, not imported, so building the DAG stays fast.
+    Files are read, not imported, so building the DAG stays fast; each hash is computed once per
+    process (a DAG of 10,000 jobs asks for the same few thousands of times).
     """
     h = hashlib.sha256()
     for name in modules:
@@ -143,6 +146,7 @@ def source_hash(*modules: str) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=None)
 def metric_code_hash(kind: str) -> str:
     """Hash of the code a metric kind's jobs depend on: its modules and the evaluators."""
     return source_hash("clipdyn.metrics.tasks", *(f"clipdyn.metrics.{m}" for m in METRIC_MODULES[kind]))
@@ -271,8 +275,10 @@ class Study:
 
     def spatial(self, dataset: str) -> bool:
         """Whether embeddings of ``dataset`` keep per-patch maps (datasets of a saliency metric)."""
-        return any(m["kind"] == "saliency_alignment" and dataset in self.metric_datasets(n)
-                   for n, m in self.metrics.items())
+        if getattr(self, "_spatial", None) is None:  # asked once per job: computed once
+            self._spatial = {d for n, m in self.metrics.items() if m["kind"] == "saliency_alignment"
+                             for d in self.metric_datasets(n)}
+        return dataset in self._spatial
 
     def downloaded(self, dataset: str) -> str:
         """The downloaded dataset a (possibly derived) dataset comes from."""

@@ -18,6 +18,55 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+# A persistent worker (clipdyn.worker) keeps the last model it loaded, so that the next job on the
+# same checkpoint (another dataset of the same epoch, the text classifier) skips the load. None in a
+# plain job process: there is no next job there.
+_MODEL_CACHE: Optional[dict] = None
+
+
+def enable_model_cache() -> None:
+    global _MODEL_CACHE
+    _MODEL_CACHE = {}
+
+
+def _model_for(arch: str, checkpoint: str, device, allow_pickle: bool, what: str):
+    """``embed.load_model``, or the worker's cached model when it is the same file on the same device."""
+    import os
+
+    from .embed import load_model
+
+    if _MODEL_CACHE is None:
+        return load_model(arch, checkpoint, device=device, allow_pickle=allow_pickle, what=what)
+    try:
+        st = os.stat(checkpoint)
+        key = (arch, os.path.realpath(checkpoint), st.st_size, st.st_mtime_ns, str(device), bool(allow_pickle))
+    except OSError:
+        key = None  # load_model names the missing file
+    if key is not None and key in _MODEL_CACHE:
+        _log(f"reusing {checkpoint}, loaded by an earlier job in this worker")
+        return _MODEL_CACHE[key]
+    release_cached_model()
+    model = load_model(arch, checkpoint, device=device, allow_pickle=allow_pickle, what=what)
+    if key is not None:
+        _MODEL_CACHE[key] = model
+    return model
+
+
+def release_cached_model() -> None:
+    """Drop the worker's cached model (and give its GPU memory back)."""
+    if _MODEL_CACHE:
+        _MODEL_CACHE.clear()
+        _empty_cuda_cache()
+
+
+def _empty_cuda_cache() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def _checkpoint_commit(checkpoint: str) -> Optional[str]:
     """The Hub commit a linked checkpoint came from (``.../snapshots/<commit>/...``)."""
     import os
@@ -36,7 +85,7 @@ def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, ar
     import torch
 
     from .devices import claim_device
-    from .embed import embed_pixels, load_model, register_model_configs
+    from .embed import embed_pixels, register_model_configs
     from .pixels import open_pixels
 
     torch.set_num_threads(max(1, threads))
@@ -45,7 +94,7 @@ def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, ar
     what = f"model {provenance.get('model')} epoch {provenance.get('epoch')}"
     with claim_device(lock_dir, log=_log) as device:
         t0 = time.time()
-        model = load_model(arch, checkpoint, device=device, allow_pickle=allow_pickle, what=what)
+        model = _model_for(arch, checkpoint, device, allow_pickle, what)
         if device.type == "cuda":
             torch.cuda.synchronize()
         _log(f"loaded {checkpoint} in {time.time() - t0:.1f} s")
@@ -57,6 +106,8 @@ def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, ar
         X, maps = embed_pixels(model, arr, device, batch_size=batch_size, spatial=spatial, precision=precision,
                                log=_log)
         _log(f"embedded {len(X)} images in {time.time() - t0:.1f} s")
+        del model
+        _empty_cuda_cache()  # a worker idles between jobs: keep only the weights on the GPU
     meta = dict(provenance, checkpoint_commit=_checkpoint_commit(checkpoint), n_images=int(len(ids)),
                 n_skipped=pix_meta.get("n_skipped", 0), precision=precision, device=str(device))
     write_embeddings(out, ids, X, prov(**meta), spatial=maps)
@@ -69,7 +120,7 @@ def text_classifier(*, checkpoint: str, manifest: Optional[str], out: str, arch:
     import torch
 
     from .devices import claim_device
-    from .embed import class_templates, load_model, logit_scale, register_model_configs, zero_shot_classifier
+    from .embed import class_templates, logit_scale, register_model_configs, zero_shot_classifier
 
     torch.set_num_threads(max(1, threads))
     register_model_configs(model_configs)
@@ -90,7 +141,7 @@ def text_classifier(*, checkpoint: str, manifest: Optional[str], out: str, arch:
                                 ds_meta.get("templates"))
     what = f"model {provenance.get('model')} epoch {provenance.get('epoch')}"
     with claim_device(lock_dir, log=_log) as device:
-        model = load_model(arch, checkpoint, device=device, allow_pickle=allow_pickle, what=what)
+        model = _model_for(arch, checkpoint, device, allow_pickle, what)
         W = zero_shot_classifier(model, arch, names, templates, device)
         scale = logit_scale(model)
     _log(f"classifier {W.shape[0]} classes x {W.shape[1]} dims from {len(templates)} templates; logit scale {scale:.2f}")

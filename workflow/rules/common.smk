@@ -115,6 +115,17 @@ def embed_inputs(wc):
     return {"checkpoint": checkpoint_path(wc), **pixels_of(wc.model, wc.dataset)}
 
 
+def embed_params(wc):
+    m = model_of(wc)
+    return {
+        "arch": m.arch,
+        "allow_pickle": m.allow_pickle,
+        "spatial": STUDY.spatial(wc.dataset),
+        "batch_size": m.raw.get("batch_size", EMBED.get("batch_size", 256)),
+        "provenance": embed_provenance(wc),
+    }
+
+
 def embed_provenance(wc):
     m, f = model_of(wc), ckpt_file(wc)
     d = STUDY.datasets[wc.dataset]
@@ -131,6 +142,23 @@ def embed_provenance(wc):
         "dataset_revision": str(src.get("revision", "main")),
         "subset": src.get("subset"),
         "preprocess": m.preprocess.id,
+    }
+
+
+def text_params(wc):
+    m, f = model_of(wc), ckpt_file(wc)
+    return {
+        "arch": m.arch,
+        "allow_pickle": m.allow_pickle,
+        "classset": config["classsets"][wc.classset],
+        "provenance": {
+            "model": wc.model,
+            "arch": m.arch,
+            "epoch": int(wc.epoch),
+            "checkpoint_file": f.path,
+            "checkpoint_blob": f.blob,
+            "classset": wc.classset,
+        },
     }
 
 
@@ -155,6 +183,17 @@ def metric_inputs(wc):
     if METRIC_KINDS[m["kind"]]["classset"]:
         out["classifier"] = f"{R}/text/{wc.model}/epoch_{wc.epoch}/{m['classset']}.parquet"
     return out
+
+
+def metric_params(wc):
+    m = STUDY.metrics[wc.metric]
+    return {
+        "kind": m["kind"],
+        "inputs": m.get("inputs", {}),
+        "options": metric_options(wc),
+        "spatial": [d for d in STUDY.metric_datasets(wc.metric) if STUDY.spatial(d)],
+        "code": metric_code_hash(m["kind"]),
+    }
 
 
 def metric_options(wc):

@@ -7,15 +7,11 @@ rule embed_images:
     output:
         f"{R}/embeddings/{{model}}/epoch_{{epoch}}/{{dataset}}.parquet",
     params:
-        arch=lambda wc: model_of(wc).arch,
-        allow_pickle=lambda wc: model_of(wc).allow_pickle,
-        spatial=lambda wc: STUDY.spatial(wc.dataset),
-        batch_size=lambda wc: model_of(wc).raw.get(
-            "batch_size", EMBED.get("batch_size", 256)
-        ),
+        # one function for everything that varies per job: Snakemake inspects and calls each
+        # callable once per job, which is most of a 10,000-job DAG's build time
+        job=embed_params,
         precision=EMBED.get("precision", "auto"),
         model_configs=STUDY.model_config_paths,
-        provenance=embed_provenance,
         code=source_hash("clipdyn.embed", "clipdyn.devices"),
     threads: EMBED.get("threads", 2)
     resources:
@@ -35,18 +31,8 @@ rule text_classifier:
     output:
         f"{R}/text/{{model}}/epoch_{{epoch}}/{{classset}}.parquet",
     params:
-        arch=lambda wc: model_of(wc).arch,
-        allow_pickle=lambda wc: model_of(wc).allow_pickle,
-        classset=lambda wc: config["classsets"][wc.classset],
+        job=text_params,
         model_configs=STUDY.model_config_paths,
-        provenance=lambda wc: {
-            "model": wc.model,
-            "arch": model_of(wc).arch,
-            "epoch": int(wc.epoch),
-            "checkpoint_file": ckpt_file(wc).path,
-            "checkpoint_blob": ckpt_file(wc).blob,
-            "classset": wc.classset,
-        },
         code=source_hash("clipdyn.embed", "clipdyn.devices"),
     threads: EMBED.get("threads", 2)
     resources:

@@ -9,13 +9,7 @@ rule compute_metric:
         rows=f"{R}/metrics/{{model}}/epoch_{{epoch}}/{{metric}}.parquet",
         details=f"{R}/metrics/{{model}}/epoch_{{epoch}}/{{metric}}.details.parquet",
     params:
-        kind=lambda wc: STUDY.metrics[wc.metric]["kind"],
-        inputs=lambda wc: STUDY.metrics[wc.metric].get("inputs", {}),
-        options=metric_options,
-        spatial=lambda wc: [
-            d for d in STUDY.metric_datasets(wc.metric) if STUDY.spatial(d)
-        ],
-        code=lambda wc: metric_code_hash(STUDY.metrics[wc.metric]["kind"]),
+        job=metric_params,  # one callable per job (see embed_images)
     conda:
         "../../envs/clipdyn.yaml"
     log:

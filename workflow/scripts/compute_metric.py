@@ -6,8 +6,8 @@ sys.stdout = sys.stderr
 
 from clipdyn.workflow_steps import compute_metric
 
-p = snakemake.params
+j = snakemake.params.job
 w = snakemake.wildcards
-compute_metric(inputs=dict(snakemake.input), kind=p.kind, roles=p.inputs, options=p.options,
-               spatial=p.spatial, model=w.model, epoch=int(w.epoch), metric=w.metric,
+compute_metric(inputs=dict(snakemake.input), kind=j["kind"], roles=j["inputs"], options=j["options"],
+               spatial=j["spatial"], model=w.model, epoch=int(w.epoch), metric=w.metric,
                out_rows=snakemake.output.rows, out_details=snakemake.output.details)

@@ -4,10 +4,15 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.stdout = sys.stderr
 
-from clipdyn.workflow_steps import embed_images
+from clipdyn.worker import run_step
 
 p = snakemake.params
-embed_images(checkpoint=snakemake.input.checkpoint, pixels=snakemake.input.pixels,
-             pixel_index=snakemake.input.pixel_index, out=snakemake.output[0], arch=p.arch,
-             allow_pickle=p.allow_pickle, spatial=p.spatial, batch_size=p.batch_size, precision=p.precision,
-             model_configs=p.model_configs, provenance=p.provenance, threads=snakemake.threads)
+j = p.job
+cfg = snakemake.config.get("embedding", {})  # how the job runs, not what it computes: no params
+run_step("clipdyn.workflow_steps:embed_images",
+         dict(checkpoint=snakemake.input.checkpoint, pixels=snakemake.input.pixels,
+              pixel_index=snakemake.input.pixel_index, out=snakemake.output[0], arch=j["arch"],
+              allow_pickle=j["allow_pickle"], spatial=j["spatial"], batch_size=j["batch_size"],
+              precision=p.precision, model_configs=list(p.model_configs), provenance=j["provenance"],
+              threads=snakemake.threads),
+         log=snakemake.log[0], mode=cfg.get("worker", "auto"), idle_s=cfg.get("worker_idle_s", 120))

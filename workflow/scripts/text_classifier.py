@@ -4,9 +4,13 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.stdout = sys.stderr
 
-from clipdyn.workflow_steps import text_classifier
+from clipdyn.worker import run_step
 
 p = snakemake.params
-text_classifier(checkpoint=snakemake.input.checkpoint, manifest=snakemake.input.get("manifest"),
-                out=snakemake.output[0], arch=p.arch, allow_pickle=p.allow_pickle, classset=p.classset,
-                model_configs=p.model_configs, provenance=p.provenance, threads=snakemake.threads)
+j = p.job
+cfg = snakemake.config.get("embedding", {})  # how the job runs, not what it computes: no params
+run_step("clipdyn.workflow_steps:text_classifier",
+         dict(checkpoint=snakemake.input.checkpoint, manifest=snakemake.input.get("manifest"),
+              out=snakemake.output[0], arch=j["arch"], allow_pickle=j["allow_pickle"], classset=j["classset"],
+              model_configs=list(p.model_configs), provenance=j["provenance"], threads=snakemake.threads),
+         log=snakemake.log[0], mode=cfg.get("worker", "auto"), idle_s=cfg.get("worker_idle_s", 120))
