@@ -72,6 +72,11 @@ def broken_run(broken, killed):
 def killed(killed_root, broken):
     """Start, get refused a second time, SIGKILL mid-embedding, then recover."""
     study = token_study(killed_root, n_models=1, n_epochs=1)
+    # each job in its own process (embedding.worker: off): with the persistent worker the whole tiny
+    # study finishes before it can be killed. Killing a job that uses the worker: tests/unit/test_worker.py
+    cfg = study.read_config()
+    cfg.setdefault("embedding", {})["worker"] = "off"
+    study.write_config(cfg)
     w, r = study.workdir, study.workdir / "results"
     out = {"study": study}
     first = study.start(log=study.root / "first.log")

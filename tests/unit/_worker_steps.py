@@ -32,3 +32,10 @@ def slow_write(path, seconds):
 
 def cwd():
     return os.getcwd()
+
+
+def write_out(out, fail=False):
+    Path(out).write_text("result")
+    if fail:
+        raise RuntimeError("failed after writing")
+    return out

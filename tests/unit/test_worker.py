@@ -213,3 +213,14 @@ def test_embeddings_through_the_worker_equal_in_process(wdir, tmp_path):
         np.testing.assert_array_equal(b.spatial, a.spatial)
     assert log.read_text().count("reusing") == 1
     pids.extend(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_worker(int(p.name), d))
+
+
+def test_outputs_are_renamed_into_place_by_the_job_only_after_success(wdir, tmp_path):
+    d, pids = wdir
+    out = tmp_path / "result.parquet"
+    written = run_step("_worker_steps:write_out", {"out": str(out)}, idle_s=30)
+    assert Path(written).name.startswith(".result.parquet.worker-") and out.read_text() == "result"
+    bad = tmp_path / "bad.parquet"
+    with pytest.raises(WorkerError, match="failed after writing"):
+        run_step("_worker_steps:write_out", {"out": str(bad), "fail": True}, idle_s=30)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.parquet"]  # no temporary left

@@ -16,8 +16,9 @@ the same checkpoint (another dataset of the same epoch) does not load it again.
 Guarantees:
 
 - one job at a time per worker (the slot lock); as many workers as concurrent jobs;
-- if the job script dies (Snakemake interrupted, job killed), its worker exits at once,
-  before the step can write anything: no output appears behind Snakemake's back;
+- if the job script dies (Snakemake interrupted, job killed), its worker exits within 0.2 s,
+  and the outputs, written under temporary names and renamed by the job script only after
+  success, never appear behind Snakemake's back;
 - if the worker dies (out of memory, a crash), the job fails with the worker's log named;
 - a worker serves only jobs from the same Python, the same clipdyn source (a hash of the
   package's files: edited code gets a new worker) and the same ``CUDA_VISIBLE_DEVICES``;
@@ -92,14 +93,11 @@ def worker_dir() -> Path:
 
 
 def _claim_slot(d: Path, key: str):
-    for slot in range(MAX_SLOTS):
-        f = open(d / f"{key}-{slot}.lock", "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            continue
-        return slot, f
+    from .devices import try_claim  # the same exclusive-flock slots as the GPU claims
+
+    got = try_claim([f"{key}-{slot}" for slot in range(MAX_SLOTS)], d)
+    if got is not None:
+        return got
     raise WorkerError(f"all {MAX_SLOTS} clipdyn worker slots in {d} are busy; run with `embedding: worker: off`")
 
 
@@ -145,16 +143,37 @@ def _start(sock: Path, lock: Path, wlog: Path, idle_s: float) -> Connection:
 
 
 def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = "auto",
-             idle_s: float = 120.0) -> Any:
+             idle_s: float = 120.0, outputs: tuple = ("out",)) -> Any:
     """Run ``step`` (``"module:function"``, e.g. ``"clipdyn.workflow_steps:embed_images"``) with
     ``kwargs`` in a persistent worker, or in this process when the worker is off. Returns what the
     function returns; raises :class:`WorkerError` carrying the step's error and traceback.
 
     ``log``: file that receives the step's stdout and stderr (appended to). Relative paths in
-    ``kwargs`` are resolved against this process's working directory.
+    ``kwargs`` are resolved against this process's working directory. ``outputs``: the keyword
+    arguments that are output paths; the worker writes them under temporary names and this process
+    renames them into place once the step succeeded, so an output never appears for a job that was
+    killed, even if its worker finished the step a moment later.
     """
     if not use_worker(mode):
         return _resolve(step)(**kwargs)
+    kwargs = dict(kwargs)
+    final = {}
+    for name in outputs:
+        if kwargs.get(name):
+            p = Path(kwargs[name])
+            final[name] = p
+            kwargs[name] = str(p.with_name(f".{p.name}.worker-{os.getpid()}.tmp{p.suffix}"))
+    try:
+        value = _run_in_worker(step, kwargs, log, idle_s)
+        for name, p in final.items():
+            os.replace(kwargs[name], p)
+        return value
+    finally:
+        for name in final:
+            Path(kwargs[name]).unlink(missing_ok=True)
+
+
+def _run_in_worker(step: str, kwargs: dict, log: Optional[str], idle_s: float) -> Any:
     d = worker_dir()
     key = worker_key()
     slot, lock_f = _claim_slot(d, key)
