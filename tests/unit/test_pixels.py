@@ -87,3 +87,23 @@ def test_stratified_subset_is_deterministic_and_balanced():
     s = stratified_subset(skew, 10, seed=0)
     assert len(s) == 10 and (s["label"] == 1).sum() == 3
     assert stratified_subset(df, None).equals(df) and len(stratified_subset(df, 1000)) == 100
+
+
+def test_compiled_image_tower_gives_the_same_embeddings(folder, tmp_path):
+    """``embedding: compile: true`` (torch.compile of the image tower) agrees with eager mode."""
+    import open_clip
+    import torch
+
+    from clipdyn.embed import embed_pixels, register_model_configs
+
+    register_model_configs([])
+    torch.manual_seed(0)
+    model = open_clip.create_model("clipdyn-tiny").eval()
+    build_pixel_cache(folder, Preprocess(32), tmp_path / "px.npy", tmp_path / "px.parquet")
+    arr, _, _ = open_pixels(tmp_path / "px.npy", tmp_path / "px.parquet")
+    eager, eager_maps = embed_pixels(model, arr, "cpu", batch_size=4, spatial=True, log=lambda m: None)
+    comp, comp_maps = embed_pixels(model, arr, "cpu", batch_size=4, spatial=True, log=lambda m: None, compile=True)
+    np.testing.assert_allclose(comp, eager, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(comp_maps, eager_maps, rtol=1e-4, atol=1e-4)
+    plain, _ = embed_pixels(model, arr, "cpu", batch_size=4, log=lambda m: None, compile=True)
+    np.testing.assert_allclose(plain, eager, rtol=1e-4, atol=1e-4)

@@ -10,11 +10,13 @@ because unpickling a file from the internet runs its code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import re
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Tuple
 
@@ -49,6 +51,29 @@ def _first_mismatch(model, state_dict) -> Optional[str]:
     return None
 
 
+@contextlib.contextmanager
+def _skip_random_init():
+    """Make ``torch.nn.init``'s in-place initialisers no-ops while a model is built.
+
+    The weights are overwritten by a ``strict=True`` checkpoint load right after, so drawing them at
+    random first is wasted work: 3.1 s of ViT-B-16's 3.5 s ``create_model`` on this CPU, 0.4 s
+    without (the same trick as transformers' ``no_init_weights``).
+    """
+    import torch
+
+    saved = {}
+    for name in dir(torch.nn.init):
+        fn = getattr(torch.nn.init, name)
+        if name.endswith("_") and not name.startswith("_") and callable(fn):
+            saved[name] = fn
+            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
 def load_model(arch: str, checkpoint: str, device="cpu", allow_pickle: bool = False,
                what: str = "", precision: str = "fp32"):
     """Build ``arch`` and load ``checkpoint`` into it; returns the model in eval mode.
@@ -67,7 +92,8 @@ def load_model(arch: str, checkpoint: str, device="cpu", allow_pickle: bool = Fa
     if not ckpt.exists():
         raise CheckpointError(f"{where} does not exist (a dangling link into the HF cache?); rerun to download it again")
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "no pretrained weights" noise
-    model = open_clip.create_model(arch, device="cpu", precision=precision)
+    with _skip_random_init():  # every parameter and buffer is loaded below (strict=True)
+        model = open_clip.create_model(arch, device="cpu", precision=precision)
     try:
         open_clip.load_checkpoint(model, str(ckpt), strict=True, weights_only=not allow_pickle, device="cpu")
     except Exception as err:
@@ -144,8 +170,20 @@ def _batches(pixels: np.ndarray, batch_size: int, pin: bool):
         yield s, b
 
 
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _compiled(visual):
+    """``torch.compile`` of the image tower, once per model object (a worker reuses it across jobs)."""
+    import torch
+
+    if visual not in _COMPILED:
+        _COMPILED[visual] = torch.compile(visual)
+    return _COMPILED[visual]
+
+
 def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = 256, spatial: bool = False,
-                 precision: str = "auto", log=print, channels_last: bool = True
+                 precision: str = "auto", log=print, channels_last: bool = True, compile: bool = False
                  ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Embed (N,H,W,3) uint8 pixels with ``model.encode_image``.
 
@@ -154,10 +192,13 @@ def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = 256, spati
     On CUDA out-of-memory the batch size is halved and the batch retried.
     With ``spatial=True`` also returns per-patch maps (N, G, G): cosine similarity of each
     projected patch token to the image embedding.
+    ``compile=True`` runs the image tower through ``torch.compile`` (worth it for large datasets on
+    a GPU; the first batches pay the compilation, and a last, smaller batch may recompile once).
     """
     import torch
 
     visual = model.visual
+    tower = _compiled(visual) if compile else visual
     mean = torch.tensor(visual.image_mean or (0.48145466, 0.4578275, 0.40821073), device=device).view(1, 3, 1, 1)
     std = torch.tensor(visual.image_std or (0.26862954, 0.26130258, 0.27577711), device=device).view(1, 3, 1, 1)
     cuda = torch.device(device).type == "cuda"
@@ -195,14 +236,14 @@ def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = 256, spati
                         x.copy_(chunk.to(device, non_blocking=True).permute(0, 3, 1, 2))
                         x.div_(255).sub_(mean).div_(std)
                         if spatial:
-                            pooled, tokens = visual(x)
+                            pooled, tokens = tower(x)
                             proj_tokens = tokens.float() @ visual.proj.float()
                             g = int(round(proj_tokens.shape[1] ** 0.5))
                             sim = torch.nn.functional.cosine_similarity(
                                 proj_tokens, pooled.float().unsqueeze(1), dim=-1)
                             m = sim.reshape(-1, g, g)
                         else:
-                            pooled = model.encode_image(x)
+                            pooled = tower(x)  # = model.encode_image(x), unnormalised
                     emb = pooled.float().cpu().numpy()
                 except torch.cuda.OutOfMemoryError:
                     if bs == 1:

@@ -11,6 +11,7 @@ rule embed_images:
         # callable once per job, which is most of a 10,000-job DAG's build time
         job=embed_params,
         precision=EMBED.get("precision", "auto"),
+        compile=EMBED.get("compile", False),
         model_configs=STUDY.model_config_paths,
         code=source_hash("clipdyn.embed", "clipdyn.devices"),
     threads: EMBED.get("threads", 2)

@@ -13,6 +13,7 @@ run_step("clipdyn.workflow_steps:embed_images",
          dict(checkpoint=snakemake.input.checkpoint, pixels=snakemake.input.pixels,
               pixel_index=snakemake.input.pixel_index, out=snakemake.output[0], arch=j["arch"],
               allow_pickle=j["allow_pickle"], spatial=j["spatial"], batch_size=j["batch_size"],
-              precision=p.precision, model_configs=list(p.model_configs), provenance=j["provenance"],
+              precision=p.precision, compile=p.compile, model_configs=list(p.model_configs),
+              provenance=j["provenance"],
               threads=snakemake.threads),
          log=snakemake.log[0], mode=cfg.get("worker", "auto"), idle_s=cfg.get("worker_idle_s", 120))
