@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -31,8 +34,6 @@ def enable_model_cache() -> None:
 
 def _model_for(arch: str, checkpoint: str, device, allow_pickle: bool, what: str):
     """``embed.load_model``, or the worker's cached model when it is the same file on the same device."""
-    import os
-
     from .embed import load_model
 
     if _MODEL_CACHE is None:
@@ -69,8 +70,6 @@ def _empty_cuda_cache() -> None:
 
 def _checkpoint_commit(checkpoint: str) -> Optional[str]:
     """The Hub commit a linked checkpoint came from (``.../snapshots/<commit>/...``)."""
-    import os
-
     try:
         target = os.readlink(checkpoint)
     except OSError:
@@ -81,7 +80,7 @@ def _checkpoint_commit(checkpoint: str) -> Optional[str]:
 
 def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, arch: str, allow_pickle: bool,
                  spatial: bool, batch_size: int, precision: str, model_configs: Sequence[str], provenance: dict,
-                 threads: int = 2, lock_dir: Optional[str] = None) -> None:
+                 threads: int = 2, lock_dir: Optional[str] = None, compile: bool = False) -> None:
     import torch
 
     from .devices import claim_device
@@ -104,12 +103,13 @@ def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, ar
             raise ValueError(f"pixel cache {pixels} holds {arr.shape[1]} px images but {arch} expects {size} px")
         t0 = time.time()
         X, maps = embed_pixels(model, arr, device, batch_size=batch_size, spatial=spatial, precision=precision,
-                               log=_log)
+                               log=_log, compile=compile)
         _log(f"embedded {len(X)} images in {time.time() - t0:.1f} s")
         del model
         _empty_cuda_cache()  # a worker idles between jobs: keep only the weights on the GPU
     meta = dict(provenance, checkpoint_commit=_checkpoint_commit(checkpoint), n_images=int(len(ids)),
-                n_skipped=pix_meta.get("n_skipped", 0), precision=precision, device=str(device))
+                n_skipped=pix_meta.get("n_skipped", 0), precision=precision, device=str(device),
+                compiled=bool(compile))
     write_embeddings(out, ids, X, prov(**meta), spatial=maps)
 
 
@@ -158,33 +158,95 @@ def load_tables(manifest: str, trials: str):
                          classnames=meta.get("classnames"), templates=meta.get("templates"), info=meta)
 
 
-def compute_metric(*, inputs: Dict[str, str], kind: str, roles: dict, options: dict, spatial: Sequence[str],
-                   model: str, epoch: int, metric: str, out_rows: str, out_details: str) -> None:
+def epoch_input_key(name: str, epoch: int) -> str:
+    """Input name of a per-epoch file of a metric job (``emb__<dataset>__<epoch>``, ``classifier__<epoch>``)."""
+    return f"{name}__{epoch}"
+
+
+def _file_state(path: str) -> list:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
+def metric_memo_paths(out: str, metric: str, epoch: int):
+    """Where one epoch's rows and details of a metric are kept, next to the metric's file."""
+    d = Path(out).parent / f"epoch_{epoch}"
+    return d / f"{metric}.parquet", d / f"{metric}.details.parquet"
+
+
+def compute_metric(*, inputs: Dict[str, str], epochs: Sequence[int], kind: str, roles: dict, options: dict,
+                   spatial: Sequence[str], code: str, model: str, metric: str, out: str) -> dict:
+    """One metric of one model at every epoch, from cached embeddings; rows of all epochs to ``out``.
+
+    Each epoch's result is also kept as its own Parquet file (``metric_memo_paths``) carrying a key:
+    the metric's kind, options, inputs and code hash, and the size and mtime of every file the epoch's
+    result is computed from (embeddings, classifier, manifests). An epoch whose key is unchanged is read
+    back instead of recomputed, so when a new epoch arrives only the new epoch is computed, and when the
+    metric's code or options change every epoch is. Returns ``{"computed": [...], "reused": [...]}``.
+    """
     from .metrics.tasks import evaluate
 
-    embeddings, tables = {}, {}
-    for key, path in inputs.items():
-        if key.startswith("emb__"):
-            d = key[len("emb__"):]
-            embeddings[d] = read_embeddings(path, spatial=d in spatial)
-            tables[d] = load_tables(inputs[f"manifest__{d}"], inputs[f"trials__{d}"])
-    classifier = read_classifier(inputs["classifier"]) if "classifier" in inputs else None
+    datasets = sorted({k.split("__")[1] for k in inputs if k.startswith("manifest__")})
     options = dict(options or {})
+    tables: dict = {}
+
+    def table(d):
+        if d not in tables:
+            tables[d] = load_tables(inputs[f"manifest__{d}"], inputs[f"trials__{d}"])
+        return tables[d]
+
     if options.get("category_mapping") and not Path(options["category_mapping"]).is_absolute():
         # a file shipped with the cue-conflict dataset (the demo's category mapping)
-        src = tables[roles["dataset"]].info.get("source_folder", "")
+        src = read_meta(inputs[f"manifest__{roles['dataset']}"]).get("source_folder", "")
         options["category_mapping"] = str(Path(src) / options["category_mapping"])
-    result = evaluate(kind, embeddings=embeddings, tables=tables, classifier=classifier, inputs=roles,
-                      options=options)
-    rows = metric_frame(result.rows, model, epoch)
-    rows.insert(3, "metric_config", metric)
-    meta = prov(model=model, epoch=epoch, metric=metric, kind=kind,
-                      inputs={d: e.meta for d, e in embeddings.items()})
-    for _, r in rows.iterrows():
-        _log(f"{r['metric']} {r['dataset']} {r['variant']}: {r['value']:.4f} (n={r['n']})")
-    details = result.details if result.details is not None else pd.DataFrame()
-    write_frame(details, out_details, meta)
-    write_frame(rows, out_rows, meta)
+    shared = {k: _file_state(v) for k, v in inputs.items() if k.startswith(("manifest__", "trials__"))}
+    frames, done = [], {"computed": [], "reused": []}
+    for epoch in epochs:
+        files = {d: inputs[epoch_input_key(f"emb__{d}", epoch)] for d in datasets}
+        clf = inputs.get(epoch_input_key("classifier", epoch))
+        key = hashlib.sha256(json.dumps({
+            "kind": kind, "roles": roles, "options": options, "spatial": sorted(spatial), "code": code,
+            "model": model, "epoch": int(epoch), "metric": metric, "shared": shared,
+            "files": {d: _file_state(f) for d, f in files.items()},
+            "classifier": _file_state(clf) if clf else None,
+        }, sort_keys=True, default=str).encode()).hexdigest()
+        rows_path, details_path = metric_memo_paths(out, metric, epoch)
+        if rows_path.exists() and details_path.exists() and read_meta(rows_path).get("memo_key") == key:
+            frames.append(pd.read_parquet(rows_path))
+            done["reused"].append(int(epoch))
+            continue
+        embeddings = {d: read_embeddings(f, spatial=d in spatial) for d, f in files.items()}
+        result = evaluate(kind, embeddings=embeddings, tables={d: table(d) for d in datasets},
+                          classifier=read_classifier(clf) if clf else None, inputs=roles, options=options)
+        rows = metric_frame(result.rows, model, int(epoch))
+        rows.insert(3, "metric_config", metric)
+        meta = prov(model=model, epoch=int(epoch), metric=metric, kind=kind, memo_key=key,
+                    inputs={d: e.meta for d, e in embeddings.items()})
+        for _, r in rows.iterrows():
+            _log(f"epoch {epoch}: {r['metric']} {r['dataset']} {r['variant']}: {r['value']:.4f} (n={r['n']})")
+        details = result.details if result.details is not None else pd.DataFrame()
+        write_frame(details, details_path, meta)
+        write_frame(rows, rows_path, meta)  # last: a rows file with its key means both are complete
+        frames.append(rows)
+        done["computed"].append(int(epoch))
+    _log(f"{metric}: computed epochs {_ranges(done['computed']) or 'none'}; "
+         f"reused (unchanged inputs and code) epochs {_ranges(done['reused']) or 'none'}")
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    write_frame(df, out, prov(model=model, metric=metric, kind=kind, code=code, epochs=[int(e) for e in epochs],
+                              **done))
+    return done
+
+
+def _ranges(xs: Sequence[int]) -> str:
+    xs = sorted(xs)
+    out, i = [], 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        out.append(str(xs[i]) if i == j else f"{xs[i]}-{xs[j]}")
+        i = j + 1
+    return ", ".join(out)
 
 
 def collect_metrics(paths: Sequence[str], out_parquet: str, out_csv: str) -> int:

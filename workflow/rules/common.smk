@@ -74,19 +74,8 @@ def pixels_of(model, dataset):
     }
 
 
-def metric_files(model, epoch):
-    return [
-        f"{R}/metrics/{model}/epoch_{epoch}/{metric}.parquet" for metric in STUDY.metrics
-    ]
-
-
 def all_metric_files():
-    return [
-        f
-        for name, m in STUDY.models.items()
-        for e in m.epochs
-        for f in metric_files(name, e)
-    ]
+    return [f"{R}/metrics/{name}/{metric}.parquet" for name in STUDY.models for metric in STUDY.metrics]
 
 
 def figure_targets():
@@ -174,20 +163,26 @@ def text_inputs(wc):
 
 
 def metric_inputs(wc):
+    """Every epoch's embeddings (and classifier) of the metric's datasets, plus their manifests."""
     m = STUDY.metrics[wc.metric]
     out = {}
-    for d in STUDY.metric_datasets(wc.metric):
-        out[f"emb__{d}"] = f"{R}/embeddings/{wc.model}/epoch_{wc.epoch}/{d}.parquet"
+    datasets = STUDY.metric_datasets(wc.metric)
+    for d in datasets:
         out[f"manifest__{d}"] = f"{R}/data/{d}/manifest.parquet"
         out[f"trials__{d}"] = f"{R}/data/{d}/trials.parquet"
-    if METRIC_KINDS[m["kind"]]["classset"]:
-        out["classifier"] = f"{R}/text/{wc.model}/epoch_{wc.epoch}/{m['classset']}.parquet"
+    clf = METRIC_KINDS[m["kind"]]["classset"]
+    for e in model_of(wc).epochs:
+        for d in datasets:
+            out[f"emb__{d}__{e}"] = f"{R}/embeddings/{wc.model}/epoch_{e}/{d}.parquet"
+        if clf:
+            out[f"classifier__{e}"] = f"{R}/text/{wc.model}/epoch_{e}/{m['classset']}.parquet"
     return out
 
 
 def metric_params(wc):
     m = STUDY.metrics[wc.metric]
     return {
+        "epochs": list(model_of(wc).epochs),
         "kind": m["kind"],
         "inputs": m.get("inputs", {}),
         "options": metric_options(wc),

@@ -1,19 +1,20 @@
-# Metrics stage: cheap CPU functions of cached embeddings. Each metric's params
-# carry a hash of its library code, so editing one metric reruns only its jobs.
+# Metrics stage: cheap CPU functions of cached embeddings, one job per (model, metric) over
+# all its epochs. Each epoch's result is kept with a key (code hash, options, input file states),
+# so a new epoch computes only that epoch and an edited metric recomputes only that metric.
+# (One job per (model, epoch, metric) made a 10,000-job DAG; see README "Job granularity".)
 
 
 rule compute_metric:
     input:
         unpack(metric_inputs),
     output:
-        rows=f"{R}/metrics/{{model}}/epoch_{{epoch}}/{{metric}}.parquet",
-        details=f"{R}/metrics/{{model}}/epoch_{{epoch}}/{{metric}}.details.parquet",
+        f"{R}/metrics/{{model}}/{{metric}}.parquet",
     params:
         job=metric_params,  # one callable per job (see embed_images)
     conda:
         "../../envs/clipdyn.yaml"
     log:
-        f"{R}/logs/compute_metric/{{model}}/epoch_{{epoch}}/{{metric}}.log",
+        f"{R}/logs/compute_metric/{{model}}/{{metric}}.log",
     script:
         "../scripts/compute_metric.py"
 

@@ -1,4 +1,4 @@
-"""Compute one metric for one (model, epoch) from cached embeddings."""
+"""Compute one metric of one model at every epoch from cached embeddings (unchanged epochs reused)."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")
@@ -8,6 +8,6 @@ from clipdyn.workflow_steps import compute_metric
 
 j = snakemake.params.job
 w = snakemake.wildcards
-compute_metric(inputs=dict(snakemake.input), kind=j["kind"], roles=j["inputs"], options=j["options"],
-               spatial=j["spatial"], model=w.model, epoch=int(w.epoch), metric=w.metric,
-               out_rows=snakemake.output.rows, out_details=snakemake.output.details)
+compute_metric(inputs=dict(snakemake.input), epochs=j["epochs"], kind=j["kind"], roles=j["inputs"],
+               options=j["options"], spatial=j["spatial"], code=j["code"], model=w.model, metric=w.metric,
+               out=snakemake.output[0])

@@ -1,0 +1,95 @@
+"""The metric step: one metric of one model over all epochs, unchanged epochs read back, not recomputed."""
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipdyn.io import provenance, read_classifier, read_embeddings, write_classifier, write_embeddings, write_frame
+from clipdyn.metrics.tasks import evaluate
+from clipdyn.workflow_steps import compute_metric, load_tables, metric_memo_paths
+
+EPOCHS = [1, 2, 3]
+
+
+@pytest.fixture
+def study(tmp_path):
+    rng = np.random.default_rng(0)
+    n, c, d = 40, 4, 8
+    ids = [f"img{i}" for i in range(n)]
+    labels = rng.integers(0, c, n)
+    write_frame(pd.DataFrame({"image_id": ids, "label": labels}), tmp_path / "manifest.parquet",
+                provenance(classnames=[f"c{i}" for i in range(c)]))
+    write_frame(pd.DataFrame(), tmp_path / "trials.parquet", provenance())
+    inputs = {"manifest__ds": str(tmp_path / "manifest.parquet"), "trials__ds": str(tmp_path / "trials.parquet")}
+    for e in EPOCHS:
+        W = rng.normal(size=(c, d))
+        X = W[labels] * e + rng.normal(size=(n, d)) * 2  # accuracy rises with the epoch
+        write_embeddings(tmp_path / f"emb_{e}.parquet", ids, X.astype(np.float32), provenance(epoch=e))
+        write_classifier(tmp_path / f"clf_{e}.parquet", W / np.linalg.norm(W, axis=1, keepdims=True),
+                         [f"c{i}" for i in range(c)], 100.0, provenance(epoch=e))
+        inputs[f"emb__ds__{e}"] = str(tmp_path / f"emb_{e}.parquet")
+        inputs[f"classifier__{e}"] = str(tmp_path / f"clf_{e}.parquet")
+    out = tmp_path / "metrics" / "m" / "zs.parquet"
+    kw = dict(inputs=inputs, epochs=EPOCHS, kind="zeroshot_accuracy", roles={"dataset": "ds"}, options={},
+              spatial=[], code="code-v1", model="m", metric="zs", out=str(out))
+    return tmp_path, kw
+
+
+def test_rows_equal_a_direct_evaluation_per_epoch(study):
+    tmp, kw = study
+    assert compute_metric(**kw) == {"computed": EPOCHS, "reused": []}
+    got = pd.read_parquet(kw["out"])
+    assert sorted(got["epoch"].unique()) == EPOCHS and set(got["metric_config"]) == {"zs"}
+    tables = {"ds": load_tables(kw["inputs"]["manifest__ds"], kw["inputs"]["trials__ds"])}
+    for e in EPOCHS:
+        direct = evaluate("zeroshot_accuracy", embeddings={"ds": read_embeddings(tmp / f"emb_{e}.parquet")},
+                          tables=tables, classifier=read_classifier(tmp / f"clf_{e}.parquet"),
+                          inputs={"dataset": "ds"}, options={}).rows
+        mine = got.query("epoch == @e").set_index("metric")["value"]
+        for _, r in direct.iterrows():
+            np.testing.assert_equal(mine[r["metric"]], r["value"])
+        rows, details = metric_memo_paths(kw["out"], "zs", e)
+        assert rows.exists() and len(pd.read_parquet(details)) == 40
+
+
+def test_unchanged_epochs_are_reused_and_the_output_is_the_same(study):
+    tmp, kw = study
+    compute_metric(**kw)
+    first = pd.read_parquet(kw["out"])
+    assert compute_metric(**kw) == {"computed": [], "reused": EPOCHS}
+    pd.testing.assert_frame_equal(pd.read_parquet(kw["out"]), first)
+
+
+def test_a_new_epoch_is_the_only_one_computed(study):
+    tmp, kw = study
+    compute_metric(**dict(kw, epochs=[1, 2]))
+    assert compute_metric(**kw) == {"computed": [3], "reused": [1, 2]}
+
+
+def test_a_rewritten_embedding_recomputes_only_its_epoch(study):
+    tmp, kw = study
+    compute_metric(**kw)
+    p = tmp / "emb_2.parquet"
+    e = read_embeddings(p)
+    time.sleep(0.01)
+    write_embeddings(p, e.ids, e.X * 0.5, provenance(epoch=2))  # a rerun of that embedding job
+    assert compute_metric(**kw) == {"computed": [2], "reused": [1, 3]}
+
+
+@pytest.mark.parametrize("change", [{"code": "code-v2"}, {"options": {"note": "changed"}}])
+def test_changed_code_or_options_recompute_every_epoch(study, change):
+    tmp, kw = study
+    compute_metric(**kw)
+    assert compute_metric(**dict(kw, **change)) == {"computed": EPOCHS, "reused": []}
+
+
+def test_a_missing_or_foreign_memo_file_is_recomputed(study):
+    tmp, kw = study
+    compute_metric(**kw)
+    rows1, details1 = metric_memo_paths(kw["out"], "zs", 1)
+    details1.unlink()  # an epoch whose details are gone
+    rows3, _ = metric_memo_paths(kw["out"], "zs", 3)
+    write_frame(pd.read_parquet(rows3), rows3, provenance(memo_key="something else"))
+    assert compute_metric(**kw) == {"computed": [1, 3], "reused": [2]}
