@@ -701,7 +701,8 @@ class ProcWatcher(threading.Thread):
                     continue
                 vals = {k: int(v) / 1024 for k, v in re.findall(r"^(VmHWM|VmRSS|RssAnon|RssFile):\s+(\d+) kB",
                                                                status, re.M)}
-                kind = ("embed_images job" if "embed_images" in cmd else "snakemake" if "snakemake" in cmd
+                kind = ("embed_images job" if "embed_images" in cmd else "embedding worker" if "clipdyn.worker" in cmd
+                        else "snakemake" if "snakemake" in cmd
                         else "time" if cmd.startswith("/usr/bin/time") else cmd[:60])
                 cur = self.peaks.setdefault(kind, {})
                 for k, v in vals.items():
@@ -747,7 +748,9 @@ def part4(args, wd: Path, repo: Path, dev) -> dict:
     timefile = root / "time-v.txt"
     prefix = ["/usr/bin/time", "-v", "-o", str(timefile)] if Path("/usr/bin/time").exists() else []
     t = time.perf_counter()
-    proc = subprocess.Popen([*prefix, *smk_cmd(study, repo, target)], env=smk_env(study, repo),
+    env = smk_env(study, repo)
+    env["CLIPDYN_WORKER_DIR"] = tempfile.mkdtemp(prefix="cw")  # a fresh worker, started by this job
+    proc = subprocess.Popen([*prefix, *smk_cmd(study, repo, target)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watcher = ProcWatcher(proc.pid)
     watcher.start()
@@ -771,12 +774,15 @@ def part4(args, wd: Path, repo: Path, dev) -> dict:
 
 def print_part4(r: dict) -> None:
     job = r["peaks_mb"].get("embed_images job", {})
+    wrk = r["peaks_mb"].get("embedding worker", {})
     smk = r["peaks_mb"].get("snakemake", {})
     print(table(f"4. peak memory of one embed_images job ({r['model']}, {r['images']} images of {r['image_size']} px, "
                 f"pixel cache {r['pixel_cache_mb']:.0f} MB, checkpoint {r['checkpoint_mb']:.0f} MB, {r['device']})",
                 ["process", "peak RSS MB (VmHWM)", "anon MB", "file-backed MB"],
                 [["embed_images job (the rule's script)", job.get("VmHWM", float("nan")), job.get("RssAnon", float("nan")),
                   job.get("RssFile", float("nan"))],
+                 ["its embedding worker (clipdyn.worker: torch, model, batches)", wrk.get("VmHWM", float("nan")),
+                  wrk.get("RssAnon", float("nan")), wrk.get("RssFile", float("nan"))],
                  ["snakemake (scheduler)", smk.get("VmHWM", float("nan")), smk.get("RssAnon", float("nan")),
                   smk.get("RssFile", float("nan"))]]))
     if r.get("time_v_max_rss_mb"):
