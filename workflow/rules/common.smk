@@ -62,6 +62,30 @@ def ckpt_file(wc):
     return m.files[e]
 
 
+def checkpoint_params(wc):
+    m, f = model_of(wc), ckpt_file(wc)
+    return {
+        "repo": m.repo,
+        "repo_type": m.repo_type,
+        "revision": m.revision,
+        "filename": f.path,
+        "blob": f.blob,
+    }
+
+
+# Checkpoints in order (model by model, epoch by epoch): a checkpoint's downloads, embeddings
+# and classifier jobs run back to back, so a persistent embedding worker that loaded it for one
+# dataset still holds it for the next (clipdyn.worker), and results arrive epoch by epoch.
+_CHECKPOINT_RANK = {
+    (name, e): i
+    for i, (name, e) in enumerate((n, e) for n, m in STUDY.models.items() for e in m.epochs)
+}
+
+
+def checkpoint_priority(wc):
+    return len(_CHECKPOINT_RANK) - _CHECKPOINT_RANK.get((wc.model, int(wc.epoch)), len(_CHECKPOINT_RANK))
+
+
 def checkpoint_path(wc):
     return f"{R}/checkpoints/{wc.model}/epoch_{wc.epoch}.pt"
 

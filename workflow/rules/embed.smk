@@ -14,6 +14,7 @@ rule embed_images:
         compile=EMBED.get("compile", False),
         model_configs=STUDY.model_config_paths,
         code=source_hash("clipdyn.embed", "clipdyn.devices"),
+    priority: checkpoint_priority
     threads: EMBED.get("threads", 2)
     resources:
         gpu=1,
@@ -35,6 +36,7 @@ rule text_classifier:
         job=text_params,
         model_configs=STUDY.model_config_paths,
         code=source_hash("clipdyn.embed", "clipdyn.devices"),
+    priority: checkpoint_priority
     threads: EMBED.get("threads", 2)
     resources:
         gpu=1,

@@ -27,11 +27,8 @@ rule download_checkpoint:
     output:
         f"{R}/checkpoints/{{model}}/epoch_{{epoch}}.pt",
     params:
-        repo=lambda wc: model_of(wc).repo,
-        repo_type=lambda wc: model_of(wc).repo_type,
-        revision=lambda wc: model_of(wc).revision,
-        filename=lambda wc: ckpt_file(wc).path,
-        blob=lambda wc: ckpt_file(wc).blob,
+        job=checkpoint_params,  # one callable per job (see embed_images)
+    priority: checkpoint_priority
     conda:
         "../../envs/clipdyn.yaml"
     log:

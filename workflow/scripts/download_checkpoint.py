@@ -6,7 +6,8 @@ sys.stdout = sys.stderr
 
 from clipdyn import hub
 
-p = snakemake.params
-path = hub.download_file(p.repo, p.filename, revision=p.revision, repo_type=p.repo_type, expected_blob=p.blob)
+j = snakemake.params.job
+path = hub.download_file(j["repo"], j["filename"], revision=j["revision"], repo_type=j["repo_type"],
+                         expected_blob=j["blob"])
 hub.link(path, snakemake.output[0])
-print(f"{p.repo}/{p.filename} -> {path}")
+print(f"{j['repo']}/{j['filename']} -> {path}")
