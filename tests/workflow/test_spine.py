@@ -137,3 +137,20 @@ def test_new_epoch_on_the_hub_adds_exactly_its_jobs(spine_study):
         log = (spine_study.workdir / "results" / "logs" / "compute_metric" / "tiny_a" / f"{metric}.log").read_text()
         assert "computed epochs 4; reused (unchanged inputs and code) epochs 1-3" in log, log
     assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(spine_study.snakemake("-n"))
+
+
+def test_editing_a_reference_curve_csv_redraws_only_the_figures(spine_study):
+    """A published curve drawn beside ours (models.<m>.reference_curve) is an input of the figures."""
+    csv = spine_study.root / "reference.csv"
+    csv.write_text("imagenet-zeroshot-val-top1,name,epoch\n0.10,run-a.pt,1\n0.20,run-a.pt,2\n")
+    backup = spine_study.read_config()
+    cfg = spine_study.read_config()
+    cfg["models"]["tiny_a"]["reference_curve"] = {"file": str(csv), "run": "run-a"}
+    spine_study.write_config(cfg)
+    try:
+        spine_study.snakemake()
+        csv.write_text(csv.read_text() + "0.30,run-a.pt,3\n")
+        jobs = spine_study.dry_run_jobs()
+    finally:
+        spine_study.write_config(backup)
+    assert jobs == {"figure": 4, "all": 1}

@@ -248,4 +248,10 @@ def figure_spec():
     return spec
 
 
+def reference_csvs():
+    """The reference-curve CSV files the figures read (a curve without `csv` uses the package's)."""
+    curves = figure_spec()["reference_curves"].values()
+    return sorted({c["csv"] for c in curves if c.get("csv")})
+
+
 FIGURE_CODE = source_hash("clipdyn.figures")

@@ -6,6 +6,8 @@
 rule figure:
     input:
         metrics=f"{R}/metrics.parquet",
+        # published curves drawn beside ours: an edited CSV redraws the figures
+        references=reference_csvs(),
     output:
         pdf=f"{R}/figures/{{figure}}.pdf",
         png=report(
