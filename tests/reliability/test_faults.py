@@ -108,15 +108,20 @@ def test_sigkill_mid_write_leaves_no_trusted_embedding_file(tmp_path, existing):
         io.read_embeddings(partial)
 
 
-def test_sigkill_mid_decode_leaves_no_pixel_cache(tmp_path):
-    rng = np.random.default_rng(0)
+def _png_rows(folder, n, size, seed):
+    """``n`` random ``size`` px PNGs in ``folder``, as manifest rows."""
+    rng = np.random.default_rng(seed)
     rows = []
-    for i in range(8):
-        p = tmp_path / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(p)
+    for i in range(n):
+        p = folder / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(p)
         rows.append({"image_id": f"i{i}", "path": str(p), "member": ""})
+    return rows
+
+
+def test_sigkill_mid_decode_leaves_no_pixel_cache(tmp_path):
     manifest = tmp_path / "manifest.parquet"
-    pd.DataFrame(rows).to_parquet(manifest)
+    pd.DataFrame(_png_rows(tmp_path, 8, 40, seed=0)).to_parquet(manifest)
     out = tmp_path / "cache"
     out.mkdir()
     ready = tmp_path / "ready"
@@ -153,13 +158,7 @@ def test_nonfinite_classifier_or_logit_scale_is_refused(tmp_path, W_bad, scale):
 def pixel_cache(tmp_path):
     d = tmp_path / "px"
     d.mkdir()
-    rng = np.random.default_rng(1)
-    rows = []
-    for i in range(6):
-        p = d / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)).save(p)
-        rows.append({"image_id": f"i{i}", "path": str(p), "member": ""})
-    build_pixel_cache(pd.DataFrame(rows), Preprocess(32), d / "px.npy", d / "px.parquet", log=lambda m: None)
+    build_pixel_cache(pd.DataFrame(_png_rows(d, 6, 36, seed=1)), Preprocess(32), d / "px.npy", d / "px.parquet", log=lambda m: None)
     return d / "px.npy", d / "px.parquet"
 
 

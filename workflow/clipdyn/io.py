@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -63,11 +63,20 @@ def provenance(**fields: Any) -> dict:
     return out
 
 
+def _meta_of(schema: pa.Schema) -> dict:
+    raw = (schema.metadata or {}).get(META_KEY)
+    return json.loads(raw) if raw else {}
+
+
 def read_meta(path: os.PathLike) -> dict:
     """The ``clipdyn`` provenance of a Parquet file (empty dict if none)."""
-    md = pq.read_schema(path).metadata or {}
-    raw = md.get(META_KEY)
-    return json.loads(raw) if raw else {}
+    return _meta_of(pq.read_schema(path))
+
+
+def read_frame(path: os.PathLike) -> Tuple[pd.DataFrame, dict]:
+    """A Parquet file as a DataFrame, with its ``clipdyn`` provenance (one read)."""
+    table = pq.read_table(path)
+    return table.to_pandas(), _meta_of(table.schema)
 
 
 def write_table_atomic(table: pa.Table, path: os.PathLike, meta: Optional[Mapping] = None) -> None:

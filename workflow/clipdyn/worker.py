@@ -47,6 +47,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Optional
 
+from .study import source_hash  # hashes the package's files without importing them
+
 MODES = ("auto", "on", "off")
 MAX_SLOTS = 64
 START_TIMEOUT_S = 300.0
@@ -67,21 +69,11 @@ def use_worker(mode: str = "auto") -> bool:
     return mode == "on"
 
 
-def _package_hash() -> str:
-    """Hash of every source file of the clipdyn package (file contents, not imports: fast)."""
-    root = Path(__file__).resolve().parent
-    h = hashlib.sha256(str(root).encode())
-    for p in sorted(root.rglob("*")):
-        if p.suffix in (".py", ".json") and "__pycache__" not in p.parts:
-            h.update(str(p.relative_to(root)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 def worker_key() -> str:
-    """Which jobs may share a worker: same Python, same clipdyn code, same visible GPUs."""
-    parts = [sys.executable, _package_hash(), os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-             os.environ.get("CLIPDYN_GPU_LOCK_DIR", "")]
+    """Which jobs may share a worker: same Python, same clipdyn code in the same place (a worker
+    imports lazily from its checkout), same visible GPUs."""
+    parts = [sys.executable, str(Path(__file__).resolve().parent), source_hash("clipdyn"),
+             os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"), os.environ.get("CLIPDYN_GPU_LOCK_DIR", "")]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 

@@ -12,8 +12,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .io import (metric_frame, read_classifier, read_embeddings, read_meta, write_classifier, write_embeddings,
-                 write_frame)
+from .io import (metric_frame, read_classifier, read_embeddings, read_frame, read_meta, write_classifier,
+                 write_embeddings, write_frame)
 from .io import provenance as prov
 
 
@@ -211,10 +211,12 @@ def compute_metric(*, inputs: Dict[str, str], epochs: Sequence[int], kind: str, 
             "classifier": _file_state(clf) if clf else None,
         }, sort_keys=True, default=str).encode()).hexdigest()
         rows_path, details_path = metric_memo_paths(out, metric, epoch)
-        if rows_path.exists() and details_path.exists() and read_meta(rows_path).get("memo_key") == key:
-            frames.append(pd.read_parquet(rows_path))
-            done["reused"].append(int(epoch))
-            continue
+        if rows_path.exists() and details_path.exists():
+            kept, kept_meta = read_frame(rows_path)
+            if kept_meta.get("memo_key") == key:
+                frames.append(kept)
+                done["reused"].append(int(epoch))
+                continue
         embeddings = {d: read_embeddings(f, spatial=d in spatial) for d, f in files.items()}
         result = evaluate(kind, embeddings=embeddings, tables={d: table(d) for d in datasets},
                           classifier=read_classifier(clf) if clf else None, inputs=roles, options=options)
