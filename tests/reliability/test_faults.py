@@ -171,7 +171,7 @@ def _poisoned(tiny_checkpoint, tmp_path, key, value):
 
 
 def test_embed_job_with_diverged_checkpoint_fails_without_output(tiny_checkpoint, pixel_cache, tmp_path):
-    from clipdyn.workflow_steps import embed_images
+    from clipdyn.embed import embed_images
 
     ckpt = _poisoned(tiny_checkpoint, tmp_path, "module.visual.proj", float("nan"))
     out = tmp_path / "results" / "emb.parquet"
@@ -184,7 +184,7 @@ def test_embed_job_with_diverged_checkpoint_fails_without_output(tiny_checkpoint
 
 
 def test_text_job_with_nonfinite_logit_scale_fails_without_output(tiny_checkpoint, tmp_path):
-    from clipdyn.workflow_steps import text_classifier
+    from clipdyn.classifier import text_classifier
 
     ckpt = _poisoned(tiny_checkpoint, tmp_path, "module.logit_scale", float("inf"))
     out = tmp_path / "results" / "cls.parquet"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import re
 import threading
@@ -274,29 +275,98 @@ def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = 256, spati
     return out, maps
 
 
-def class_templates(source: str, dataset_templates: Optional[Sequence[str]] = None) -> list:
-    """Prompt templates: ``openai`` (open_clip's 80 ImageNet templates), ``simple``, or ``dataset``."""
-    import open_clip
+# ----------------------------------------------------------------------------- the embedding step
 
-    if source == "openai":
-        return list(open_clip.OPENAI_IMAGENET_TEMPLATES)
-    if source == "simple":
-        return list(open_clip.SIMPLE_IMAGENET_TEMPLATES)
-    if source == "dataset":
-        if not dataset_templates:
-            raise ValueError("templates: 'dataset' but the dataset ships no templates")
-        return [t.replace("{c}", "{}") if "{c}" in t else t for t in dataset_templates]
-    raise ValueError(f"unknown template source {source!r} (openai, simple, dataset)")
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def zero_shot_classifier(model, arch: str, classnames: Sequence[str], templates: Sequence, device) -> np.ndarray:
-    """(C, D) L2-normalised class weights from open_clip's ``build_zero_shot_classifier``."""
-    import open_clip
+# A persistent worker (clipdyn.worker) keeps the last model it loaded, so that the next job on the
+# same checkpoint (another dataset of the same epoch, the text classifier) skips the load. None in a
+# plain job process: there is no next job there.
+_MODEL_CACHE: Optional[dict] = None
+
+
+def enable_model_cache() -> None:
+    global _MODEL_CACHE
+    _MODEL_CACHE = {}
+
+
+def _model_for(arch: str, checkpoint: str, device, allow_pickle: bool, what: str):
+    """``embed.load_model``, or the worker's cached model when it is the same file on the same device."""
+    if _MODEL_CACHE is None:
+        return load_model(arch, checkpoint, device=device, allow_pickle=allow_pickle, what=what)
+    try:
+        st = os.stat(checkpoint)
+        key = (arch, os.path.realpath(checkpoint), st.st_size, st.st_mtime_ns, str(device), bool(allow_pickle))
+    except OSError:
+        key = None  # load_model names the missing file
+    if key is not None and key in _MODEL_CACHE:
+        _log(f"reusing {checkpoint}, loaded by an earlier job in this worker")
+        return _MODEL_CACHE[key]
+    release_cached_model()
+    model = load_model(arch, checkpoint, device=device, allow_pickle=allow_pickle, what=what)
+    if key is not None:
+        _MODEL_CACHE[key] = model
+    return model
+
+
+def release_cached_model() -> None:
+    """Drop the worker's cached model (and give its GPU memory back)."""
+    if _MODEL_CACHE:
+        _MODEL_CACHE.clear()
+        _empty_cuda_cache()
+
+
+def _empty_cuda_cache() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def _checkpoint_commit(checkpoint: str) -> Optional[str]:
+    """The Hub commit a linked checkpoint came from (``.../snapshots/<commit>/...``)."""
+    try:
+        target = os.readlink(checkpoint)
+    except OSError:
+        return None
+    parts = Path(target).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
+
+
+def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, arch: str, allow_pickle: bool,
+                 spatial: bool, batch_size: int, precision: str, model_configs: Sequence[str], provenance: dict,
+                 threads: int = 2, lock_dir: Optional[str] = None, compile: bool = False) -> None:
     import torch
 
-    tokenizer = open_clip.get_tokenizer(arch)
-    with torch.inference_mode():
-        W = open_clip.build_zero_shot_classifier(model, tokenizer=tokenizer, classnames=list(classnames),
-                                                 templates=list(templates), num_classes_per_batch=10,
-                                                 device=device, use_tqdm=False)
-    return W.float().T.contiguous().cpu().numpy()
+    from .devices import claim_device
+    from .io import provenance as prov
+    from .io import write_embeddings
+    from .pixels import open_pixels
+
+    torch.set_num_threads(max(1, threads))
+    register_model_configs(model_configs)
+    arr, ids, pix_meta = open_pixels(pixels, pixel_index)
+    what = f"model {provenance.get('model')} epoch {provenance.get('epoch')}"
+    with claim_device(lock_dir, log=_log) as device:
+        t0 = time.time()
+        model = _model_for(arch, checkpoint, device, allow_pickle, what)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        _log(f"loaded {checkpoint} in {time.time() - t0:.1f} s")
+        size = model.visual.image_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        if arr.shape[1] != size:
+            raise ValueError(f"pixel cache {pixels} holds {arr.shape[1]} px images but {arch} expects {size} px")
+        t0 = time.time()
+        X, maps = embed_pixels(model, arr, device, batch_size=batch_size, spatial=spatial, precision=precision,
+                               log=_log, compile=compile)
+        _log(f"embedded {len(X)} images in {time.time() - t0:.1f} s")
+        del model
+        _empty_cuda_cache()  # a worker idles between jobs: keep only the weights on the GPU
+    meta = dict(provenance, checkpoint_commit=_checkpoint_commit(checkpoint), n_images=int(len(ids)),
+                n_skipped=pix_meta.get("n_skipped", 0), precision=precision, device=str(device),
+                compiled=bool(compile))
+    write_embeddings(out, ids, X, prov(**meta), spatial=maps)

@@ -136,7 +136,7 @@ def _start(sock: Path, lock: Path, wlog: Path, idle_s: float) -> Connection:
 
 def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = "auto",
              idle_s: float = 120.0, outputs: tuple = ("out",)) -> Any:
-    """Run ``step`` (``"module:function"``, e.g. ``"clipdyn.workflow_steps:embed_images"``) with
+    """Run ``step`` (``"module:function"``, e.g. ``"clipdyn.embed:embed_images"``) with
     ``kwargs`` in a persistent worker, or in this process when the worker is off. Returns what the
     function returns; raises :class:`WorkerError` carrying the step's error and traceback.
 
@@ -267,9 +267,9 @@ def _handle(conn: Connection) -> None:
 
 
 def serve(sock_path: str, lock_path: str, idle_s: float) -> None:
-    from . import workflow_steps
+    from . import embed
 
-    workflow_steps.enable_model_cache()
+    embed.enable_model_cache()
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(sock_path)
     srv.listen(4)

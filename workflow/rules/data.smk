@@ -20,7 +20,7 @@ rule prepare_manifest:
             adapter_module(STUDY.datasets[wc.dataset]["format"]),
             "clipdyn.datasets.__init__",
             "clipdyn.datasets._common",
-            "clipdyn.data",
+            "clipdyn.manifests",
             "clipdyn.archives",
         ),
     wildcard_constraints:

@@ -35,7 +35,7 @@ rule text_classifier:
     params:
         job=text_params,
         model_configs=STUDY.model_config_paths,
-        code=source_hash("clipdyn.embed", "clipdyn.devices"),
+        code=source_hash("clipdyn.classifier", "clipdyn.embed", "clipdyn.devices"),
     priority: checkpoint_priority
     threads: EMBED.get("threads", 2)
     resources:

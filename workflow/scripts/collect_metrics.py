@@ -3,7 +3,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from clipdyn.workflow_steps import collect_metrics
+from clipdyn.metrics.compute import collect_metrics
 
 n = collect_metrics(list(snakemake.input), snakemake.output.parquet, snakemake.output.csv)
 print(f"{n} metric rows from {len(snakemake.input)} files", file=sys.stderr)

@@ -4,7 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.stdout = sys.stderr
 
-from clipdyn.workflow_steps import compute_metric
+from clipdyn.metrics.compute import compute_metric
 
 j = snakemake.params.job
 w = snakemake.wildcards

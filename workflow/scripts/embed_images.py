@@ -9,7 +9,7 @@ from clipdyn.worker import run_step
 p = snakemake.params
 j = p.job
 cfg = snakemake.config.get("embedding", {})  # how the job runs, not what it computes: no params
-run_step("clipdyn.workflow_steps:embed_images",
+run_step("clipdyn.embed:embed_images",
          dict(checkpoint=snakemake.input.checkpoint, pixels=snakemake.input.pixels,
               pixel_index=snakemake.input.pixel_index, out=snakemake.output[0], arch=j["arch"],
               allow_pickle=j["allow_pickle"], spatial=j["spatial"], batch_size=j["batch_size"],

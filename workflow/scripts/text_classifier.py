@@ -9,7 +9,7 @@ from clipdyn.worker import run_step
 p = snakemake.params
 j = p.job
 cfg = snakemake.config.get("embedding", {})  # how the job runs, not what it computes: no params
-run_step("clipdyn.workflow_steps:text_classifier",
+run_step("clipdyn.classifier:text_classifier",
          dict(checkpoint=snakemake.input.checkpoint, manifest=snakemake.input.get("manifest"),
               out=snakemake.output[0], arch=j["arch"], allow_pickle=j["allow_pickle"], classset=j["classset"],
               model_configs=list(p.model_configs), provenance=j["provenance"], threads=snakemake.threads),

@@ -1,0 +1,79 @@
+"""Zero-shot classifiers: class names and prompt templates in, one (C, D) text-embedding matrix out.
+
+The weights come from open_clip's own ``build_zero_shot_classifier``; :func:`text_classifier` is the
+workflow's step (one checkpoint, one class set, written to Parquet with the checkpoint's logit scale).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .embed import _checkpoint_commit, _log, _model_for
+from .io import provenance as prov
+from .io import read_meta, write_classifier
+
+
+def class_templates(source: str, dataset_templates: Optional[Sequence[str]] = None) -> list:
+    """Prompt templates: ``openai`` (open_clip's 80 ImageNet templates), ``simple``, or ``dataset``."""
+    import open_clip
+
+    if source == "openai":
+        return list(open_clip.OPENAI_IMAGENET_TEMPLATES)
+    if source == "simple":
+        return list(open_clip.SIMPLE_IMAGENET_TEMPLATES)
+    if source == "dataset":
+        if not dataset_templates:
+            raise ValueError("templates: 'dataset' but the dataset ships no templates")
+        return [t.replace("{c}", "{}") if "{c}" in t else t for t in dataset_templates]
+    raise ValueError(f"unknown template source {source!r} (openai, simple, dataset)")
+
+
+def zero_shot_classifier(model, arch: str, classnames: Sequence[str], templates: Sequence, device) -> np.ndarray:
+    """(C, D) L2-normalised class weights from open_clip's ``build_zero_shot_classifier``."""
+    import open_clip
+    import torch
+
+    tokenizer = open_clip.get_tokenizer(arch)
+    with torch.inference_mode():
+        W = open_clip.build_zero_shot_classifier(model, tokenizer=tokenizer, classnames=list(classnames),
+                                                 templates=list(templates), num_classes_per_batch=10,
+                                                 device=device, use_tqdm=False)
+    return W.float().T.contiguous().cpu().numpy()
+
+
+def text_classifier(*, checkpoint: str, manifest: Optional[str], out: str, arch: str, allow_pickle: bool,
+                    classset: dict, model_configs: Sequence[str], provenance: dict, threads: int = 2,
+                    lock_dir: Optional[str] = None) -> None:
+    import open_clip
+    import torch
+
+    from .devices import claim_device
+    from .embed import logit_scale, register_model_configs
+
+    torch.set_num_threads(max(1, threads))
+    register_model_configs(model_configs)
+    source = classset.get("source", "openclip_imagenet")
+    ds_meta = read_meta(manifest) if manifest else {}
+    if source == "openclip_imagenet":
+        names = list(open_clip.IMAGENET_CLASSNAMES)
+    elif source == "dataset":
+        names = ds_meta.get("classnames")
+        if not names:
+            raise ValueError(f"class set from dataset {classset.get('dataset')!r}, but its manifest {manifest} "
+                             "has no class names (the dataset ships no classnames file)")
+    elif source == "names":
+        names = list(classset["names"])
+    else:
+        raise ValueError(f"unknown class set source {source!r}")
+    templates = class_templates(classset.get("templates", "openai" if source != "dataset" else "dataset"),
+                                ds_meta.get("templates"))
+    what = f"model {provenance.get('model')} epoch {provenance.get('epoch')}"
+    with claim_device(lock_dir, log=_log) as device:
+        model = _model_for(arch, checkpoint, device, allow_pickle, what)
+        W = zero_shot_classifier(model, arch, names, templates, device)
+        scale = logit_scale(model)
+    _log(f"classifier {W.shape[0]} classes x {W.shape[1]} dims from {len(templates)} templates; logit scale {scale:.2f}")
+    write_classifier(out, W, names, scale, prov(**provenance, checkpoint_commit=_checkpoint_commit(checkpoint),
+                                                n_templates=len(templates)))
