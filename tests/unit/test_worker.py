@@ -68,7 +68,21 @@ def test_off_runs_in_this_process(wdir):
 
 def test_auto_is_off_inside_a_slurm_job(wdir, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "123")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert run_step("_worker_steps:echo", {"x": 1}) == (1, os.getpid())
+
+
+def test_auto_is_on_in_a_slurm_allocation_with_several_gpus(wdir, monkeypatch):
+    # sbatch/salloc with --gpus=2 running the local executor: the jobs share workers, claim a GPU each
+    d, pids = wdir
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert worker.use_worker("auto")
+    x, pid = run_step("_worker_steps:echo", {"x": 1}, idle_s=30)
+    pids.append(pid)
+    assert x == 1 and pid != os.getpid()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")  # a CPU-only SLURM job
+    assert not worker.use_worker("auto")
 
 
 def test_error_reaches_the_job_with_traceback_and_worker_survives(wdir):

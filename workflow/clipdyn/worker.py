@@ -24,8 +24,9 @@ Guarantees:
   package's files: edited code gets a new worker) and the same ``CUDA_VISIBLE_DEVICES``;
 - an idle worker exits after ``idle_s`` seconds (``embedding: worker_idle_s`` in the config).
 
-``mode`` ``"auto"`` (the default) uses the worker except inside a SLURM job, where each job
-has its own allocation and nothing could be shared; ``"off"`` runs the step in the job's own
+``mode`` ``"auto"`` (the default) uses the worker except inside a SLURM job that sees at most
+one GPU, where each job has its own allocation and nothing could be shared (a SLURM allocation
+with several GPUs running the local executor does use workers); ``"off"`` runs the step in the job's own
 process, as a plain script would.
 """
 
@@ -62,10 +63,16 @@ class WorkerError(RuntimeError):
 
 
 def use_worker(mode: str = "auto") -> bool:
+    """Whether jobs hand their work to a persistent worker. ``auto``: yes, except in a SLURM job
+    that sees at most one GPU (a job of the SLURM executor: its own allocation, nothing to share);
+    an allocation with several GPUs running the local executor (``CUDA_VISIBLE_DEVICES=0,1``) runs
+    many jobs that share the workers and claim the GPUs one each."""
     if mode not in MODES:
         raise ValueError(f"embedding: worker must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "auto":
-        return not os.environ.get("SLURM_JOB_ID")
+        from .devices import visible_gpus  # reads the environment only (no torch in the job script)
+
+        return not os.environ.get("SLURM_JOB_ID") or len(visible_gpus() or []) > 1
     return mode == "on"
 
 
