@@ -13,20 +13,26 @@ Layout (one repo)::
 
 Every :meth:`LocalHub.publish` makes a new commit holding the files of the
 previous one plus the new ones, as a push to the real Hub would, and moves the
-branch ref to it.
+branch ref to it (atomically: :mod:`clipdyn.hubserver` may be serving the folder).
+What the cache layout cannot hold (each commit's parent and title, which refs are
+tags) is kept under ``<cache>/.localhub/<repo folder>/`` for the server's refs and
+commits listings.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Mapping, Union
 
 Content = Union[bytes, str, os.PathLike]
 
 _PREFIX = {"model": "models", "dataset": "datasets", "space": "spaces"}
+META_DIR = ".localhub"  # commit log and tag names, next to the repos (not part of the HF cache layout)
 
 
 def repo_folder(cache_dir: os.PathLike, repo_id: str, repo_type: str = "model") -> Path:
@@ -34,6 +40,13 @@ def repo_folder(cache_dir: os.PathLike, repo_id: str, repo_type: str = "model") 
     if repo_type not in _PREFIX:
         raise ValueError(f"repo_type must be one of {sorted(_PREFIX)}, got {repo_type!r}")
     return Path(cache_dir) / "--".join([_PREFIX[repo_type], *repo_id.split("/")])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _sha256_file(path: Path) -> str:
@@ -70,6 +83,7 @@ class LocalHub:
         files: Mapping[str, Content],
         repo_type: str = "model",
         branch: str = "main",
+        message: str = "",
     ) -> str:
         """Add or replace ``files`` (repo path -> bytes, text or a local file) in a new commit.
 
@@ -114,8 +128,26 @@ class LocalHub:
             if link.is_symlink() or link.exists():
                 link.unlink()
             link.symlink_to(os.path.relpath(blobs / etag, link.parent))
-        (root / "refs").mkdir(exist_ok=True)
-        (root / "refs" / branch).write_text(commit)
+        meta = self.cache_dir / META_DIR / root.name
+        meta.mkdir(parents=True, exist_ok=True)
+        record = {"commit": commit, "parent": parent, "branch": branch,
+                  "title": message or f"Upload {len(files)} file{'s' if len(files) != 1 else ''}",
+                  "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())}
+        with open(meta / "commits.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        _write_atomic(root / "refs" / branch, commit)  # last: the commit is complete when the ref moves
+        return commit
+
+    def tag(self, repo_id: str, name: str, revision: str = "main", repo_type: str = "model") -> str:
+        """Point tag ``name`` at the commit ``revision`` (a branch or a commit sha) resolves to."""
+        root = repo_folder(self.cache_dir, repo_id, repo_type)
+        commit = revision if (root / "snapshots" / revision).is_dir() else self.head(repo_id, repo_type, revision)
+        if commit is None:
+            raise ValueError(f"{repo_id}: no revision {revision!r} to tag")
+        _write_atomic(root / "refs" / name, commit)
+        tags_file = self.cache_dir / META_DIR / root.name / "tags.json"
+        tags = set(json.loads(tags_file.read_text())) if tags_file.exists() else set()
+        _write_atomic(tags_file, json.dumps(sorted(tags | {name})))
         return commit
 
     def publish_folder(self, repo_id: str, folder: os.PathLike, repo_type: str = "model",
