@@ -14,17 +14,27 @@ from .pixels import stratified_subset
 
 
 def fetch_dataset(*, path: Optional[str], repo: Optional[str], repo_type: str, revision: str,
-                  files: Sequence[str], extra_files: dict, out: str) -> dict:
+                  files: Sequence[str], extra_files: dict, out: str, archives: Sequence[dict] = (),
+                  download_dir: Optional[str] = None, dataset: str = "") -> dict:
     """Download a dataset (or take a local folder) and write ``snapshot.json`` saying where it is.
 
     ``extra_files``: adapter option -> {repo, file, ...}: single files from other repos
     (for example the IQA meta-info CSVs), downloaded and passed to the adapter as paths.
+    ``archives``: [{url, sha256 | md5, file}]: a dataset that is not on the Hub, as HTTP
+    archives (:mod:`clipdyn.downloads`): downloaded into ``download_dir``, checked, and
+    extracted next to ``out`` (``files/``, the folder the adapter reads).
     """
     import json
 
     from . import hub
 
-    if path:
+    if archives:
+        from .downloads import fetch_archives
+
+        folder, got = fetch_archives(archives, download_dir, Path(out).parent, dataset=dataset,
+                                     log=lambda line: print(line, flush=True))
+        record = {"path": str(folder.resolve()), "commit": None, "revision": None, "repo": None, "archives": got}
+    elif path:
         folder = Path(path).expanduser().resolve()
         if not folder.is_dir():
             raise DatasetFormatError(f"dataset folder {folder} does not exist (the dataset's `path` in the config)")

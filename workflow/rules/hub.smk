@@ -49,6 +49,8 @@ rule download_dataset:
         repo_type=lambda wc: STUDY.datasets[wc.dataset].get("repo_type", "dataset"),
         revision=lambda wc: str(STUDY.datasets[wc.dataset].get("revision", "main")),
         files=lambda wc: STUDY.datasets[wc.dataset].get("files", []),
+        archives=lambda wc: STUDY.datasets[wc.dataset].get("archives", []),
+        download_dir=lambda wc: f"{config.get('download_dir', 'downloads')}/{wc.dataset}",
     wildcard_constraints:
         dataset=_alt(DOWNLOADED),
     conda:

@@ -1,4 +1,4 @@
-"""Fetch the needed files of a dataset repo (snapshot_download) and record where they are."""
+"""Fetch the needed files of a dataset repo (snapshot_download) or its HTTP archives, and record where they are."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")
@@ -8,5 +8,6 @@ from clipdyn.manifests import fetch_dataset
 
 p = snakemake.params
 record = fetch_dataset(path=p.path, repo=p.repo, repo_type=p.repo_type, revision=p.revision, files=p.files,
-                       extra_files=p.extra_files, out=snakemake.output[0])
+                       extra_files=p.extra_files, out=snakemake.output[0], archives=p.archives,
+                       download_dir=p.download_dir, dataset=snakemake.wildcards.dataset)
 print(record)
