@@ -1,11 +1,21 @@
 """Checkpoints in, embeddings out: model loading, image embedding, zero-shot classifiers.
 
 Models are built by open_clip's own factory from an architecture name and a
-checkpoint file (``open_clip.create_model`` + ``open_clip.load_checkpoint``):
-training checkpoints (``{'epoch', 'state_dict' with 'module.' prefix, ...}``),
+checkpoint file (``open_clip.create_model``, then the steps of ``open_clip.load_checkpoint``):
+training checkpoints (``{'epoch', 'state_dict' with 'module.' prefix, 'optimizer', ...}``),
 bare state dicts and ``.safetensors`` all load. ``torch.load`` runs with
 ``weights_only=True`` unless a model's config opts in to pickles (``allow_pickle``),
-because unpickling a file from the internet runs its code.
+because unpickling a file from the internet runs its code, and with ``mmap=True``: the
+file is mapped, not read, and the weights are assigned to the model as they are
+(``load_state_dict(assign=True)``), so only the weights' pages are ever read and the
+optimizer state of a training checkpoint (2/3 of a ViT-H-14 checkpoint with AdamW) is
+never read into memory nor moved to the GPU.
+
+Precision: the image and text towers may run under autocast (bf16 where the GPU has it
+natively, fp16 otherwise; ``precision`` in the config), but the final projections, the
+spatial maps and everything after them run in fp32 with autocast disabled: stored
+embeddings keep fp32's digits of the projection (small distances and near-tied
+zero-shot logits are what the study measures).
 """
 
 from __future__ import annotations
@@ -75,6 +85,76 @@ def _skip_random_init():
             setattr(torch.nn.init, name, fn)
 
 
+def read_state_dict(path: str, weights_only: bool = True) -> dict:
+    """The model weights of a checkpoint file, memory-mapped (open_clip's ``load_state_dict``
+    with ``mmap=True``): the tensors are views of the mapped file, nothing is read until used.
+
+    A training checkpoint's other entries (optimizer state, ...) are dropped unread; a
+    ``module.`` prefix (DistributedDataParallel) is stripped. Files in torch's legacy (pre-1.6,
+    non-zip) format cannot be mapped and are read whole.
+    """
+    import torch
+
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file  # weights only by construction
+
+        checkpoint = load_file(path, device="cpu")
+    else:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+        except RuntimeError as err:
+            if "mmap can only be used with files saved with" not in str(err):
+                raise
+            checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
+    if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
+        state_dict = checkpoint["state_dict"]
+    elif isinstance(checkpoint, torch.jit.ScriptModule):
+        state_dict = checkpoint.state_dict()
+        for key in ["input_resolution", "context_length", "vocab_size"]:
+            state_dict.pop(key, None)
+    else:
+        state_dict = checkpoint
+    del checkpoint  # the optimizer state's tensors: mapped, never read
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise ValueError(f"no state dict in the checkpoint (found {type(state_dict).__name__})")
+    if next(iter(state_dict)).startswith("module"):
+        state_dict = {k[7:]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def load_checkpoint(model, path: str, weights_only: bool = True):
+    """``open_clip.load_checkpoint(model, path, strict=True)`` (the same conversions of
+    older and third-party layouts), but memory-mapped and assigning the checkpoint's tensors
+    to the model instead of copying them: peak host memory is about the weights' size, not
+    the file's plus the model's. Tensors whose dtype differs from the model's are converted."""
+    from open_clip.factory import (convert_state_dict, convert_to_custom_text_state_dict, resize_pos_embed,
+                                   resize_text_pos_embed)
+
+    state_dict = read_state_dict(path, weights_only=weights_only)
+    state_dict = convert_state_dict(model, state_dict)
+    if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
+        state_dict = convert_to_custom_text_state_dict(state_dict)
+    for name in ("logit_scale", "logit_bias"):
+        own = getattr(model, name, None)
+        if name in state_dict and own is not None and own.ndim != state_dict[name].ndim:
+            state_dict[name] = state_dict[name].reshape(own.shape)
+    if "logit_bias" not in state_dict and getattr(model, "logit_bias", None) is not None:
+        import torch
+
+        state_dict["logit_bias"] = torch.zeros_like(state_dict["logit_scale"])
+    position_id_key = "text.transformer.embeddings.position_ids"
+    if position_id_key in state_dict and not hasattr(model, position_id_key):
+        del state_dict[position_id_key]
+    resize_pos_embed(state_dict, model)
+    resize_text_pos_embed(state_dict, model)
+    own = model.state_dict()
+    for k, v in state_dict.items():
+        if k in own and v.dtype != own[k].dtype and v.is_floating_point():
+            state_dict[k] = v.to(own[k].dtype)
+    del own
+    return model.load_state_dict(state_dict, strict=True, assign=True)
+
+
 def load_model(arch: str, checkpoint: str, device="cpu", allow_pickle: bool = False,
                what: str = "", precision: str = "fp32"):
     """Build ``arch`` and load ``checkpoint`` into it; returns the model in eval mode.
@@ -96,7 +176,7 @@ def load_model(arch: str, checkpoint: str, device="cpu", allow_pickle: bool = Fa
     with _skip_random_init():  # every parameter and buffer is loaded below (strict=True)
         model = open_clip.create_model(arch, device="cpu", precision=precision)
     try:
-        open_clip.load_checkpoint(model, str(ckpt), strict=True, weights_only=not allow_pickle, device="cpu")
+        load_checkpoint(model, str(ckpt), weights_only=not allow_pickle)
     except Exception as err:
         msg = str(err)
         if "Weights only load failed" in msg:
@@ -110,9 +190,7 @@ def load_model(arch: str, checkpoint: str, device="cpu", allow_pickle: bool = Fa
             msg = f"not a PyTorch checkpoint: {operand.group(0) if operand else 'unreadable pickle stream'}"
         else:
             try:  # a readable state dict that does not fit: name the first differing key
-                from open_clip.factory import load_state_dict  # not exported at the top level in open_clip 3
-
-                sd = load_state_dict(str(ckpt), weights_only=not allow_pickle)
+                sd = read_state_dict(str(ckpt), weights_only=not allow_pickle)
                 mismatch = _first_mismatch(model, sd)
             except Exception:
                 mismatch = None
