@@ -10,9 +10,15 @@ severities. The definition follows ``gaussian_noise`` in
 
 and the caller there stores ``Image.fromarray(np.uint8(img))``: the float result
 is **truncated** towards zero (``np.uint8`` of a non-negative float is its floor),
-not rounded. We match that in float64. (The published ImageNet-C files were
-then saved as JPEG at quality 85, on 224x224 centre crops; we hand the uint8
-pixels straight to the model's preprocessing instead, so no JPEG loss is added.)
+not rounded. We match that in float64.
+
+Geometry and storage (same file, ``save_distorted`` and ``DistortImageFolder``): the
+corruption is applied to ``trn.Resize(256)`` + ``trn.CenterCrop(224)`` of the original
+image, and the result saved as JPEG with ``quality=85, optimize=True``. A model then
+reads that 224 px JPEG through its own preprocessing. :func:`corrupt_for_model` does the
+same by default (``geometry="imagenet_c"``, ``jpeg_quality=85``); ``geometry="model"``
+(noise on the model's own crop) and ``jpeg_quality=None`` (no JPEG round trip) are
+named variants.
 
 Randomness: the reference draws from NumPy's global generator, so its noise
 depends on processing order. Here each image gets its own generator seeded by
@@ -28,7 +34,16 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["GAUSSIAN_NOISE_SIGMA", "gaussian_noise", "noise_seed"]
+__all__ = ["GAUSSIAN_NOISE_SIGMA", "gaussian_noise", "noise_seed", "GEOMETRIES", "IMAGENET_C_RESIZE",
+           "IMAGENET_C_CROP", "IMAGENET_C_JPEG_QUALITY", "imagenet_c_crop", "jpeg_roundtrip", "corrupt_for_model"]
+
+#: where the noise is added: ``imagenet_c`` = on ImageNet-C's Resize(256) + CenterCrop(224),
+#: before the model's preprocessing; ``model`` = on the model's own preprocessed crop
+GEOMETRIES = ("imagenet_c", "model")
+#: ImageNet-C's geometry (``make_imagenet_c.py``: ``trn.Resize(256), trn.CenterCrop(224)``)
+IMAGENET_C_RESIZE, IMAGENET_C_CROP = 256, 224
+#: the JPEG quality ImageNet-C's files were saved with (``.save(save_path, quality=85, optimize=True)``)
+IMAGENET_C_JPEG_QUALITY = 85
 
 #: noise standard deviation (in units of the [0, 1] intensity range) per severity 1..5
 GAUSSIAN_NOISE_SIGMA = (0.08, 0.12, 0.18, 0.26, 0.38)
@@ -102,3 +117,50 @@ def corrupt_image(pixels: np.ndarray, image_id: str, severity: int, corruption: 
     if corruption != "gaussian_noise":
         raise ValueError(f"unsupported corruption {corruption!r}; only 'gaussian_noise' is implemented")
     return gaussian_noise(pixels, severity, noise_seed(image_id, severity) if seed is None else seed)
+
+
+def imagenet_c_crop(img):
+    """ImageNet-C's geometry: torchvision ``Resize(256)`` (shorter side to 256, bilinear) then
+    ``CenterCrop(224)``, on a PIL image (converted to RGB); returns a 224x224 PIL image."""
+    from torchvision.transforms import CenterCrop, Compose, Resize
+
+    return Compose([Resize(IMAGENET_C_RESIZE), CenterCrop(IMAGENET_C_CROP)])(img.convert("RGB"))
+
+
+def jpeg_roundtrip(pixels: np.ndarray, quality: int = IMAGENET_C_JPEG_QUALITY) -> np.ndarray:
+    """uint8 RGB pixels saved as JPEG (Pillow, ``quality``, ``optimize=True``, as ImageNet-C's
+    files) and decoded again: the pixels a reader of the published files sees."""
+    import io
+
+    from PIL import Image
+
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be in 1..100, got {quality!r}")
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buf, format="JPEG", quality=int(quality), optimize=True)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def corrupt_for_model(img, severity: int, seed, model_transform, geometry: str = "imagenet_c",
+                      jpeg_quality: Optional[int] = IMAGENET_C_JPEG_QUALITY) -> np.ndarray:
+    """The corrupted pixels a model sees for one image at one severity (uint8, H x W x 3).
+
+    ``img``: the original PIL image; ``model_transform``: the model's resize and crop (PIL ->
+    PIL, :func:`clipdyn.pixels.pil_transform`). ``geometry="imagenet_c"`` (default): noise on
+    :func:`imagenet_c_crop`, the JPEG round trip (``jpeg_quality``, None = none), then the
+    model's transform, as a model reading published ImageNet-C files. ``geometry="model"``:
+    noise on the model's own crop, then the JPEG round trip if any.
+    """
+    from PIL import Image
+
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"corruption geometry must be one of {GEOMETRIES}, got {geometry!r}")
+    base = imagenet_c_crop(img) if geometry == "imagenet_c" else model_transform(img.convert("RGB"))
+    x = gaussian_noise(np.asarray(base, dtype=np.uint8), severity, seed)
+    if jpeg_quality is not None:
+        x = jpeg_roundtrip(x, jpeg_quality)
+    if geometry == "imagenet_c":
+        x = np.asarray(model_transform(Image.fromarray(x)), dtype=np.uint8)
+    return x

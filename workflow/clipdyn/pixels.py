@@ -82,9 +82,10 @@ def stratified_subset(images: pd.DataFrame, size: Optional[int], seed: int = 0,
 _WORK = {}
 
 
-def _init_worker(out_path: str, shape: Tuple[int, ...], pp: Preprocess):
+def _init_worker(out_path: str, shape: Tuple[int, ...], pp: Preprocess, corruption: Optional[dict] = None):
     _WORK["arr"] = np.lib.format.open_memmap(out_path, mode="r+")
     _WORK["tf"] = pil_transform(pp)
+    _WORK["corruption"] = corruption
     import torch
 
     torch.set_num_threads(1)
@@ -94,12 +95,18 @@ def _decode_chunk(args):
     from .images import BadImageError, open_image
 
     rows, on_bad = args
-    arr, tf = _WORK["arr"], _WORK["tf"]
+    arr, tf, corruption = _WORK["arr"], _WORK["tf"], _WORK.get("corruption")
     bad = []
-    for i, path, member in rows:
+    for i, path, member, source_id, severity in rows:
         try:
-            img = tf(open_image(path, member))
-            a = np.asarray(img, dtype=np.uint8)
+            if corruption is None:
+                a = np.asarray(tf(open_image(path, member)), dtype=np.uint8)
+            else:
+                from . import corruptions
+
+                a = corruptions.corrupt_for_model(
+                    open_image(path, member), int(severity), corruptions.noise_seed(source_id, int(severity)), tf,
+                    geometry=corruption["geometry"], jpeg_quality=corruption["jpeg_quality"])
             if a.shape != arr.shape[1:]:
                 raise BadImageError(path, member, f"preprocessed to shape {a.shape}, expected {arr.shape[1:]}")
             arr[i] = a
@@ -113,11 +120,15 @@ def _decode_chunk(args):
 
 def build_pixel_cache(images: pd.DataFrame, pp: Preprocess, out_npy: os.PathLike, out_index: os.PathLike,
                       on_bad_image: str = "error", workers: int = 1, chunk: int = 64,
-                      meta: Optional[dict] = None, log=print) -> dict:
+                      meta: Optional[dict] = None, log=print, corruption: Optional[dict] = None) -> dict:
     """Decode every image of the manifest once into ``out_npy``; write the row order to ``out_index``.
 
     ``on_bad_image``: ``"error"`` stops at the first missing/corrupt image, naming
     it; ``"skip"`` leaves it out, lists it in the index metadata and goes on.
+    ``corruption``: for a derived (corrupted) manifest, whose rows carry ``source_id`` and
+    ``severity``: ``{"corruption": "gaussian_noise", "geometry": ..., "jpeg_quality": ...}``; each
+    row is then :func:`clipdyn.corruptions.corrupt_for_model` of its image, with noise seeded by
+    ``noise_seed(source_id, severity)``, so an image's pixels depend only on its id and severity.
     Returns a summary dict (n, skipped).
     """
     out_npy, out_index = Path(out_npy), Path(out_index)
@@ -127,19 +138,30 @@ def build_pixel_cache(images: pd.DataFrame, pp: Preprocess, out_npy: os.PathLike
     tmp = out_npy.with_name(f".{out_npy.name}.{os.getpid()}.tmp.npy")
     np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
     members = images["member"] if "member" in images else pd.Series([""] * n)
-    rows = list(zip(range(n), images["path"].astype(str), members.fillna("").astype(str)))
+    if corruption is not None:
+        if corruption.get("corruption", "gaussian_noise") != "gaussian_noise":
+            raise ValueError(f"unsupported corruption {corruption.get('corruption')!r}; only 'gaussian_noise'")
+        missing = [c for c in ("source_id", "severity") if c not in images.columns]
+        if missing:
+            raise ValueError(f"a corrupted pixel cache needs a derived manifest with columns {missing}")
+        sources, severities = images["source_id"].astype(str), images["severity"].astype(int)
+    else:
+        sources, severities = pd.Series([""] * n), pd.Series([0] * n)
+    rows = list(zip(range(n), images["path"].astype(str), members.fillna("").astype(str),
+                    sources.tolist(), severities.tolist()))
     # group rows by file so a tar shard is read by one worker, in order
     tasks = [(rows[s:s + chunk], on_bad_image) for s in range(0, n, chunk)]
     bad: List[Tuple[int, str]] = []
     try:
         if workers > 1 and len(tasks) > 1:
-            with get_context("fork").Pool(workers, initializer=_init_worker, initargs=(str(tmp), shape, pp)) as pool:
+            with get_context("fork").Pool(workers, initializer=_init_worker,
+                                          initargs=(str(tmp), shape, pp, corruption)) as pool:
                 for done, b in enumerate(pool.imap(_decode_chunk, tasks), 1):
                     bad.extend(b)
                     if done % max(1, len(tasks) // 10) == 0:
                         log(f"decoded {min(done * chunk, n)}/{n} images")
         else:
-            _init_worker(str(tmp), shape, pp)
+            _init_worker(str(tmp), shape, pp, corruption)
             for t in tasks:
                 bad.extend(_decode_chunk(t))
         bad_idx = {i for i, _ in bad}
@@ -177,35 +199,3 @@ def open_pixels(npy: os.PathLike, index: os.PathLike) -> Tuple[np.ndarray, np.nd
         raise ValueError(f"{npy}: {len(arr)} images but its index {index} lists {len(ids)}; "
                          "delete both and rerun to rebuild the pixel cache")
     return arr, ids, read_meta(index)
-
-
-def derive_corrupted(src_npy: os.PathLike, src_index: os.PathLike, severities: Sequence[int],
-                     out_npy: os.PathLike, out_index: os.PathLike, corruption: str = "gaussian_noise",
-                     meta: Optional[dict] = None) -> int:
-    """ImageNet-C style corrupted copies of a pixel cache, one block per severity.
-
-    Row order: all images at severity s1, then s2, ...; ids ``<image_id>@s<k>``.
-    Noise is deterministic per (image, severity) (see :mod:`clipdyn.corruptions`).
-    """
-    from . import corruptions
-
-    fn = getattr(corruptions, corruption)
-    src, ids, _ = open_pixels(src_npy, src_index)
-    n = len(ids)
-    out_npy = Path(out_npy)
-    tmp = out_npy.with_name(f".{out_npy.name}.{os.getpid()}.tmp.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n * len(severities),) + src.shape[1:])
-    try:
-        for k, sev in enumerate(severities):
-            for i in range(n):
-                out[k * n + i] = fn(np.asarray(src[i]), int(sev), corruptions.noise_seed(str(ids[i]), int(sev)))
-        out.flush()
-        del out
-        os.replace(tmp, out_npy)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    new_ids = [f"{i}@s{s}" for s in severities for i in ids]
-    write_frame(pd.DataFrame({"image_id": new_ids}), out_index,
-                dict(meta or {}, corruption=corruption, severities=list(map(int, severities)), n_images=len(new_ids)))
-    return len(new_ids)

@@ -78,21 +78,23 @@ rule pixel_cache:
 
 rule derived_pixel_cache:
     input:
-        pixels=lambda wc: f"{R}/data/{STUDY.downloaded(wc.dataset)}/pixels_{wc.preprocess}.npy",
-        index=lambda wc: f"{R}/data/{STUDY.downloaded(wc.dataset)}/pixels_{wc.preprocess}.parquet",
+        manifest=f"{R}/data/{{dataset}}/manifest.parquet",
     output:
         pixels=f"{R}/data/{{dataset}}/pixels_{{preprocess}}.npy",
         index=f"{R}/data/{{dataset}}/pixels_{{preprocess}}.parquet",
     params:
-        corruption=lambda wc: STUDY.datasets[wc.dataset].get(
-            "corruption", "gaussian_noise"
+        corruption=lambda wc: {
+            "corruption": STUDY.datasets[wc.dataset].get("corruption", "gaussian_noise"),
+            "geometry": STUDY.datasets[wc.dataset].get("corruption_geometry", "imagenet_c"),
+            "jpeg_quality": STUDY.datasets[wc.dataset].get("jpeg_quality", 85),
+        },
+        on_bad_image=lambda wc: STUDY.datasets[STUDY.downloaded(wc.dataset)].get(
+            "on_bad_image", "error"
         ),
-        severities=lambda wc: STUDY.datasets[wc.dataset].get(
-            "severities", [1, 2, 3, 4, 5]
-        ),
-        code=lambda wc: source_hash("clipdyn.corruptions"),
+        code=lambda wc: source_hash("clipdyn.pixels", "clipdyn.images", "clipdyn.corruptions"),
     wildcard_constraints:
         dataset=_alt(DERIVED),
+    threads: EMBED.get("decode_workers", 4)
     conda:
         "../../envs/clipdyn.yaml"
     log:

@@ -8,7 +8,38 @@ import numpy as np
 
 from .low_level_alignment import dimension_scale, embedding_distance
 
-__all__ = ["two_afc_score", "majority_accuracy", "distances_for_triplets"]
+__all__ = ["two_afc_score", "majority_accuracy", "unanimous_accuracy", "distances_for_triplets", "PROTOCOLS",
+           "protocol_settings"]
+
+#: NIGHTS evaluation protocols: which distance, triplets and score each source uses.
+#:
+#: - ``authors``: the study authors' earlier code (pablohc97/Evaluating_Human-CLIP_Alignment_at_
+#:   Different_Abstraction_Levels, ``*/Middle-NIGHTS/CLIP_*_euclidean_norm.py``): the
+#:   dimension-normalised Euclidean distance of the low-level metric, every one of the 20,019
+#:   triplets of ``data.csv`` (no split, no vote filter), scored by :func:`unanimous_accuracy`.
+#: - ``dreamsim``: DreamSim (ssundaram21/dreamsim, ``dataset/dataset.py`` and
+#:   ``evaluation/score.py``): ``1 - cos``, the ``test`` split, triplets with ``votes >= 6``,
+#:   scored by :func:`two_afc_score` (model ties count 0.5).
+PROTOCOLS = {
+    "authors": {"distance": "dimnorm_euclidean", "split": "all", "min_votes": 0, "headline": "unanimous"},
+    "dreamsim": {"distance": "cosine", "split": "test", "min_votes": 6, "headline": "2afc"},
+}
+
+
+def protocol_settings(options: dict) -> dict:
+    """The settings of ``options["protocol"]`` (default ``"authors"``) with any of ``distance``,
+    ``split``, ``min_votes`` given explicitly in ``options`` taking precedence.
+
+    Example:
+        >>> protocol_settings({"protocol": "dreamsim", "split": "all"})["split"], protocol_settings({})["distance"]
+        ('all', 'dimnorm_euclidean')
+    """
+    name = options.get("protocol", "authors")
+    if name not in PROTOCOLS:
+        raise ValueError(f"mid_level_alignment option protocol must be one of {sorted(PROTOCOLS)}, got {name!r}")
+    out = dict(PROTOCOLS[name], protocol=name)
+    out.update({k: options[k] for k in ("distance", "split", "min_votes") if k in options})
+    return out
 
 
 def _check(d_left, d_right, p_right):
@@ -65,6 +96,31 @@ def majority_accuracy(d_left: np.ndarray, d_right: np.ndarray, p_right: np.ndarr
     if not keep.any():
         return float("nan")
     return two_afc_score(d_left[keep], d_right[keep], (p[keep] > 0.5).astype(np.float64))
+
+
+def unanimous_accuracy(d_left: np.ndarray, d_right: np.ndarray, p_right: np.ndarray) -> float:
+    """The study authors' NIGHTS accuracy: agreement with unanimous human choices, ties count 0.
+
+    Definition (pablohc97/Evaluating_Human-CLIP_Alignment_at_Different_Abstraction_Levels,
+    ``Architecture/Middle-NIGHTS/CLIP_base16_projection_euclidean_norm.py``): a triplet counts 1
+    when the model finds the right image closer (``d_right < d_left``) and every observer chose
+    the right image (``p_right == 1``), or the left one closer and every observer chose left
+    (``p_right == 0``); otherwise 0, so a model tie (``d_left == d_right``) and a split vote both
+    count 0. The mean is over ALL triplets given (the authors divide by all 20,019). On NIGHTS,
+    whose published votes are all unanimous, this equals :func:`majority_accuracy` except that
+    model ties count 0 instead of 0.5.
+
+    Range: [0, 1], higher is better; 0.5 = chance on unanimous triplets. NaN for no triplets.
+
+    Example:
+        >>> unanimous_accuracy([0.1, 0.5, 0.3, 0.2], [0.2, 0.4, 0.3, 0.1], [0.0, 1.0, 1.0, 0.6])
+        0.5
+    """
+    d_left, d_right, p = _check(d_left, d_right, p_right)
+    if len(p) == 0:
+        return float("nan")
+    s = (d_right < d_left) & (p == 1.0) | (d_left < d_right) & (p == 0.0)
+    return float(np.mean(s))
 
 
 def distances_for_triplets(X: np.ndarray, ids: Sequence[str], ref_ids: Sequence[str],

@@ -8,7 +8,34 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["load_imagenet16_mapping", "category_decisions", "shape_bias"]
+__all__ = ["load_imagenet16_mapping", "category_decisions", "shape_bias", "MODEL_VS_HUMAN_LOGIT_SCALE",
+           "decision_logit_scale"]
+
+#: the fixed multiplier of model-vs-human's CLIP wrapper (bethgelab/model-vs-human,
+#: ``modelvshuman/models/wrappers/pytorch.py``, ``ClipPyTorchModel.forward_batch``:
+#: ``logits = 100. * image_features @ zeroshot_weights``), whose softmax the 16-way decision averages
+MODEL_VS_HUMAN_LOGIT_SCALE = 100.0
+
+
+def decision_logit_scale(option, checkpoint_scale: float) -> float:
+    """The logit scale of the softmax behind the 16-way decision.
+
+    ``option`` (the metric option ``logit_scale``): ``"model_vs_human"`` (default) = 100, as
+    model-vs-human's CLIP wrapper; ``"checkpoint"`` = the checkpoint's own learned scale
+    (``checkpoint_scale``), which is small early in training; or a positive number.
+
+    Example:
+        >>> decision_logit_scale("model_vs_human", 14.3), decision_logit_scale("checkpoint", 14.3)
+        (100.0, 14.3)
+    """
+    if option is None or option == "model_vs_human":
+        return MODEL_VS_HUMAN_LOGIT_SCALE
+    if option == "checkpoint":
+        return float(checkpoint_scale)
+    if isinstance(option, (int, float)) and not isinstance(option, bool) and option > 0:
+        return float(option)
+    raise ValueError(f"shape_bias option logit_scale must be 'model_vs_human', 'checkpoint' or a positive "
+                     f"number, got {option!r}")
 
 
 def load_imagenet16_mapping() -> pd.DataFrame:
@@ -73,7 +100,12 @@ def shape_bias(shape: Sequence[str], texture: Sequence[str], predicted: Sequence
     - ``shape_accuracy`` = shape hits / n_images, ``texture_accuracy`` = texture hits /
       n_images: 16-class accuracy w.r.t. the shape (resp. texture) label. Range [0, 1].
       NaN when no image is left after the exclusion.
-    - counts ``n_shape_hits``, ``n_texture_hits``, ``n_images`` (after exclusion).
+    - ``fraction_correct_shape`` = shape hits / ``n_all``, ``fraction_correct_texture`` = texture
+      hits / ``n_all``: model-vs-human's "fraction-correct-shape"/"-texture"
+      (``modelvshuman/plotting/analyses.py``, ``ShapeBias.analysis``), which divide by ALL
+      images, the excluded ones included (1,280 for the stimuli, against 1,200 conflict images).
+      NaN for no images.
+    - counts ``n_shape_hits``, ``n_texture_hits``, ``n_images`` (after exclusion), ``n_all``.
 
     Example:
         >>> r = shape_bias(["cat", "dog", "car"], ["dog", "cat", "car"], ["cat", "cat", "car"])
@@ -100,4 +132,7 @@ def shape_bias(shape: Sequence[str], texture: Sequence[str], predicted: Sequence
         "n_shape_hits": s_hits,
         "n_texture_hits": t_hits,
         "n_images": n,
+        "fraction_correct_shape": s_hits / len(shape) if len(shape) else float("nan"),
+        "fraction_correct_texture": t_hits / len(shape) if len(shape) else float("nan"),
+        "n_all": int(len(shape)),
     }
