@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from clipdyn.io import provenance, read_classifier, read_embeddings, write_classifier, write_embeddings, write_frame
-from clipdyn.metrics.tasks import evaluate
 from clipdyn.metrics.compute import compute_metric, load_tables, metric_memo_paths
+from clipdyn.metrics.registry import evaluate
 
 EPOCHS = [1, 2, 3]
 

@@ -18,18 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from . import hub
-
-#: metric kind -> (roles that name one dataset, roles that name a list, needs a class set)
-METRIC_KINDS: Dict[str, dict] = {
-    "zeroshot_accuracy": {"one": ["dataset"], "many": [], "classset": True},
-    "shape_bias": {"one": ["dataset"], "many": [], "classset": True},
-    "noise_sensitivity": {"one": ["clean", "noisy"], "many": [], "classset": True},
-    "low_level_alignment": {"one": [], "many": ["datasets"], "classset": False},
-    "mid_level_alignment": {"one": ["dataset"], "many": [], "classset": False},
-    "saliency_alignment": {"one": ["dataset"], "many": [], "classset": False},
-    "calibration": {"one": ["in_distribution"], "many": ["shifted"], "classset": True},
-    "ood_detection": {"one": ["in_distribution"], "many": ["ood"], "classset": True},
-}
+from .metrics import registry as metric_registry
 
 CORRUPTIONS = {"gaussian_noise"}
 
@@ -104,16 +93,17 @@ def preprocess_of(arch: str, extra_dirs: Sequence[str] = (), override: Optional[
 
 _PKG = Path(__file__).parent
 
-#: metric kind -> library modules (under clipdyn.metrics) its numbers depend on, besides tasks.py
+#: metric kind -> library modules (under clipdyn.metrics) its numbers depend on, besides the kind's own
+#: module (from the registry) and the registry, which dispatches to it
 METRIC_MODULES = {
-    "zeroshot_accuracy": ["zeroshot"],
-    "shape_bias": ["zeroshot", "shape_bias"],
-    "noise_sensitivity": ["zeroshot", "noise_sensitivity"],
-    "low_level_alignment": ["zeroshot", "low_level_alignment"],
-    "mid_level_alignment": ["zeroshot", "low_level_alignment", "mid_level_alignment"],
-    "saliency_alignment": ["zeroshot", "saliency_alignment"],
-    "calibration": ["zeroshot", "calibration"],
-    "ood_detection": ["zeroshot", "ood"],
+    "zeroshot_accuracy": ["_join", "result"],
+    "shape_bias": ["_join", "result", "zeroshot"],
+    "noise_sensitivity": ["_join", "result", "zeroshot"],
+    "low_level_alignment": ["_join", "result", "zeroshot"],
+    "mid_level_alignment": ["_join", "result", "zeroshot", "low_level_alignment"],
+    "saliency_alignment": ["_join", "result", "zeroshot"],
+    "calibration": ["_join", "result", "zeroshot"],
+    "ood_detection": ["_join", "result", "zeroshot"],
 }
 
 
@@ -148,8 +138,9 @@ def source_hash(*modules: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def metric_code_hash(kind: str) -> str:
-    """Hash of the code a metric kind's jobs depend on: its modules and the evaluators."""
-    return source_hash("clipdyn.metrics.tasks", *(f"clipdyn.metrics.{m}" for m in METRIC_MODULES[kind]))
+    """Hash of the code a metric kind's jobs depend on: its own module, the modules it uses, the registry."""
+    return source_hash("clipdyn.metrics.registry", metric_registry.get(kind).module,
+                       *(f"clipdyn.metrics.{m}" for m in METRIC_MODULES[kind]))
 
 
 class Study:
@@ -198,24 +189,25 @@ class Study:
         ds = self.config.get("datasets", {})
         cs = self.config.get("classsets", {})
         for name, m in self.config.get("metrics", {}).items():
-            kind = m["kind"]
-            if kind not in METRIC_KINDS:
-                raise ConfigError(f"metrics.{name}.kind: unknown metric kind {kind!r}; known: {sorted(METRIC_KINDS)}")
-            spec = METRIC_KINDS[kind]
+            kind = m.get("kind")
+            if kind not in metric_registry.KINDS:
+                raise ConfigError(f"metrics.{name}.kind: unknown metric kind {kind!r}; known: "
+                                  f"{sorted(metric_registry.KINDS)}")
+            spec = metric_registry.KINDS[kind]
+            roles = list(spec.roles)
             inputs = m.get("inputs", {})
-            for role in spec["one"]:
+            for role in spec.one:
                 if role not in inputs:
-                    raise ConfigError(f"metrics.{name}.inputs.{role}: missing (kind {kind} needs roles "
-                                      f"{spec['one'] + spec['many']})")
+                    raise ConfigError(f"metrics.{name}.inputs.{role}: missing (kind {kind} needs roles {roles})")
             for role, val in inputs.items():
-                if role not in spec["one"] + spec["many"]:
+                if role not in roles:
                     raise ConfigError(f"metrics.{name}.inputs.{role}: kind {kind} has no role {role!r} "
-                                      f"(roles: {spec['one'] + spec['many']})")
+                                      f"(roles: {roles})")
                 for dsn in ([val] if isinstance(val, str) else val):
                     if dsn not in ds:
                         raise ConfigError(f"metrics.{name}.inputs.{role}: {dsn!r} is not a configured dataset "
                                           f"(configured: {sorted(ds)})")
-            if spec["classset"]:
+            if spec.needs_classset:
                 if m.get("classset") not in cs:
                     raise ConfigError(f"metrics.{name}.classset: {m.get('classset')!r} is not a configured class set "
                                       f"(configured: {sorted(cs)})")
@@ -274,9 +266,9 @@ class Study:
         return out
 
     def spatial(self, dataset: str) -> bool:
-        """Whether embeddings of ``dataset`` keep per-patch maps (datasets of a saliency metric)."""
+        """Whether embeddings of ``dataset`` keep per-patch maps (datasets of a kind with ``spatial_maps``)."""
         if getattr(self, "_spatial", None) is None:  # asked once per job: computed once
-            self._spatial = {d for n, m in self.metrics.items() if m["kind"] == "saliency_alignment"
+            self._spatial = {d for n, m in self.metrics.items() if metric_registry.KINDS[m["kind"]].spatial_maps
                              for d in self.metric_datasets(n)}
         return dataset in self._spatial
 

@@ -7,7 +7,8 @@ from snakemake.utils import validate
 # the library lives next to the rules; importable without `pip install -e .`
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from clipdyn.study import METRIC_KINDS, ConfigError, Study, metric_code_hash, source_hash  # noqa: E402
+from clipdyn.metrics import registry as metric_registry  # noqa: E402
+from clipdyn.study import ConfigError, Study, metric_code_hash, source_hash  # noqa: E402
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -194,7 +195,7 @@ def metric_inputs(wc):
     for d in datasets:
         out[f"manifest__{d}"] = f"{R}/data/{d}/manifest.parquet"
         out[f"trials__{d}"] = f"{R}/data/{d}/trials.parquet"
-    clf = METRIC_KINDS[m["kind"]]["classset"]
+    clf = metric_registry.get(m["kind"]).needs_classset
     for e in model_of(wc).epochs:
         for d in datasets:
             out[f"emb__{d}__{e}"] = f"{R}/embeddings/{wc.model}/epoch_{e}/{d}.parquet"

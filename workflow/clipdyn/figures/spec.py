@@ -69,6 +69,9 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 import pandas as pd
 
+from ..metrics import registry
+from ..metrics.registry import Measure
+
 #: Human texture bias on the cue-conflict stimuli (shape bias ~0.96).
 DEFAULT_HUMAN_TEXTURE_BIAS = {"value": 0.04, "source": "Geirhos et al. 2019, human observers, cue-conflict"}
 
@@ -76,94 +79,29 @@ DEFAULT_HUMAN_TEXTURE_BIAS = {"value": 0.04, "source": "Geirhos et al. 2019, hum
 LAION_TOP1_COLUMN = "imagenet-zeroshot-val-top1"
 
 
-@dataclass(frozen=True)
-class MetricInfo:
-    """How a metric is named in a figure and which direction is better.
+#: How a measure is named in a figure and which direction is better: declared per metric kind in
+#: :mod:`clipdyn.metrics.registry`.
+MetricInfo = Measure
 
-    ``title`` names the panel; ``axis`` is the quantity on the axis and may hold
-    ``{variant}`` (e.g. "Spearman ρ"). ``better`` is ``"higher"``, ``"lower"`` or
-    ``None`` (neither, e.g. a fitted temperature); ``better_words`` replaces the
-    plain "better" where the study's own words are sharper ("more human-like").
-    """
+#: Readable names of metric variants (from the registry).
+VARIANT_NAMES = registry.VARIANT_NAMES
 
-    title: str
-    axis: str
-    better: Optional[str]
-    better_words: str = "better"
-
-    @property
-    def arrow(self) -> str:
-        if self.better == "higher":
-            return f"↑ {self.better_words}"
-        if self.better == "lower":
-            return f"↓ {self.better_words}"
-        return ""
-
-    def axis_label(self, variant: str = "", two_lines: bool = True) -> str:
-        """The axis text with the better direction: ``"ECE  ↓ better"``."""
-        text = self.axis.format(variant=VARIANT_NAMES.get(variant, variant))
-        if not self.arrow:
-            return text
-        return f"{text}\n{self.arrow}" if two_lines else f"{text}  {self.arrow}"
+#: The measures of the tidy table, as the figures present them (from the registry).
+METRICS = registry.MEASURES
 
 
-#: Readable names of metric variants.
-VARIANT_NAMES = {"spearman": "Spearman ρ", "pearson": "Pearson r", "kendall": "Kendall τ",
-                 "2afc": "2AFC", "majority": "majority vote", "cc": "CC", "nss": "NSS",
-                 "auc_judd": "AUC-Judd", "raw": "raw", "temperature_scaled": "temperature-scaled",
-                 "mcm": "MCM", "mean": "mean", "imagenet_mapping": "ImageNet-class mapping",
-                 "category_prompts": "category prompts"}
-
-#: The metric vocabulary of the tidy table, as the figures present it.
-METRICS: dict[str, MetricInfo] = {
-    "zeroshot_top1": MetricInfo("Zero-shot top-1 accuracy", "top-1 accuracy (%)", "higher"),
-    "zeroshot_top5": MetricInfo("Zero-shot top-5 accuracy", "top-5 accuracy (%)", "higher"),
-    "shape_bias": MetricInfo("Shape bias", "shape bias", "higher", "more human-like"),
-    "texture_bias": MetricInfo("Texture bias", "texture bias", "lower", "more human-like"),
-    "cue_conflict_shape_accuracy": MetricInfo("Cue-conflict shape accuracy", "shape accuracy", "higher"),
-    "cue_conflict_texture_accuracy": MetricInfo("Cue-conflict texture accuracy", "texture accuracy", None),
-    "noise_accuracy": MetricInfo("Accuracy under Gaussian noise", "accuracy (%)", "higher"),
-    "noise_sensitivity": MetricInfo("Noise sensitivity", "normalised accuracy drop", "lower", "more robust"),
-    "low_level_alignment": MetricInfo("Low-level alignment", "{variant} with human quality scores",
-                                      "higher", "more human-like"),
-    "mid_level_alignment": MetricInfo("Mid-level alignment", "{variant} agreement with humans",
-                                      "higher", "more human-like"),
-    "saliency_alignment": MetricInfo("Saliency alignment", "{variant} with human fixations",
-                                     "higher", "more human-like"),
-    "ece": MetricInfo("Expected calibration error", "ECE", "lower"),
-    "nll": MetricInfo("Negative log-likelihood", "NLL", "lower"),
-    "temperature": MetricInfo("Fitted temperature", "temperature", None),
-    "ood_auroc": MetricInfo("OOD detection AUROC", "AUROC", "higher"),
-    "ood_fpr95": MetricInfo("OOD detection FPR at 95% TPR", "FPR at 95% TPR", "lower"),
-}
-
-
-def metric_info(metric: str) -> MetricInfo:
+def metric_info(metric: str) -> Measure:
     """The presentation of ``metric``; an unknown metric gets its own name and no direction."""
-    return METRICS.get(metric, MetricInfo(metric.replace("_", " "), metric.replace("_", " "), None))
+    return METRICS.get(metric) or Measure(metric, metric.replace("_", " "), metric.replace("_", " "), None)
 
 
 #: Metrics whose values are accuracies (converted to percent for display).
-ACCURACY_METRICS = ("zeroshot_top1", "zeroshot_top5", "noise_accuracy")
-#: Metrics measured per evaluated set whose default set follows the accuracy panel.
-CALIBRATION_METRICS = ("ece", "nll", "temperature")
+ACCURACY_METRICS = tuple(m.name for m in METRICS.values() if m.percent)
 
-#: Preferred (dataset, variant) per metric, tried in order before "first available".
-#: A ``None`` entry means "no preference".
+#: Preferred (dataset, variant) per metric, tried in order before "first available" (from the registry).
 DEFAULT_SELECTION: dict[str, dict[str, list]] = {
-    "texture_bias": {"variant": ["imagenet_mapping"]},
-    "shape_bias": {"variant": ["imagenet_mapping"]},
-    "noise_sensitivity": {"variant": ["mean"]},
-    "noise_accuracy": {"variant": ["severity_0"]},
-    "low_level_alignment": {"dataset": ["mean"], "variant": ["spearman"]},
-    "mid_level_alignment": {"variant": ["2afc"]},
-    "saliency_alignment": {"variant": ["cc"]},
-    "ece": {"variant": ["raw"]},
-    "nll": {"variant": ["raw"]},
-    "temperature": {"variant": ["fitted"]},
-    "ood_auroc": {"variant": ["mcm"]},
-    "ood_fpr95": {"variant": ["mcm"]},
-}
+    m.name: {k: list(v) for k, v in (("dataset", m.datasets), ("variant", m.variants)) if v}
+    for m in METRICS.values() if m.datasets or m.variants}
 
 #: Metrics that Table 1 correlates with texture bias, in row order.
 DEFAULT_TABLE_METRICS = ["zeroshot_top1", "noise_sensitivity", "low_level_alignment", "mid_level_alignment",
@@ -285,18 +223,19 @@ class FigureSpec:
         if variant is not None:
             chosen["variant"] = variant
         prefs = DEFAULT_SELECTION.get(metric, {})
+        info = metric_info(metric)
         for key in ("dataset", "variant"):
             if key in chosen:
                 rows = rows[rows[key] == chosen[key]]
                 continue
             available = sorted(rows[key].unique())
             pick = next((p for p in prefs.get(key, []) if p in available), None)
-            if pick is None and key == "dataset" and metric in ACCURACY_METRICS:
+            if pick is None and key == "dataset" and info.plain_imagenet:
                 pick = _prefer_imagenet(available)
-            if pick is None and key == "dataset" and metric in CALIBRATION_METRICS:
-                # calibration of the same set whose accuracy the figures show
-                acc = self.series(metrics, "zeroshot_top1")
-                pick = acc.dataset if acc is not None and acc.dataset in available else None
+            if pick is None and key == "dataset" and info.dataset_as:
+                # e.g. calibration of the same set whose accuracy the figures show
+                other = self.series(metrics, info.dataset_as)
+                pick = other.dataset if other is not None and other.dataset in available else None
             chosen[key] = pick if pick is not None else available[0]
             rows = rows[rows[key] == chosen[key]]
         return Series(metric, str(chosen["dataset"]), str(chosen["variant"]))

@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Tuple
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
+
+from ._join import as_list, class_labels, join_images, need_classifier
+from .result import MetricResult, metric_row, rows_frame
+from .zeroshot import classifier_logits, softmax
 
 __all__ = ["expected_calibration_error", "negative_log_likelihood", "fit_temperature", "split_heldout"]
 
@@ -132,3 +137,44 @@ def split_heldout(n: int, fraction: float, seed: int) -> Tuple[np.ndarray, np.nd
     if n >= 2:
         n_fit = min(max(n_fit, 1), n - 1)
     return np.sort(perm[:n_fit]), np.sort(perm[n_fit:])
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+def calibration_task(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
+    """ECE and NLL with the checkpoint's own logit scale (``raw``) and after temperature scaling.
+
+    The temperature is fitted on a seeded held-out part (``heldout_fraction``, ``seed``) of
+    the in-distribution images, ordered by image id so the split is the same at every
+    epoch; ECE (``n_bins`` equal-width bins) and NLL are reported on the rest of the
+    in-distribution images and on all of each ``shifted`` dataset. Metric ``temperature``
+    variant ``fitted`` (dataset = in-distribution, ``n`` = images fitted on) is relative to
+    the checkpoint's logit scale: the calibrated scale is ``logit_scale / T``.
+    """
+    need_classifier("calibration", classifier)
+    ind = inputs["in_distribution"]
+    shifted = as_list(inputs.get("shifted"))
+    n_bins = int(options.get("n_bins", 15))
+    X, images, _ = join_images(ind, embeddings, tables, ["label"])
+    order = np.argsort(images["image_id"].to_numpy(), kind="stable")
+    X, images = X[order], images.iloc[order].reset_index(drop=True)
+    logits = classifier_logits(ind, X, classifier)
+    labels = class_labels(ind, images, logits.shape[1])
+    fit, ev = split_heldout(len(labels), float(options.get("heldout_fraction", 0.2)), int(options.get("seed", 0)))
+    if len(ev) == 0:
+        raise ValueError(f"dataset {ind!r}: {len(labels)} image(s) are too few to fit a temperature and "
+                         "evaluate on the rest")
+    T = fit_temperature(logits[fit], labels[fit])
+    sets = [(ind, logits[ev], labels[ev])]
+    for name in shifted:
+        Xs, imgs, _ = join_images(name, embeddings, tables, ["label"])
+        ls = classifier_logits(name, Xs, classifier)
+        sets.append((name, ls, class_labels(name, imgs, ls.shape[1])))
+    rows = [metric_row("temperature", ind, "fitted", T, len(fit))]
+    for name, lg, y in sets:
+        for variant, scaled in (("raw", lg), ("temperature_scaled", lg / T)):
+            ece = expected_calibration_error(softmax(scaled, axis=1), y, n_bins)
+            rows.append(metric_row("ece", name, variant, ece, len(y)))
+            rows.append(metric_row("nll", name, variant, negative_log_likelihood(scaled, y), len(y)))
+    details = pd.DataFrame({"image_id": images["image_id"], "heldout_for_fit": np.isin(np.arange(len(labels)), fit)})
+    return MetricResult(rows_frame(rows), details)

@@ -55,7 +55,7 @@ def compute_metric(*, inputs: Dict[str, str], epochs: Sequence[int], kind: str, 
     back instead of recomputed, so when a new epoch arrives only the new epoch is computed, and when the
     metric's code or options change every epoch is. Returns ``{"computed": [...], "reused": [...]}``.
     """
-    from .tasks import evaluate
+    from .registry import evaluate
 
     datasets = sorted({k.split("__")[1] for k in inputs if k.startswith("manifest__")})
     options = dict(options or {})

@@ -6,8 +6,11 @@ import warnings
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
+from ._join import as_list, embedding_index, require_columns
+from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import l2_normalize
 
 __all__ = ["DISTANCES", "dimension_scale", "embedding_distance", "alignment_correlations"]
@@ -122,3 +125,46 @@ def alignment_correlations(distance: np.ndarray, score: np.ndarray, score_higher
         out[name] = sign * r if np.isfinite(r) else float("nan")
         out[f"{name}_p"] = p
     return out
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+def low_level_alignment_task(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
+    """Correlation of embedding distance (reference vs distorted) with human quality scores.
+
+    Per dataset: trials ``ref_id, dist_id, score, score_type`` (one score type per
+    dataset: "mos", higher = better, or "dmos", higher = worse); distance from
+    ``options["distance"]`` (default ``dimnorm_euclidean``, scaled over the dataset's own
+    pairs). Variants ``spearman``, ``pearson``, ``kendall``, signed so higher = more
+    human-like. Dataset ``mean``: the unweighted mean over the listed datasets (``n`` =
+    number of datasets; NaN if any is NaN).
+    """
+    names = as_list(inputs["datasets"])
+    if not names:
+        raise ValueError("low_level_alignment needs at least one dataset in role 'datasets'")
+    kind = options.get("distance", "dimnorm_euclidean")
+    rows, details, per = [], [], {v: [] for v in ("spearman", "pearson", "kendall")}
+    for name in names:
+        trials = tables[name].trials
+        require_columns(trials, ["ref_id", "dist_id", "score", "score_type"], name, "trials")
+        pos = embedding_index(name, embeddings[name])
+        t = trials.assign(ref_id=trials["ref_id"].astype(str), dist_id=trials["dist_id"].astype(str))
+        t = t[t["ref_id"].isin(pos.index) & t["dist_id"].isin(pos.index)].reset_index(drop=True)
+        if t.empty:
+            raise ValueError(f"dataset {name!r}: no trial has embeddings for both its ref_id and dist_id")
+        types = sorted(set(t["score_type"].astype(str).str.lower()))
+        if len(types) != 1 or types[0] not in ("mos", "dmos"):
+            raise ValueError(f"dataset {name!r}: column 'score_type' must be one of 'mos'/'dmos' for the whole "
+                             f"dataset, found {types}")
+        X = np.asarray(embeddings[name].X)
+        d = embedding_distance(X[pos.loc[t["ref_id"]].to_numpy()], X[pos.loc[t["dist_id"]].to_numpy()], kind)
+        score = pd.to_numeric(t["score"], errors="raise").to_numpy(dtype=np.float64)
+        c = alignment_correlations(d, score, score_higher_is_better=types[0] == "mos")
+        for v in per:
+            rows.append(metric_row("low_level_alignment", name, v, c[v], len(t)))
+            per[v].append(c[v])
+        details.append(pd.DataFrame({"dataset": name, "ref_id": t["ref_id"], "dist_id": t["dist_id"],
+                                     "score": score, "score_type": types[0], "distance": d}))
+    for v, values in per.items():
+        rows.append(metric_row("low_level_alignment", "mean", v, float(np.mean(values)), len(values)))
+    return MetricResult(rows_frame(rows), pd.concat(details, ignore_index=True))

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Sequence, Tuple
 
 import numpy as np
+import pandas as pd
 
+from ._join import embedding_index, require_columns
 from .low_level_alignment import dimension_scale, embedding_distance
+from .result import MetricResult, metric_row, rows_frame
 
 __all__ = ["two_afc_score", "majority_accuracy", "unanimous_accuracy", "distances_for_triplets", "PROTOCOLS",
            "protocol_settings"]
@@ -154,3 +157,53 @@ def distances_for_triplets(X: np.ndarray, ids: Sequence[str], ref_ids: Sequence[
         dim_mean = dimension_scale(np.concatenate([ref, ref]), np.concatenate([left, right]))
     return (embedding_distance(ref, left, kind, dim_mean=dim_mean),
             embedding_distance(ref, right, kind, dim_mean=dim_mean))
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+def mid_level_alignment_task(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
+    """2AFC agreement with human similarity judgements on NIGHTS-style triplets.
+
+    Trials ``ref_id, left_id, right_id, left_vote, right_vote, votes`` (and ``split`` when
+    ``options["split"]`` is not "all"). ``votes`` is the number of observers:
+    ``options["min_votes"]`` (default 0; DreamSim uses 6) keeps trials with at least that
+    many. The share of observers who chose the right image is
+    ``p = right_vote / (left_vote + right_vote)``, which reads both the published NIGHTS
+    shares (left + right = 1, so p = right_vote, as in DreamSim) and raw counts. Trials
+    with no votes or without embeddings are dropped. Distance ``options["distance"]``
+    (default ``cosine``). Variant ``2afc`` (soft, all trials) and ``majority`` (hard,
+    trials with a tied vote excluded).
+    """
+    name = inputs["dataset"]
+    split = options.get("split", "all")
+    min_votes = options.get("min_votes", 0)
+    cols = ["ref_id", "left_id", "right_id", "left_vote", "right_vote", "votes"]
+    trials = tables[name].trials
+    require_columns(trials, cols + ([] if split == "all" else ["split"]), name, "trials")
+    t = trials.copy()
+    for c in ("ref_id", "left_id", "right_id"):
+        t[c] = t[c].astype(str)
+    if split != "all":
+        t = t[t["split"].astype(str) == str(split)]
+    votes = pd.to_numeric(t["votes"], errors="raise")
+    lv = pd.to_numeric(t["left_vote"], errors="raise")
+    rv = pd.to_numeric(t["right_vote"], errors="raise")
+    if ((lv < 0) | (rv < 0)).any():
+        raise ValueError(f"dataset {name!r}: columns 'left_vote'/'right_vote' must be non-negative")
+    t = t[(votes >= min_votes) & (lv + rv > 0)]
+    pos = embedding_index(name, embeddings[name])
+    t = t[t["ref_id"].isin(pos.index) & t["left_id"].isin(pos.index) & t["right_id"].isin(pos.index)]
+    t = t.reset_index(drop=True)
+    if t.empty:
+        raise ValueError(f"dataset {name!r}: no trial left after split={split!r}, min_votes={min_votes} "
+                         "and dropping trials without embeddings")
+    right = pd.to_numeric(t["right_vote"]).to_numpy(np.float64)
+    p = right / (pd.to_numeric(t["left_vote"]).to_numpy(np.float64) + right)
+    d_left, d_right = distances_for_triplets(embeddings[name].X, pos.index, t["ref_id"], t["left_id"],
+                                             t["right_id"], kind=options.get("distance", "cosine"))
+    rows = [metric_row("mid_level_alignment", name, "2afc", two_afc_score(d_left, d_right, p), len(t)),
+            metric_row("mid_level_alignment", name, "majority", majority_accuracy(d_left, d_right, p),
+                 int(np.sum(p != 0.5)))]
+    details = pd.DataFrame({"ref_id": t["ref_id"], "left_id": t["left_id"], "right_id": t["right_id"],
+                            "p_right": p, "d_left": d_left, "d_right": d_right})
+    return MetricResult(rows_frame(rows), details)

@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
+import pandas as pd
+
+from ._join import class_labels, join_images, need_classifier
+from .result import MetricResult, metric_row, rows_frame
+from .zeroshot import classifier_logits, topk_accuracy
 
 __all__ = ["noise_sensitivity"]
 
@@ -32,3 +37,37 @@ def noise_sensitivity(clean_accuracy: float, noisy_accuracy: Mapping[int, float]
         per[s] = (clean - float(noisy_accuracy[s])) / clean if clean != 0 else float("nan")
     mean = float(np.mean(list(per.values()))) if per else float("nan")
     return {"per_severity": per, "mean": mean}
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+def noise_sensitivity_task(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
+    """Top-1 accuracy per noise severity and the normalised drop from the clean accuracy.
+
+    All rows carry the NOISY dataset's name; the clean accuracy is ``noise_accuracy``
+    variant ``severity_0``. ``noise_sensitivity`` has variants ``severity_<k>`` and
+    ``mean`` (over severities).
+    """
+    need_classifier("noise_sensitivity", classifier)
+    clean, noisy = inputs["clean"], inputs["noisy"]
+    Xc, ic, _ = join_images(clean, embeddings, tables, ["label"])
+    Xn, inoisy, _ = join_images(noisy, embeddings, tables, ["label", "severity"])
+    lc = classifier_logits(clean, Xc, classifier)
+    ln = classifier_logits(noisy, Xn, classifier)
+    yc, yn = class_labels(clean, ic, lc.shape[1]), class_labels(noisy, inoisy, ln.shape[1])
+    severity = pd.to_numeric(inoisy["severity"], errors="raise").to_numpy().astype(np.int64)
+    if np.any(severity <= 0):
+        raise ValueError(f"dataset {noisy!r}: column 'severity' must be >= 1 (severity 0 is the clean "
+                         f"dataset {clean!r})")
+    correct = ln.argmax(axis=1) == yn
+    acc_clean = topk_accuracy(lc, yc, ks=(1,))["top1"]
+    acc = {int(s): float(correct[severity == s].mean()) for s in np.unique(severity)}
+    ns = noise_sensitivity(acc_clean, acc)
+    rows = [metric_row("noise_accuracy", noisy, "severity_0", acc_clean, len(yc))]
+    rows += [metric_row("noise_accuracy", noisy, f"severity_{s}", a, int((severity == s).sum())) for s, a in acc.items()]
+    rows += [metric_row("noise_sensitivity", noisy, f"severity_{s}", v, int((severity == s).sum()))
+             for s, v in ns["per_severity"].items()]
+    rows.append(metric_row("noise_sensitivity", noisy, "mean", ns["mean"], len(yn)))
+    details = pd.DataFrame({"image_id": inoisy["image_id"], "severity": severity, "label": yn,
+                            "predicted": ln.argmax(axis=1)})
+    return MetricResult(rows_frame(rows), details)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy.stats import rankdata
 
-from .zeroshot import softmax, zero_shot_logits
+from ._join import as_list, join_images, need_classifier
+from .result import MetricResult, metric_row, rows_frame
+from .zeroshot import classifier_logits, softmax, zero_shot_logits
 
 __all__ = ["mcm_scores", "auroc", "fpr_at_95_tpr"]
 
@@ -79,3 +82,32 @@ def fpr_at_95_tpr(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
     tpr = (a.size - np.searchsorted(np.sort(a), thresholds, side="left")) / a.size
     fpr = (b.size - np.searchsorted(np.sort(b), thresholds, side="left")) / b.size
     return float(fpr[np.argmax(tpr >= 0.95)])
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+def ood_detection_task(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
+    """MCM out-of-distribution detection against the in-distribution classes.
+
+    Per OOD dataset: ``ood_auroc`` and ``ood_fpr95``, variant ``mcm``, with MCM scores at
+    ``options["temperature"]`` (default 1.0); ``n`` = in-distribution + OOD images.
+    """
+    need_classifier("ood_detection", classifier)
+    ind = inputs["in_distribution"]
+    oods = as_list(inputs.get("ood"))
+    if not oods:
+        raise ValueError("ood_detection needs at least one dataset in role 'ood'")
+    T = float(options.get("temperature", 1.0))
+    X, images, _ = join_images(ind, embeddings, tables, [])
+    classifier_logits(ind, X, classifier)  # dimension check
+    s_in = mcm_scores(X, classifier.W, T)
+    rows, details = [], [pd.DataFrame({"dataset": ind, "image_id": images["image_id"], "mcm": s_in})]
+    for name in oods:
+        Xo, io, _ = join_images(name, embeddings, tables, [])
+        classifier_logits(name, Xo, classifier)
+        s_out = mcm_scores(Xo, classifier.W, T)
+        n = len(s_in) + len(s_out)
+        rows += [metric_row("ood_auroc", name, "mcm", auroc(s_in, s_out), n),
+                 metric_row("ood_fpr95", name, "mcm", fpr_at_95_tpr(s_in, s_out), n)]
+        details.append(pd.DataFrame({"dataset": name, "image_id": io["image_id"], "mcm": s_out}))
+    return MetricResult(rows_frame(rows), pd.concat(details, ignore_index=True))

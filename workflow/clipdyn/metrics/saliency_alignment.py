@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Tuple
 
 import numpy as np
+import pandas as pd
 
+from ._join import join_images
+from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import l2_normalize
 
 __all__ = ["resize_map", "pearson_cc", "nss", "auc_judd", "patch_similarity_map", "center_crop"]
@@ -170,3 +173,76 @@ def patch_similarity_map(patch_tokens: np.ndarray, image_emb: np.ndarray) -> np.
     if g * g != len(t):
         raise ValueError(f"{len(t)} patch tokens do not form a square grid")
     return (l2_normalize(t) @ l2_normalize(e)).reshape(g, g)
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+def _read_gray(path: str) -> np.ndarray:
+    """A grayscale image as float64 (8- or 16-bit, or float)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
+            im = im.convert("L")
+        return np.asarray(im, dtype=np.float64)
+
+
+def _fixation_mask(fixation_map: np.ndarray) -> np.ndarray:
+    """Fixated pixels: above half the map's maximum. For a binary map (0/1, 0/255) that is
+    every nonzero pixel; for a JPEG-compressed point map (MIT1003 ``_fixPts.jpg``) it
+    drops the compression noise around the points."""
+    top = fixation_map.max() if fixation_map.size else 0
+    return fixation_map > top / 2.0 if top > 0 else np.zeros(fixation_map.shape, dtype=bool)
+
+
+def saliency_alignment_task(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
+    """Agreement of the model's spatial maps (N, G, G) with human saliency.
+
+    ``cc``: the human density map (``images.map_path``) is resized to the model's G x G
+    grid (anti-aliased bilinear) and correlated with the model map. ``nss``/``auc_judd``
+    (images with a ``fixation_path``; fixations = pixels above half the map's maximum,
+    i.e. the nonzero pixels of a binary map): the model map is
+    upsampled bilinearly to the fixation map's resolution, as in the MIT benchmark, since
+    a binary fixation map cannot be shrunk without losing fixations. With
+    ``options["crop"] == "center"`` the human maps are first cut to their central square,
+    matching a center-cropping preprocessing; the default ``"none"`` assumes the model saw
+    the whole image. Each value is the mean over images where it is defined (a constant
+    map has no CC/NSS); ``n`` counts those images.
+    """
+    name = inputs["dataset"]
+    crop = options.get("crop", "none")
+    if crop not in ("none", "center"):
+        raise ValueError(f"saliency_alignment option crop must be 'none' or 'center', got {crop!r}")
+    if embeddings[name].spatial is None:
+        raise ValueError(f"dataset {name!r}: the embeddings have no spatial maps; embed it with spatial "
+                         "maps for saliency_alignment")
+    _, images, spatial = join_images(name, embeddings, tables, ["map_path"])
+    no_map = ~images["map_path"].map(lambda v: isinstance(v, str) and bool(v))
+    if no_map.any():
+        raise ValueError(f"dataset {name!r}: {int(no_map.sum())} image(s) have no 'map_path' (e.g. "
+                         f"{images.loc[no_map, 'image_id'].iloc[0]!r})")
+    cut = center_crop if crop == "center" else (lambda m: m)
+    has_fix = "fixation_path" in images.columns
+    out = {"cc": [], "nss": [], "auc_judd": []}
+    for i, row in enumerate(images.itertuples(index=False)):
+        pred = np.asarray(spatial[i], dtype=np.float64)
+        human = cut(_read_gray(row.map_path))
+        out["cc"].append(pearson_cc(pred, resize_map(human, pred.shape)))
+        fix_path = getattr(row, "fixation_path", None) if has_fix else None
+        if isinstance(fix_path, str) and fix_path:
+            fix = _fixation_mask(cut(_read_gray(fix_path)))
+            up = resize_map(pred, fix.shape)
+            out["nss"].append(nss(up, fix))
+            out["auc_judd"].append(auc_judd(up, fix))
+        else:
+            out["nss"].append(np.nan)
+            out["auc_judd"].append(np.nan)
+    rows = []
+    for variant, values in out.items():
+        v = np.asarray(values, dtype=np.float64)
+        ok = np.isfinite(v)
+        if variant != "cc" and not ok.any():
+            continue
+        rows.append(metric_row("saliency_alignment", name, variant, v[ok].mean() if ok.any() else np.nan, ok.sum()))
+    details = pd.DataFrame({"image_id": images["image_id"], **{k: np.asarray(v) for k, v in out.items()}})
+    return MetricResult(rows_frame(rows), details)

@@ -8,6 +8,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ._join import join_images, need_classifier
+from .result import MetricResult, metric_row, rows_frame
+from .zeroshot import classifier_logits, softmax
+
 __all__ = ["load_imagenet16_mapping", "category_decisions", "shape_bias", "MODEL_VS_HUMAN_LOGIT_SCALE",
            "decision_logit_scale"]
 
@@ -136,3 +140,55 @@ def shape_bias(shape: Sequence[str], texture: Sequence[str], predicted: Sequence
         "fraction_correct_texture": t_hits / len(shape) if len(shape) else float("nan"),
         "n_all": int(len(shape)),
     }
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+def shape_bias_task(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
+    """Shape/texture bias on cue-conflict images (``images.shape``, ``images.texture``).
+
+    ``options["decision"]``: ``"imagenet_mapping"`` (default) turns the 1000-way softmax
+    (at the checkpoint's logit scale) into a 16-way decision by the mean probability of
+    each category's ImageNet classes (mapping CSV from ``options["category_mapping"]``,
+    else the packaged one); ``"category_prompts"`` uses a classifier whose classes are the
+    categories themselves (decision = argmax). ``n`` is the number of hits (shape +
+    texture) for the biases and the number of cue-conflict images (shape != texture) for
+    the accuracies.
+    """
+    need_classifier("shape_bias", classifier)
+    name = inputs["dataset"]
+    decision = options.get("decision", "imagenet_mapping")
+    X, images, _ = join_images(name, embeddings, tables, ["shape", "texture"])
+    logits = classifier_logits(name, X, classifier)
+    if decision == "imagenet_mapping":
+        path = options.get("category_mapping")
+        mapping = pd.read_csv(path) if path else load_imagenet16_mapping()
+        missing = [c for c in ("category", "imagenet_index") if c not in mapping.columns]
+        if missing:
+            raise ValueError(f"category mapping {path or '(packaged imagenet16)'} lacks column(s) {missing}")
+        if mapping["imagenet_index"].max() >= logits.shape[1]:
+            raise ValueError(f"dataset {name!r}: the category mapping refers to ImageNet class "
+                             f"{mapping['imagenet_index'].max()} but the classifier has {logits.shape[1]} "
+                             "classes; decision 'imagenet_mapping' needs the 1000-class ImageNet classifier")
+        predicted = category_decisions(softmax(logits, axis=1), mapping)
+        categories = set(mapping["category"].astype(str))
+    elif decision == "category_prompts":
+        predicted = np.asarray(classifier.classnames, dtype=object)[logits.argmax(axis=1)]
+        categories = set(map(str, classifier.classnames))
+    else:
+        raise ValueError(f"shape_bias option decision must be 'imagenet_mapping' or 'category_prompts', "
+                         f"got {decision!r}")
+    shape, texture = images["shape"].astype(str), images["texture"].astype(str)
+    unknown = sorted((set(shape) | set(texture)) - categories)
+    if unknown:
+        raise ValueError(f"dataset {name!r}: shape/texture classes {unknown} are not among the decision's "
+                         f"categories {sorted(categories)}")
+    r = shape_bias(shape, texture, predicted)
+    hits = r["n_shape_hits"] + r["n_texture_hits"]
+    rows = [metric_row("shape_bias", name, decision, r["shape_bias"], hits),
+            metric_row("texture_bias", name, decision, r["texture_bias"], hits),
+            metric_row("cue_conflict_shape_accuracy", name, decision, r["shape_accuracy"], r["n_images"]),
+            metric_row("cue_conflict_texture_accuracy", name, decision, r["texture_accuracy"], r["n_images"])]
+    details = pd.DataFrame({"image_id": images["image_id"], "shape": shape.to_numpy(),
+                            "texture": texture.to_numpy(), "predicted": np.asarray(predicted, dtype=str)})
+    return MetricResult(rows_frame(rows), details)

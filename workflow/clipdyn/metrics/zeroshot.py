@@ -1,11 +1,19 @@
-"""Zero-shot classification: logits from cached embeddings, softmax, top-k accuracy."""
+"""Zero-shot classification: logits from cached embeddings, softmax, top-k accuracy; the
+``zeroshot_accuracy`` evaluator."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import numpy as np
+import pandas as pd
 from scipy.special import softmax as _scipy_softmax
+
+from ._join import class_labels, join_images, need_classifier
+from .result import MetricResult, metric_row, rows_frame
+
+if TYPE_CHECKING:
+    from clipdyn.io import Classifier
 
 __all__ = ["l2_normalize", "zero_shot_logits", "softmax", "topk_accuracy"]
 
@@ -87,3 +95,32 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1
     for k in ks:
         out[f"top{k}"] = float("nan") if k > c or k < 1 else float(np.mean(ahead < k))
     return out
+
+
+def classifier_logits(dataset: str, X: np.ndarray, classifier: "Classifier", scale: Optional[float] = None
+                      ) -> np.ndarray:
+    """Zero-shot logits of ``dataset``'s embeddings ``X`` under ``classifier`` (at its own logit scale
+    unless ``scale`` is given), after checking that both come from a model of the same width."""
+    W = np.asarray(classifier.W)
+    if W.shape[1] != X.shape[1]:
+        raise ValueError(f"dataset {dataset!r}: embeddings have dimension {X.shape[1]} but the classifier "
+                         f"{W.shape[1]}; they come from different models")
+    return zero_shot_logits(X, W, classifier.logit_scale if scale is None else scale)
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+def zeroshot_accuracy(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
+    """Top-1 and top-5 zero-shot accuracy on ``images.label`` (metrics ``zeroshot_top1``,
+    ``zeroshot_top5``; top-5 is NaN for fewer than 5 classes)."""
+    need_classifier("zeroshot_accuracy", classifier)
+    name = inputs["dataset"]
+    X, images, _ = join_images(name, embeddings, tables, ["label"])
+    logits = classifier_logits(name, X, classifier)
+    labels = class_labels(name, images, logits.shape[1])
+    acc = topk_accuracy(logits, labels, ks=(1, 5))
+    rows = [metric_row("zeroshot_top1", name, "", acc["top1"], len(labels)),
+            metric_row("zeroshot_top5", name, "", acc["top5"], len(labels))]
+    pred = logits.argmax(axis=1)
+    details = pd.DataFrame({"image_id": images["image_id"], "label": labels, "predicted": pred})
+    return MetricResult(rows_frame(rows), details)

@@ -11,7 +11,16 @@ from clipdyn.metrics import (alignment_correlations, auc_judd, auroc, embedding_
                              fit_temperature, fpr_at_95_tpr, load_imagenet16_mapping, mcm_scores,
                              negative_log_likelihood, nss, pearson_cc, resize_map, softmax, split_heldout,
                              zero_shot_logits)
-from clipdyn.metrics.tasks import EVALUATORS, ROLES, ROW_COLUMNS, evaluate, source_files
+from clipdyn.metrics import registry
+from clipdyn.metrics.result import ROW_COLUMNS
+
+
+def evaluate(kind, **kwargs):
+    """The registry's evaluate, checking that the rows name only measures the kind declares."""
+    result = registry.evaluate(kind, **kwargs)
+    declared = {m.name for m in registry.get(kind).measures}
+    assert set(result.rows["metric"]) <= declared, (kind, set(result.rows["metric"]) - declared)
+    return result
 
 
 def onehot_classifier(classnames, dim=None, scale=100.0):
@@ -29,13 +38,6 @@ def images_frame(ids, **cols):
 
 
 # ----------------------------------------------------------------------------- dispatch
-
-def test_every_kind_has_an_evaluator_roles_and_sources():
-    assert set(EVALUATORS) == set(ROLES)
-    for kind in EVALUATORS:
-        files = source_files(kind)
-        assert all(f.exists() for f in files) and files[-1].name == "tasks.py"
-
 
 def test_evaluate_checks_kind_roles_and_datasets():
     emb = {"d": EmbeddingTable(ids=np.array(["a"]), X=np.ones((1, 2), np.float32))}

@@ -1,0 +1,32 @@
+"""What an evaluator returns: tidy rows, one per measured quantity, and an optional details table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import pandas as pd
+
+__all__ = ["MetricResult", "ROW_COLUMNS", "metric_row", "rows_frame"]
+
+#: columns of :attr:`MetricResult.rows`
+ROW_COLUMNS = ["metric", "dataset", "variant", "value", "n"]
+
+
+@dataclass
+class MetricResult:
+    """Metric rows (columns :data:`ROW_COLUMNS`) and an optional per-image/per-trial table."""
+
+    rows: pd.DataFrame
+    details: Optional[pd.DataFrame] = None
+
+
+def rows_frame(rows: List[dict]) -> pd.DataFrame:
+    """Rows built with :func:`metric_row` as a frame with the columns and types of :data:`ROW_COLUMNS`."""
+    df = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    return df.astype({"metric": str, "dataset": str, "variant": str, "value": "float64", "n": "int64"})
+
+
+def metric_row(metric: str, dataset: str, variant: str, value: float, n: int) -> dict:
+    """One row: ``value`` of ``metric`` on ``dataset`` (``variant``), from ``n`` images/trials/datasets."""
+    return {"metric": metric, "dataset": dataset, "variant": variant, "value": float(value), "n": int(n)}
