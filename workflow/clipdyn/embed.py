@@ -33,6 +33,8 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .saliency_maps import DEFAULT_SALIENCY_MAP, check_saliency_map, forward_with_maps
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used; the message names the file and what to do."""
@@ -262,15 +264,15 @@ def _compiled(visual):
 
 
 def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = 256, spatial: bool = False,
-                 precision: str = "auto", log=print, channels_last: bool = True, compile: bool = False
-                 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                 precision: str = "auto", log=print, channels_last: bool = True, compile: bool = False,
+                 saliency_map: str = DEFAULT_SALIENCY_MAP) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Embed (N,H,W,3) uint8 pixels with ``model.encode_image``.
 
     Normalisation (open_clip's mean/std of the model) happens on the device.
     ``precision``: ``"auto"`` = bf16 autocast on CUDA, fp32 on CPU; or ``"fp32"``/``"bf16"``/``"fp16"``.
     On CUDA out-of-memory the batch size is halved and the batch retried.
-    With ``spatial=True`` also returns per-patch maps (N, G, G): cosine similarity of each
-    projected patch token to the image embedding.
+    With ``spatial=True`` also returns per-patch saliency maps (N, G, G) of the variant
+    ``saliency_map`` (:mod:`clipdyn.saliency_maps`; the uncompiled tower runs those batches).
     ``compile=True`` runs the image tower through ``torch.compile`` (worth it for large datasets on
     a GPU; the first batches pay the compilation, and a last, smaller batch may recompile once).
     """
@@ -291,9 +293,7 @@ def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = 256, spati
     out = None
     maps = None
     if spatial:
-        if not hasattr(visual, "output_tokens") or getattr(visual, "proj", None) is None:
-            raise ValueError("spatial maps need an open_clip VisionTransformer with a projection")
-        visual.output_tokens = True
+        check_saliency_map(visual, saliency_map)
     t0, done, last_log = time.time(), 0, 0.0
     try:
         bs = batch_size
@@ -315,12 +315,7 @@ def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = 256, spati
                         x.copy_(chunk.to(device, non_blocking=True).permute(0, 3, 1, 2))
                         x.div_(255).sub_(mean).div_(std)
                         if spatial:
-                            pooled, tokens = tower(x)
-                            proj_tokens = tokens.float() @ visual.proj.float()
-                            g = int(round(proj_tokens.shape[1] ** 0.5))
-                            sim = torch.nn.functional.cosine_similarity(
-                                proj_tokens, pooled.float().unsqueeze(1), dim=-1)
-                            m = sim.reshape(-1, g, g)
+                            pooled, m = forward_with_maps(visual, x, saliency_map)
                         else:
                             pooled = tower(x)  # = model.encode_image(x), unnormalised
                     emb = pooled.float().cpu().numpy()
@@ -345,9 +340,8 @@ def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = 256, spati
                 rate = done / max(now - t0, 1e-9)
                 log(f"embedded {done}/{n} images ({rate:.1f} images/s, batch {bs})")
                 last_log = now
-    finally:
-        if spatial:
-            visual.output_tokens = False
+    finally:  # nothing to restore: forward_with_maps leaves the tower as it found it
+        pass
     if out is None:
         out = np.empty((0, model.visual.output_dim if hasattr(model.visual, "output_dim") else 0), np.float32)
     return out, maps
@@ -416,7 +410,8 @@ def _checkpoint_commit(checkpoint: str) -> Optional[str]:
 
 def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, arch: str, allow_pickle: bool,
                  spatial: bool, batch_size: int, precision: str, model_configs: Sequence[str], provenance: dict,
-                 threads: int = 2, lock_dir: Optional[str] = None, compile: bool = False) -> None:
+                 threads: int = 2, lock_dir: Optional[str] = None, compile: bool = False,
+                 saliency_map: str = DEFAULT_SALIENCY_MAP) -> None:
     import torch
 
     from .devices import claim_device
@@ -440,7 +435,7 @@ def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, ar
             raise ValueError(f"pixel cache {pixels} holds {arr.shape[1]} px images but {arch} expects {size} px")
         t0 = time.time()
         X, maps = embed_pixels(model, arr, device, batch_size=batch_size, spatial=spatial, precision=precision,
-                               log=_log, compile=compile)
+                               log=_log, compile=compile, saliency_map=saliency_map)
         _log(f"embedded {len(X)} images in {time.time() - t0:.1f} s")
         del model
         _empty_cuda_cache()  # a worker idles between jobs: keep only the weights on the GPU

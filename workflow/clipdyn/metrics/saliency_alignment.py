@@ -1,4 +1,12 @@
-"""Saliency alignment: model patch-similarity maps vs human fixation density (MIT benchmark metrics)."""
+"""Saliency alignment: model saliency maps vs human fixations (MIT saliency benchmark metrics).
+
+The benchmark (cvzoya/saliency ``code_forMetrics``: ``CC.m``, ``NSS.m``, ``AUC_Judd.m``) scores a
+model map at the human map's resolution: the model map is enlarged with MATLAB's
+``imresize`` (bicubic by default) to the size of the fixation (density) map, then compared.
+A CLIP model sees only part of the photograph (the centre crop of a ``shortest`` resize), or a
+letterboxed version of it (``longest``), or all of it squashed (``squash``): :func:`model_map_on_human`
+places the model's map on the part of the human map the model saw (:data:`CROPS`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,16 @@ from ._join import join_images
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import l2_normalize
 
-__all__ = ["resize_map", "pearson_cc", "nss", "auc_judd", "patch_similarity_map", "center_crop"]
+__all__ = ["resize_map", "imresize", "pearson_cc", "nss", "auc_judd", "patch_similarity_map", "center_crop",
+           "CROPS", "crop_for_resize_mode", "human_region", "model_map_on_human"]
+
+#: how a model map lies on the human map: ``center`` = the central square (open_clip's
+#: ``shortest`` resize + centre crop), ``none`` = the whole image (``squash``),
+#: ``letterbox`` = the whole image padded to a square (``longest`` resize + pad).
+CROPS = ("center", "none", "letterbox")
+
+#: open_clip ``resize_mode`` -> the region of the image the model saw
+_CROP_OF_RESIZE_MODE = {"shortest": "center", "squash": "none", "longest": "letterbox"}
 
 
 def resize_map(saliency_map: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
@@ -55,6 +72,126 @@ def center_crop(saliency_map: np.ndarray) -> np.ndarray:
     s = min(h, w)
     top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
     return m[top:top + s, left:left + s]
+
+
+def crop_for_resize_mode(resize_mode: str) -> str:
+    """The :data:`CROPS` entry matching open_clip's ``resize_mode`` (what the model saw).
+
+    Example:
+        >>> crop_for_resize_mode("shortest"), crop_for_resize_mode("squash"), crop_for_resize_mode("longest")
+        ('center', 'none', 'letterbox')
+    """
+    try:
+        return _CROP_OF_RESIZE_MODE[resize_mode]
+    except KeyError:
+        raise ValueError(f"unknown open_clip resize_mode {resize_mode!r} "
+                         f"(one of {sorted(_CROP_OF_RESIZE_MODE)})") from None
+
+
+def _cubic(x: np.ndarray) -> np.ndarray:
+    """Keys' cubic convolution kernel with a = -0.5 (MATLAB ``imresize`` 'bicubic', PIL BICUBIC)."""
+    ax = np.abs(x)
+    ax2, ax3 = ax ** 2, ax ** 3
+    return ((1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1)
+            + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
+
+
+def _triangle(x: np.ndarray) -> np.ndarray:
+    return np.clip(1 - np.abs(x), 0, None)
+
+
+_KERNELS = {"bicubic": (_cubic, 4.0), "bilinear": (_triangle, 2.0)}
+
+
+def _resize_matrix(n_in: int, n_out: int, method: str) -> np.ndarray:
+    """(n_out, n_in) interpolation weights along one axis, as MATLAB ``imresize`` builds them:
+    output pixel x (1-based) samples the input at u = x / s + (1 - 1 / s) / 2 (pixel centres
+    aligned, s = n_out / n_in); when shrinking the kernel is widened by 1 / s (antialiasing);
+    each row of weights sums to one; indices beyond the border are mirrored (symmetric
+    padding, the edge pixel repeated)."""
+    kernel, width = _KERNELS[method]
+    s = n_out / n_in
+    if s < 1:
+        width = width / s
+        k = lambda d: s * kernel(s * d)  # noqa: E731
+    else:
+        k = kernel
+    x = np.arange(1, n_out + 1, dtype=np.float64)
+    u = x / s + 0.5 * (1 - 1 / s)
+    left = np.floor(u - width / 2)
+    taps = int(np.ceil(width)) + 2
+    idx = left[:, None] + np.arange(taps)[None, :]  # 1-based input indices
+    w = k(u[:, None] - idx)
+    w = w / w.sum(axis=1, keepdims=True)
+    mirror = np.concatenate([np.arange(n_in), np.arange(n_in)[::-1]])  # 0-based, period 2 * n_in
+    cols = mirror[np.mod(idx.astype(np.int64) - 1, 2 * n_in)]
+    out = np.zeros((n_out, n_in))
+    np.add.at(out, (np.repeat(np.arange(n_out), taps), cols.ravel()), w.ravel())
+    return out
+
+
+def imresize(saliency_map: np.ndarray, shape: Tuple[int, int], method: str = "bicubic") -> np.ndarray:
+    """Resize a 2-D map to ``shape`` = (rows, cols) as MATLAB's ``imresize(map, shape)`` does
+    (float64; ``method`` ``bicubic``, MATLAB's default, or ``bilinear``).
+
+    This is how the MIT saliency benchmark brings a model map to the fixation map's size
+    (``CC.m``, ``NSS.m``, ``AUC_Judd.m``). Separable: rows then columns, each a
+    :func:`_resize_matrix` product. Bicubic may overshoot the input's range slightly.
+
+    Example:
+        >>> imresize(np.array([[0.0, 1.0]]), (1, 4)).round(4)
+        array([[-0.0938,  0.2031,  0.7969,  1.0938]])
+    """
+    m = np.asarray(saliency_map, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"a saliency map must be 2-D, got shape {m.shape}")
+    if method not in _KERNELS:
+        raise ValueError(f"unknown interpolation {method!r} (one of {sorted(_KERNELS)})")
+    rows, cols = int(shape[0]), int(shape[1])
+    if m.shape == (rows, cols):
+        return m.copy()
+    return _resize_matrix(m.shape[0], rows, method) @ m @ _resize_matrix(m.shape[1], cols, method).T
+
+
+def human_region(shape: Tuple[int, int], crop: str) -> Tuple[slice, slice]:
+    """The part of a human map of ``shape`` that the model map covers (``crop`` from
+    :data:`CROPS`): the central square for ``center``, all of it otherwise.
+
+    Example:
+        >>> human_region((768, 1024), "center")
+        (slice(0, 768, None), slice(128, 896, None))
+    """
+    if crop not in CROPS:
+        raise ValueError(f"unknown crop {crop!r} (one of {', '.join(CROPS)})")
+    h, w = int(shape[0]), int(shape[1])
+    if crop != "center":
+        return slice(0, h), slice(0, w)
+    s = min(h, w)
+    top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+    return slice(top, top + s), slice(left, left + s)
+
+
+def model_map_on_human(pred: np.ndarray, shape: Tuple[int, int], crop: str,
+                       interpolation: str = "bicubic") -> np.ndarray:
+    """The model map ``pred`` (G, G) enlarged onto the human map's pixels.
+
+    ``shape`` is the human map's full shape; the result has the shape of
+    ``human_region(shape, crop)``: for ``center`` and ``none`` the model map is resized to
+    that region (:func:`imresize`); for ``letterbox`` it is resized to the padded square
+    (side = the longer side) and the image's central band is cut out of it.
+
+    Example:
+        >>> model_map_on_human(np.eye(2), (2, 4), "letterbox", "bilinear").shape
+        (2, 4)
+    """
+    rs, cs = human_region(shape, crop)
+    h, w = rs.stop - rs.start, cs.stop - cs.start
+    if crop != "letterbox":
+        return imresize(pred, (h, w), interpolation)
+    side = max(h, w)
+    big = imresize(pred, (side, side), interpolation)
+    top, left = int(round((side - h) / 2.0)), int(round((side - w) / 2.0))
+    return big[top:top + h, left:left + w]
 
 
 def _standardize(x: np.ndarray) -> np.ndarray:
