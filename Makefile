@@ -6,7 +6,8 @@ DEMO_HUB ?= demo-hub
 DEMO_ENV := HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(abspath $(DEMO_HUB))
 SNAKEMAKE_DEMO := $(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/demo.yaml
 
-.PHONY: venv test test-fast demo demo-hub demo-more-epochs report lint clean-demo
+PLAN_ARGS ?=
+.PHONY: plan venv test test-fast demo demo-hub demo-more-epochs report lint clean-demo
 
 $(BIN)/snakemake: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +38,10 @@ demo-more-epochs: demo-hub
 	$(BIN)/python -m clipdyn.demo more-epochs --hub $(DEMO_HUB) --n 2
 	$(DEMO_ENV) $(SNAKEMAKE_DEMO)
 	$(DEMO_ENV) $(SNAKEMAKE_DEMO) --report results-demo/report.html
+
+# what the study will download, hold and compute (results/plan.md); downloads nothing
+plan: venv
+	$(BIN)/python -m clipdyn plan $(PLAN_ARGS)
 
 report: venv
 	$(BIN)/snakemake --report results/report.html

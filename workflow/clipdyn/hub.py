@@ -36,6 +36,7 @@ class HubError(RuntimeError):
 class RemoteFile:
     path: str
     blob: str
+    size: Optional[int] = None  # bytes, as the listing says (None: not known)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class CheckpointFile:
     path: str
     commit: str
     blob: str
+    size: Optional[int] = None  # bytes, from the listing (what `python -m clipdyn plan` adds up)
 
 
 def is_offline() -> bool:
@@ -180,7 +182,7 @@ def list_repo(repo_id: str, revision: str = "main", repo_type: str = "model",
         raise
     except Exception as err:
         raise _explain(err, repo_id, repo_type, what) from err
-    files = [RemoteFile(e.path, e.lfs.sha256 if e.lfs else e.blob_id)
+    files = [RemoteFile(e.path, e.lfs.sha256 if e.lfs else e.blob_id, e.size)
              for e in entries if isinstance(e, RepoFile)]
     return commit, sorted(files, key=lambda f: f.path)
 
@@ -205,7 +207,8 @@ def _list_cached(repo_id: str, revision: str, repo_type: str, prefix: str) -> tu
     for p in sorted(base.rglob("*")) if base.exists() else []:
         if p.is_symlink() or p.is_file():
             blob = Path(os.readlink(p)).name if p.is_symlink() else ""
-            files.append(RemoteFile(str(p.relative_to(snap)), blob))
+            size = p.stat().st_size if p.exists() else None
+            files.append(RemoteFile(str(p.relative_to(snap)), blob, size))
     return commit, files
 
 
@@ -232,7 +235,7 @@ def discover_epochs(repo_id: str, template: str, revision: str = "main",
     for f in files:
         m = rx.match(f.path)
         if m:
-            found[int(m.group("epoch"))] = CheckpointFile(int(m.group("epoch")), f.path, commit, f.blob)
+            found[int(m.group("epoch"))] = CheckpointFile(int(m.group("epoch")), f.path, commit, f.blob, f.size)
     return [found[e] for e in sorted(found)]
 
 
