@@ -15,7 +15,13 @@ from .result import MetricResult, metric_row, rows_frame
 if TYPE_CHECKING:
     from clipdyn.io import Classifier
 
-__all__ = ["l2_normalize", "zero_shot_logits", "softmax", "topk_accuracy"]
+__all__ = ["l2_normalize", "zero_shot_logits", "softmax", "topk_accuracy", "CLASS_SUBSET_MODES",
+           "class_subset_columns", "score_class_subset"]
+
+#: how a dataset whose classes are a subset of the class set is scored: ``restrict`` (logits of
+#: the dataset's classes only, as the ImageNet-R/-A papers and CLIP_benchmark do) or ``all``
+#: (argmax over the whole class set, the label mapped to its class-set index)
+CLASS_SUBSET_MODES = ("restrict", "all")
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -106,6 +112,77 @@ def classifier_logits(dataset: str, X: np.ndarray, classifier: "Classifier", sca
         raise ValueError(f"dataset {dataset!r}: embeddings have dimension {X.shape[1]} but the classifier "
                          f"{W.shape[1]}; they come from different models")
     return zero_shot_logits(X, W, classifier.logit_scale if scale is None else scale)
+
+
+def class_subset_columns(dataset_classnames, classset_classnames):
+    """The class-set column of each of the dataset's classes, or None when they are the same list.
+
+    ``dataset_classnames``: the dataset's class names in label order (e.g. ``classnames.txt`` of
+    ``clip-benchmark/wds_imagenet-r``: the 200 ImageNet-R classes, named and ordered as in the
+    ImageNet-1k list, which is how CLIP_benchmark's ``builder.py`` masks the 1000 names by
+    ImageNet-R's WordNet ids). Each name is matched to the first class-set entry of that name
+    after the previous match, so names repeated in the class set (open_clip's ImageNet list
+    has "missile" and "sunglasses" twice) resolve in order. Returns an int array (len = number
+    of dataset classes), or None when the dataset ships no names or the same names as the class
+    set, or as many names as the class set (its labels are then class-set indices, as for an
+    image folder named by WordNet ids). Raises ValueError naming the dataset classes the class
+    set lacks.
+
+    Example:
+        >>> class_subset_columns(["cat", "dog"], ["ant", "cat", "bee", "dog"]).tolist()
+        [1, 3]
+        >>> class_subset_columns(["a", "b"], ["a", "b"]) is None
+        True
+    """
+    if not dataset_classnames:
+        return None
+    ds = [str(c) for c in dataset_classnames]
+    cs = [str(c) for c in classset_classnames]
+    if len(ds) == len(cs):
+        return None
+    positions: dict = {}
+    for j, name in enumerate(cs):
+        positions.setdefault(name, []).append(j)
+    cols, missing, last = [], [], -1
+    for name in ds:
+        options = positions.get(name, [])
+        after = [j for j in options if j > last]
+        if not options:
+            missing.append(name)
+            continue
+        j = after[0] if after else options[0]
+        cols.append(j)
+        last = j
+    if missing:
+        raise ValueError(f"{len(missing)} of the dataset's {len(ds)} classes are not in the class set "
+                         f"({len(cs)} classes), e.g. {missing[:5]}")
+    if len(set(cols)) != len(cols):
+        raise ValueError("two of the dataset's classes map to the same class-set class")
+    return np.asarray(cols, dtype=np.int64)
+
+
+def score_class_subset(logits: np.ndarray, labels: np.ndarray, columns, mode: str = "restrict"):
+    """Logits and labels for scoring a dataset whose classes are ``columns`` of the class set.
+
+    ``mode="restrict"`` (default): ``logits[:, columns]`` with the labels as they are (indices
+    into the dataset's classes): the model chooses among the dataset's classes only, as in
+    hendrycks' ImageNet-R/-A evaluation (``output[:, indices_in_1k]``) and CLIP_benchmark (a
+    classifier of the dataset's 200 class names). ``mode="all"``: every class-set logit, labels
+    mapped to ``columns[label]``. ``columns=None`` (same classes) returns the inputs unchanged.
+
+    Example:
+        >>> lg = np.array([[0.0, 5.0, 1.0]]); y = np.array([1])
+        >>> score_class_subset(lg, y, np.array([0, 2]))[0].tolist(), score_class_subset(lg, y, np.array([0, 2]), "all")[1].tolist()
+        ([[0.0, 1.0]], [2])
+    """
+    if mode not in CLASS_SUBSET_MODES:
+        raise ValueError(f"class_subset must be one of {CLASS_SUBSET_MODES}, got {mode!r}")
+    if columns is None:
+        return logits, labels
+    columns = np.asarray(columns, dtype=np.int64)
+    if mode == "restrict":
+        return np.asarray(logits)[:, columns], labels
+    return logits, columns[np.asarray(labels, dtype=np.int64)]
 
 
 # ----------------------------------------------------------------------------- evaluator
