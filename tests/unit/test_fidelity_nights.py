@@ -106,3 +106,50 @@ def test_protocol_settings():
     assert protocol_settings({"protocol": "dreamsim", "min_votes": 0})["min_votes"] == 0
     with pytest.raises(ValueError, match="protocol must be one of"):
         protocol_settings({"protocol": "bapps"})
+
+
+# ----------------------------------------------------------------------------- the evaluator
+
+def _nights_tables(seed=0, n=120):
+    import pandas as pd
+
+    from clipdyn.datasets import DatasetTables
+    from clipdyn.io import EmbeddingTable
+
+    X, ids, ref, left, right, rv = _triplets(seed, n=n)
+    rng = np.random.default_rng(seed + 1)
+    votes = rng.integers(4, 9, size=n)
+    split = rng.choice(["train", "val", "test"], size=n)
+    trials = pd.DataFrame({"ref_id": ref, "left_id": left, "right_id": right, "left_vote": 1 - rv,
+                           "right_vote": rv, "votes": votes, "split": split})
+    images = pd.DataFrame({"image_id": ids, "path": "", "member": ""})
+    return (X, ids, ref, left, right, rv, votes, split,
+            {"n": EmbeddingTable(ids=np.array(ids), X=X.astype(np.float64))}, {"n": DatasetTables(images, trials)})
+
+
+def test_evaluator_default_is_the_authors_protocol():
+    from clipdyn.metrics import registry
+
+    X, ids, ref, left, right, rv, votes, split, emb, tab = _nights_tables()
+    res = registry.evaluate("mid_level_alignment", embeddings=emb, tables=tab, classifier=None,
+                            inputs={"dataset": "n"}, options={})
+    rows = {r.variant: (r.value, r.n) for r in res.rows.itertuples()}
+    pos = {k: i for i, k in enumerate(ids)}
+    take = lambda col: X[[pos[k] for k in col]]
+    expected = authors_nights_accuracy(take(ref), take(left), take(right), 1 - rv, rv)
+    assert rows["unanimous"] == (pytest.approx(expected, abs=1e-12), len(ref))   # all triplets, no filter
+    assert set(rows) == {"unanimous", "2afc", "majority"}
+
+
+def test_evaluator_dreamsim_protocol():
+    from clipdyn.metrics import registry
+
+    X, ids, ref, left, right, rv, votes, split, emb, tab = _nights_tables(3)
+    res = registry.evaluate("mid_level_alignment", embeddings=emb, tables=tab, classifier=None,
+                            inputs={"dataset": "n"}, options={"protocol": "dreamsim"})
+    rows = {r.variant: (r.value, r.n) for r in res.rows.itertuples()}
+    pos = {k: i for i, k in enumerate(ids)}
+    take = lambda col: X[[pos[k] for k in col]]
+    expected = dreamsim_nights_2afc(take(ref), take(left), take(right), rv, votes, split)
+    assert rows["2afc"] == (pytest.approx(expected, abs=1e-12), int(((votes >= 6) & (split == "test")).sum()))
+    assert "unanimous" not in rows

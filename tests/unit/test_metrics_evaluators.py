@@ -296,23 +296,25 @@ def nights_setup(shares=False):
 def test_mid_level_alignment_rows(shares):
     emb, tab = nights_setup(shares)
     res = evaluate("mid_level_alignment", embeddings={"n": emb}, tables={"n": tab}, classifier=None,
-                   inputs={"dataset": "n"}, options={})
+                   inputs={"dataset": "n"}, options={"distance": "cosine"})
     r = rows_dict(res)
     # used: 4 trials (the 5th has no embedding). 2afc: 5/6, 5/6, 1/2 (vote tie), 1/2 (model tie)
     assert r[("mid_level_alignment", "n", "2afc")] == (pytest.approx((5 / 6 + 5 / 6 + 0.5 + 0.5) / 4), 4)
     # majority: the vote tie is excluded; 1, 1, 0.5
     assert r[("mid_level_alignment", "n", "majority")] == (pytest.approx(2.5 / 3), 3)
+    # the authors' score: no trial is unanimous, so none counts
+    assert r[("mid_level_alignment", "n", "unanimous")] == (0.0, 4)
     r = rows_dict(evaluate("mid_level_alignment", embeddings={"n": emb}, tables={"n": tab}, classifier=None,
-                           inputs={"dataset": "n"}, options={"split": "val"}))
+                           inputs={"dataset": "n"}, options={"split": "val", "distance": "cosine"}))
     assert r[("mid_level_alignment", "n", "2afc")] == (0.5, 1)
     assert np.isnan(r[("mid_level_alignment", "n", "majority")][0])
     with pytest.raises(ValueError, match="no trial left"):
         evaluate("mid_level_alignment", embeddings={"n": emb}, tables={"n": tab}, classifier=None,
-                 inputs={"dataset": "n"}, options={"min_votes": 7})
+                 inputs={"dataset": "n"}, options={"min_votes": 7, "distance": "cosine"})
     tab.trials = tab.trials.drop(columns="votes")
     with pytest.raises(ValueError, match=r"'n'.*votes"):
         evaluate("mid_level_alignment", embeddings={"n": emb}, tables={"n": tab}, classifier=None,
-                 inputs={"dataset": "n"}, options={})
+                 inputs={"dataset": "n"}, options={"distance": "cosine"})
 
 
 # ----------------------------------------------------------------------------- saliency

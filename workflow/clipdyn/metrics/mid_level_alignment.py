@@ -162,21 +162,25 @@ def distances_for_triplets(X: np.ndarray, ids: Sequence[str], ref_ids: Sequence[
 # ----------------------------------------------------------------------------- evaluator
 
 def mid_level_alignment_task(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
-    """2AFC agreement with human similarity judgements on NIGHTS-style triplets.
+    """Agreement with human similarity judgements on NIGHTS-style triplets.
 
-    Trials ``ref_id, left_id, right_id, left_vote, right_vote, votes`` (and ``split`` when
-    ``options["split"]`` is not "all"). ``votes`` is the number of observers:
-    ``options["min_votes"]`` (default 0; DreamSim uses 6) keeps trials with at least that
-    many. The share of observers who chose the right image is
-    ``p = right_vote / (left_vote + right_vote)``, which reads both the published NIGHTS
-    shares (left + right = 1, so p = right_vote, as in DreamSim) and raw counts. Trials
-    with no votes or without embeddings are dropped. Distance ``options["distance"]``
-    (default ``cosine``). Variant ``2afc`` (soft, all trials) and ``majority`` (hard,
-    trials with a tied vote excluded).
+    Trials ``ref_id, left_id, right_id, left_vote, right_vote, votes`` (and ``split`` when the
+    split is not "all"). ``options["protocol"]`` (:data:`PROTOCOLS`): ``"authors"`` (default: the
+    dimension-normalised Euclidean distance over ALL triplets, as the study authors' code) or
+    ``"dreamsim"`` (``1 - cos``, split ``test``, ``votes >= 6``); ``distance``, ``split`` and
+    ``min_votes`` given explicitly override the protocol's. ``votes`` is the number of observers;
+    the share who chose the right image is ``p = right_vote / (left_vote + right_vote)``, which
+    reads both the published NIGHTS shares (left + right = 1, so p = right_vote, as in DreamSim)
+    and raw counts. Trials with no votes or without embeddings are dropped.
+
+    Variants: ``unanimous`` (:func:`unanimous_accuracy`, the authors' score: model ties and split
+    votes count 0; only under protocol ``authors``), ``2afc`` (:func:`two_afc_score`, DreamSim's:
+    model ties count 0.5) and ``majority`` (:func:`majority_accuracy`: vote ties excluded, model
+    ties 0.5). ``n`` = triplets used (for ``majority``: those with a majority).
     """
     name = inputs["dataset"]
-    split = options.get("split", "all")
-    min_votes = options.get("min_votes", 0)
+    settings = protocol_settings(options)
+    split, min_votes, distance = settings["split"], settings["min_votes"], settings["distance"]
     cols = ["ref_id", "left_id", "right_id", "left_vote", "right_vote", "votes"]
     trials = tables[name].trials
     require_columns(trials, cols + ([] if split == "all" else ["split"]), name, "trials")
@@ -200,10 +204,14 @@ def mid_level_alignment_task(*, embeddings, tables, classifier, inputs, options)
     right = pd.to_numeric(t["right_vote"]).to_numpy(np.float64)
     p = right / (pd.to_numeric(t["left_vote"]).to_numpy(np.float64) + right)
     d_left, d_right = distances_for_triplets(embeddings[name].X, pos.index, t["ref_id"], t["left_id"],
-                                             t["right_id"], kind=options.get("distance", "cosine"))
-    rows = [metric_row("mid_level_alignment", name, "2afc", two_afc_score(d_left, d_right, p), len(t)),
-            metric_row("mid_level_alignment", name, "majority", majority_accuracy(d_left, d_right, p),
-                 int(np.sum(p != 0.5)))]
+                                             t["right_id"], kind=distance)
+    rows = []
+    if settings["protocol"] == "authors":
+        rows.append(metric_row("mid_level_alignment", name, "unanimous", unanimous_accuracy(d_left, d_right, p),
+                               len(t)))
+    rows += [metric_row("mid_level_alignment", name, "2afc", two_afc_score(d_left, d_right, p), len(t)),
+             metric_row("mid_level_alignment", name, "majority", majority_accuracy(d_left, d_right, p),
+                        int(np.sum(p != 0.5)))]
     details = pd.DataFrame({"ref_id": t["ref_id"], "left_id": t["left_id"], "right_id": t["right_id"],
                             "p_right": p, "d_left": d_left, "d_right": d_right})
     return MetricResult(rows_frame(rows), details)

@@ -131,7 +131,11 @@ _KINDS = [
                           variants=("imagenet_mapping",)),
                   Measure("cue_conflict_shape_accuracy", "Cue-conflict shape accuracy", "shape accuracy", "higher"),
                   Measure("cue_conflict_texture_accuracy", "Cue-conflict texture accuracy", "texture accuracy",
-                          None)),
+                          None),
+                  Measure("fraction_correct_shape", "Fraction correct shape (model-vs-human)",
+                          "shape hits / all images", "higher"),
+                  Measure("fraction_correct_texture", "Fraction correct texture (model-vs-human)",
+                          "texture hits / all images", None)),
         variant_names={"imagenet_mapping": "ImageNet-class mapping", "category_prompts": "category prompts"}),
     MetricKind(
         "noise_sensitivity", one=("clean", "noisy"), many=(), needs_classset=True,
@@ -151,8 +155,8 @@ _KINDS = [
         "mid_level_alignment", one=("dataset",), many=(), needs_classset=False,
         module="clipdyn.metrics.mid_level_alignment", evaluator="mid_level_alignment_task",
         measures=(Measure("mid_level_alignment", "Mid-level alignment", "{variant} agreement with humans",
-                          "higher", _MORE_HUMAN, variants=("2afc",)),),
-        variant_names={"2afc": "2AFC", "majority": "majority vote"}),
+                          "higher", _MORE_HUMAN, variants=("unanimous", "2afc")),),
+        variant_names={"unanimous": "unanimous-vote accuracy", "2afc": "2AFC", "majority": "majority vote"}),
     MetricKind(
         "saliency_alignment", one=("dataset",), many=(), needs_classset=False,
         module="clipdyn.metrics.saliency_alignment", evaluator="saliency_alignment_task",

@@ -148,18 +148,22 @@ def shape_bias_task(*, embeddings, tables, classifier, inputs, options) -> Metri
     """Shape/texture bias on cue-conflict images (``images.shape``, ``images.texture``).
 
     ``options["decision"]``: ``"imagenet_mapping"`` (default) turns the 1000-way softmax
-    (at the checkpoint's logit scale) into a 16-way decision by the mean probability of
-    each category's ImageNet classes (mapping CSV from ``options["category_mapping"]``,
-    else the packaged one); ``"category_prompts"`` uses a classifier whose classes are the
-    categories themselves (decision = argmax). ``n`` is the number of hits (shape +
-    texture) for the biases and the number of cue-conflict images (shape != texture) for
-    the accuracies.
+    into a 16-way decision by the mean probability of each category's ImageNet classes
+    (mapping CSV from ``options["category_mapping"]``, else the packaged one); the softmax is
+    taken at ``options["logit_scale"]`` (:func:`decision_logit_scale`: default
+    ``"model_vs_human"`` = 100, or ``"checkpoint"`` = the learned scale, or a number).
+    ``"category_prompts"`` uses a classifier whose classes are the categories themselves
+    (decision = argmax, which no scale changes). ``n`` is the number of hits (shape + texture)
+    for the biases, the number of cue-conflict images (shape != texture) for the
+    ``cue_conflict_*_accuracy`` rows, and the number of all images for model-vs-human's
+    ``fraction_correct_*`` rows (same hits, divided by every image).
     """
     need_classifier("shape_bias", classifier)
     name = inputs["dataset"]
     decision = options.get("decision", "imagenet_mapping")
     X, images, _ = join_images(name, embeddings, tables, ["shape", "texture"])
-    logits = classifier_logits(name, X, classifier)
+    logits = classifier_logits(name, X, classifier,
+                               decision_logit_scale(options.get("logit_scale"), classifier.logit_scale))
     if decision == "imagenet_mapping":
         path = options.get("category_mapping")
         mapping = pd.read_csv(path) if path else load_imagenet16_mapping()
@@ -188,7 +192,9 @@ def shape_bias_task(*, embeddings, tables, classifier, inputs, options) -> Metri
     rows = [metric_row("shape_bias", name, decision, r["shape_bias"], hits),
             metric_row("texture_bias", name, decision, r["texture_bias"], hits),
             metric_row("cue_conflict_shape_accuracy", name, decision, r["shape_accuracy"], r["n_images"]),
-            metric_row("cue_conflict_texture_accuracy", name, decision, r["texture_accuracy"], r["n_images"])]
+            metric_row("cue_conflict_texture_accuracy", name, decision, r["texture_accuracy"], r["n_images"]),
+            metric_row("fraction_correct_shape", name, decision, r["fraction_correct_shape"], r["n_all"]),
+            metric_row("fraction_correct_texture", name, decision, r["fraction_correct_texture"], r["n_all"])]
     details = pd.DataFrame({"image_id": images["image_id"], "shape": shape.to_numpy(),
                             "texture": texture.to_numpy(), "predicted": np.asarray(predicted, dtype=str)})
     return MetricResult(rows_frame(rows), details)
