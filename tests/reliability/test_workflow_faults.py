@@ -209,9 +209,9 @@ def test_rerun_after_kill_needs_unlock_then_reruns_the_killed_jobs(killed):
 def test_metrics_after_kill_and_rerun_equal_a_clean_runs(killed, broken_run):
     got = pd.read_parquet(killed["study"].workdir / "results" / "metrics.parquet")
     clean = pd.read_parquet(broken_run[0].workdir / "results/metrics/tiny_a/epoch_1/zeroshot.parquet")
-    cols = ["model", "epoch", "metric", "dataset", "variant", "value", "n"]
-    got = got[cols].sort_values(["metric"]).reset_index(drop=True)
-    clean = clean[cols].sort_values(["metric"]).reset_index(drop=True)
+    cols = ["model", "epoch", "metric", "measure", "dataset", "variant", "value", "n"]
+    got = got[cols].sort_values(["measure"]).reset_index(drop=True)
+    clean = clean[cols].sort_values(["measure"]).reset_index(drop=True)
     assert len(got) == 2
     pd.testing.assert_frame_equal(got, clean, check_exact=True)
 

@@ -41,15 +41,15 @@ def test_rows_equal_a_direct_evaluation_per_epoch(study):
     tmp, kw = study
     assert compute_metric(**kw) == {"computed": EPOCHS, "reused": []}
     got = pd.read_parquet(kw["out"])
-    assert sorted(got["epoch"].unique()) == EPOCHS and set(got["metric_config"]) == {"zs"}
+    assert sorted(got["epoch"].unique()) == EPOCHS and set(got["metric"]) == {"zs"}
     tables = {"ds": load_tables(kw["inputs"]["manifest__ds"], kw["inputs"]["trials__ds"])}
     for e in EPOCHS:
         direct = evaluate("zeroshot_accuracy", embeddings={"ds": read_embeddings(tmp / f"emb_{e}.parquet")},
                           tables=tables, classifier=read_classifier(tmp / f"clf_{e}.parquet"),
                           inputs={"dataset": "ds"}, options={}).rows
-        mine = got.query("epoch == @e").set_index("metric")["value"]
+        mine = got.query("epoch == @e").set_index("measure")["value"]
         for _, r in direct.iterrows():
-            np.testing.assert_equal(mine[r["metric"]], r["value"])
+            np.testing.assert_equal(mine[r["measure"]], r["value"])
         rows, details = metric_memo_paths(kw["out"], "zs", e)
         assert rows.exists() and len(pd.read_parquet(details)) == 40
 

@@ -13,9 +13,13 @@ from scipy import stats
 
 from clipdyn.figures import (FigureSpec, figure1, figure2, figure3, reference_curve, robustness_figures, table1,
                              write_table1)
-from clipdyn.figures.spec import DEFAULT_TABLE_METRICS
+from clipdyn.figures.spec import DEFAULT_TABLE_MEASURES
 from clipdyn.figures.table import display_table, to_latex, to_markdown
 from clipdyn.io import METRIC_COLUMNS
+from clipdyn.metrics.registry import KINDS
+
+#: measure -> the config entry (``metric``) of the synthetic table that reports it: one per kind
+ENTRY = {m.name: kind for kind, k in KINDS.items() for m in k.measures}
 
 IMAGENET = "imagenet1k"
 LAION_B32 = "Model-B-32_Data-80M_Samples-34B_lr-1e-3_bs-88k.pt"
@@ -24,7 +28,8 @@ LAION_B32 = "Model-B-32_Data-80M_Samples-34B_lr-1e-3_bs-88k.pt"
 def synthetic_metrics(seed: int = 0, epochs: dict | None = None, drop: dict | None = None) -> pd.DataFrame:
     """A tidy metric table shaped like the workflow's, with smooth trends plus noise.
 
-    ``epochs`` maps model -> list of epochs; ``drop`` maps model -> metrics it lacks.
+    ``epochs`` maps model -> list of epochs; ``drop`` maps model -> measures it lacks.
+    Each row's ``metric`` (config entry) is named after the measure's kind.
     """
     rng = np.random.default_rng(seed)
     epochs = epochs or {"B-32": list(range(1, 33)), "L-14": list(range(1, 21, 2)), "H-14": [1, 2, 4, 8, 12]}
@@ -32,9 +37,9 @@ def synthetic_metrics(seed: int = 0, epochs: dict | None = None, drop: dict | No
                                           "L-14": {"ood_auroc", "ood_fpr95"}}
     rows = []
 
-    def add(model, epoch, metric, dataset, variant, value, n=100):
-        if metric not in drop.get(model, set()):
-            rows.append((model, epoch, metric, dataset, variant, float(value), n))
+    def add(model, epoch, measure, dataset, variant, value, n=100):
+        if measure not in drop.get(model, set()):
+            rows.append((model, epoch, ENTRY[measure], measure, dataset, variant, float(value), n))
 
     for k, (model, eps) in enumerate(epochs.items()):
         total = max(eps)
@@ -164,7 +169,7 @@ def test_metric_absent_from_whole_table(tmp_path):
         fig = draw(m, SPEC, None, tmp_path / "x.png")
         assert_png(tmp_path / "x.png", fig)
     t = table1(m, SPEC)
-    assert not {"saliency_alignment", "ece", "ood_auroc"} & set(t["metric"])
+    assert not {"saliency_alignment", "ece", "ood_auroc"} & set(t["measure"])
 
 
 def test_figure1_draws_published_curve_and_human_line(metrics):
@@ -224,9 +229,9 @@ def test_table1_correlations_match_scipy(metrics):
     assert list(t["model"].unique()) == ["B-32", "L-14", "H-14"]
     m = metrics
     checked = 0
-    for r in t[t["metric"] != "texture_bias"].itertuples():
-        tb = m[(m.model == r.model) & (m.metric == "texture_bias") & (m.variant == "imagenet_mapping")]
-        other = m[(m.model == r.model) & (m.metric == r.metric) & (m.dataset == r.dataset)
+    for r in t[t["measure"] != "texture_bias"].itertuples():
+        tb = m[(m.model == r.model) & (m.measure == "texture_bias") & (m.variant == "imagenet_mapping")]
+        other = m[(m.model == r.model) & (m.measure == r.measure) & (m.dataset == r.dataset)
                   & (m.variant == r.variant)]
         both = tb.merge(other, on="epoch")
         if len(both) < 3:
@@ -241,19 +246,19 @@ def test_table1_correlations_match_scipy(metrics):
 
 
 def test_table1_rows_choices_and_peaks(metrics):
-    t = table1(metrics, SPEC).set_index(["model", "metric"])
+    t = table1(metrics, SPEC).set_index(["model", "measure"])
     b = t.loc["B-32"]
-    assert list(b.index) == ["texture_bias"] + DEFAULT_TABLE_METRICS
+    assert list(b.index) == ["texture_bias"] + DEFAULT_TABLE_MEASURES
     assert b.loc["low_level_alignment", "dataset"] == "mean"
     assert b.loc["low_level_alignment", "variant"] == "spearman"
     assert b.loc["noise_sensitivity", "variant"] == "mean"
     assert b.loc["ece", "dataset"] == IMAGENET and b.loc["ece", "variant"] == "raw"
     # lower-is-better metrics peak at their minimum, others at their maximum
     m = metrics
-    ns = m[(m.model == "B-32") & (m.metric == "noise_sensitivity") & (m.variant == "mean")]
+    ns = m[(m.model == "B-32") & (m.measure == "noise_sensitivity") & (m.variant == "mean")]
     assert b.loc["noise_sensitivity", "peak_rule"] == "min"
     assert b.loc["noise_sensitivity", "peak_epoch"] == ns.loc[ns.value.idxmin(), "epoch"]
-    acc = m[(m.model == "B-32") & (m.metric == "zeroshot_top1")]
+    acc = m[(m.model == "B-32") & (m.measure == "zeroshot_top1")]
     assert b.loc["zeroshot_top1", "peak_rule"] == "max"
     assert b.loc["zeroshot_top1", "peak_epoch"] == acc.loc[acc.value.idxmax(), "epoch"]
     assert np.isclose(b.loc["zeroshot_top1", "first_value"], 100 * acc.sort_values("epoch").value.iloc[0])
@@ -265,7 +270,7 @@ def test_table1_rows_choices_and_peaks(metrics):
 
 def test_table1_needs_three_shared_epochs():
     m = synthetic_metrics(epochs={"B-32": [1, 2], "L-14": [1, 2, 3]}, drop={})
-    t = table1(m, {"scale_models": ["B-32", "L-14"]}).set_index(["model", "metric"])
+    t = table1(m, {"scale_models": ["B-32", "L-14"]}).set_index(["model", "measure"])
     short = t.loc[("B-32", "zeroshot_top1")]
     assert math.isnan(short["spearman_rho"]) and math.isnan(short["p_value"])
     assert "fewer than 3 shared epochs (n=2)" in short["note"]
@@ -326,13 +331,30 @@ def test_spec_selection_and_validation(metrics):
 
 def test_accuracy_scale(metrics):
     pct = metrics.copy()
-    acc = pct["metric"].isin(["zeroshot_top1", "zeroshot_top5", "noise_accuracy"])
+    acc = pct["measure"].isin(["zeroshot_top1", "zeroshot_top5", "noise_accuracy"])
     pct.loc[acc, "value"] *= 100
     assert FigureSpec().accuracy_factor(metrics) == 100.0
     assert FigureSpec().accuracy_factor(pct) == 1.0
-    a = table1(metrics, SPEC).set_index(["model", "metric"])["last_value"]
-    b = table1(pct, SPEC).set_index(["model", "metric"])["last_value"]
+    a = table1(metrics, SPEC).set_index(["model", "measure"])["last_value"]
+    b = table1(pct, SPEC).set_index(["model", "measure"])["last_value"]
     assert np.allclose(a, b, equal_nan=True)
+
+
+def test_two_entries_of_one_kind_are_told_apart_by_metric(metrics, tmp_path):
+    # a second shape_bias entry with other options reports the same measures, datasets and variants
+    other = metrics[metrics["metric"] == "shape_bias"].assign(metric="shape_bias_b", value=lambda d: d["value"] / 2)
+    both = pd.concat([metrics, other], ignore_index=True)
+    spec = FigureSpec.from_config(SPEC)
+    assert spec.series(both, "texture_bias").metric == "shape_bias"  # first entry in sorted order
+    pick = FigureSpec.from_config(dict(SPEC, panels={"texture_bias": {"metric": "shape_bias_b"}}))
+    s = pick.series(both, "texture_bias")
+    assert (s.metric, s.variant) == ("shape_bias_b", "imagenet_mapping")
+    t = table1(both, dict(SPEC, panels={"texture_bias": {"metric": "shape_bias_b"}})).set_index(["model", "measure"])
+    ref = table1(metrics, SPEC).set_index(["model", "measure"])
+    assert t.loc[("B-32", "texture_bias"), "metric"] == "shape_bias_b"
+    assert t.loc[("B-32", "texture_bias"), "last_value"] == pytest.approx(ref.loc[("B-32", "texture_bias"),
+                                                                                  "last_value"] / 2)
+    figure1(both, SPEC, tmp_path / "f.pdf", tmp_path / "f.png")  # no "several values for one point"
 
 
 def test_duplicate_points_are_refused(metrics):

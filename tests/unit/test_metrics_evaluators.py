@@ -19,7 +19,7 @@ def evaluate(kind, **kwargs):
     """The registry's evaluate, checking that the rows name only measures the kind declares."""
     result = registry.evaluate(kind, **kwargs)
     declared = {m.name for m in registry.get(kind).measures}
-    assert set(result.rows["metric"]) <= declared, (kind, set(result.rows["metric"]) - declared)
+    assert set(result.rows["measure"]) <= declared, (kind, set(result.rows["measure"]) - declared)
     return result
 
 
@@ -30,7 +30,7 @@ def onehot_classifier(classnames, dim=None, scale=100.0):
 
 def rows_dict(result):
     assert list(result.rows.columns) == ROW_COLUMNS
-    return {(r.metric, r.dataset, r.variant): (r.value, r.n) for r in result.rows.itertuples()}
+    return {(r.measure, r.dataset, r.variant): (r.value, r.n) for r in result.rows.itertuples()}
 
 
 def images_frame(ids, **cols):

@@ -47,10 +47,10 @@ def test_demo_runs_every_metric_and_figure(demo):
     m = pd.read_parquet(r / "metrics.parquet")
     n_epochs = {name: len(v["epochs"]) for name, v in manifest["models"].items()}
     for model, n in n_epochs.items():
-        assert m.query("model == @model and metric == 'zeroshot_top1'")["epoch"].nunique() == n
-    for metric in ("zeroshot_top1", "texture_bias", "noise_sensitivity", "low_level_alignment",
+        assert m.query("model == @model and measure == 'zeroshot_top1'")["epoch"].nunique() == n
+    for measure in ("zeroshot_top1", "texture_bias", "noise_sensitivity", "low_level_alignment",
                    "mid_level_alignment", "saliency_alignment", "ece", "ood_auroc"):
-        assert metric in set(m["metric"]), metric
+        assert measure in set(m["measure"]), measure
     for f in ("fig1", "fig2", "fig3", "robustness"):
         assert (r / "figures" / f"{f}.png").stat().st_size > 10_000
     assert (r / "figures" / "table1.md").exists()

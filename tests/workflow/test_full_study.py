@@ -13,7 +13,7 @@ from study_fixture import REPO
 
 pytestmark = pytest.mark.workflow
 
-EXPECTED = {  # metric -> datasets it must report
+EXPECTED = {  # measure -> datasets it must report
     "zeroshot_top1": {"tiny_imagenet"},
     "zeroshot_top5": {"tiny_imagenet"},
     "shape_bias": {"cue_conflict"},
@@ -36,16 +36,23 @@ def test_every_metric_for_every_epoch(full_study):
     m = pd.read_parquet(full_study.workdir / "results" / "metrics.parquet")
     for epoch in (1, 2):
         rows = m[m["epoch"] == epoch]
-        for metric, datasets in EXPECTED.items():
-            got = set(rows.loc[rows["metric"] == metric, "dataset"])
-            assert datasets <= got, (metric, epoch, got)
+        for measure, datasets in EXPECTED.items():
+            got = set(rows.loc[rows["measure"] == measure, "dataset"])
+            assert datasets <= got, (measure, epoch, got)
+    # each row names the config entry that computed it; its measures are the ones its kind declares
+    from clipdyn.metrics.registry import KINDS
+
+    kinds = {name: m["kind"] for name, m in full_study.read_config()["metrics"].items()}
+    assert set(m["metric"]) == set(kinds)
+    for name, rows in m.groupby("metric"):
+        assert set(rows["measure"]) <= {x.name for x in KINDS[kinds[name]].measures}, name
     # the shape-bias identity and the real n of the cue-conflict set (80 stimuli, 16 with shape == texture)
-    sb = m.query("metric in ['shape_bias', 'texture_bias'] and epoch == 1").set_index("metric")["value"]
+    sb = m.query("measure in ['shape_bias', 'texture_bias'] and epoch == 1").set_index("measure")["value"]
     if not np.isnan(sb["shape_bias"]):
         assert sb["shape_bias"] + sb["texture_bias"] == pytest.approx(1.0)
-    acc = m.query("metric == 'cue_conflict_shape_accuracy' and epoch == 1")
+    acc = m.query("measure == 'cue_conflict_shape_accuracy' and epoch == 1")
     assert acc["n"].item() == 64
-    sev = m.query("metric == 'noise_sensitivity' and epoch == 1")["variant"]
+    sev = m.query("measure == 'noise_sensitivity' and epoch == 1")["variant"]
     assert {f"severity_{k}" for k in range(1, 6)} | {"mean"} <= set(sev)
     assert m["value"].notna().sum() > 0.9 * len(m)
 
@@ -80,21 +87,38 @@ def test_figures_are_valid_files(full_study, fig):
     assert w >= 800 and h >= 400 and (d / f"{fig}.png").stat().st_size > 20_000
 
 
-def test_table1_correlations_equal_scipy(full_study):
+def test_table1_correlations_equal_scipy(full_study, tmp_path):
     r = full_study.workdir / "results"
     m = pd.read_parquet(r / "metrics.parquet")
     t = pd.read_csv(r / "figures" / "table1.csv")
     assert (r / "figures" / "table1.md").read_text().count("|") > 10
     assert "\\begin{tabular}" in (r / "figures" / "table1.tex").read_text()
-    tb = m.query("metric == 'texture_bias' and variant == 'imagenet_mapping'").set_index("epoch")["value"]
-    row = t[(t["model"] == "tiny_a") & (t["metric"] == "zeroshot_top1")].iloc[0]
-    acc = m.query("metric == 'zeroshot_top1' and dataset == 'tiny_imagenet'").set_index("epoch")["value"]
-    common = tb.index.intersection(acc.index)
-    if len(common) >= 3:
-        rho, p = stats.spearmanr(tb[common], acc[common])
-        assert row["spearman_rho"] == pytest.approx(rho)
-    else:  # two epochs: no correlation, said so
-        assert np.isnan(row["spearman_rho"])
+    # the rule's table is the study's metric table through table1 (two epochs: no correlation, said so)
+    from clipdyn.figures import FigureSpec, table1, write_table1
+
+    spec = FigureSpec.from_config({k: v for k, v in full_study.read_config()["figures"].items() if k != "enabled"})
+    write_table1(table1(m, spec), tmp_path / "table1.csv")
+    assert (tmp_path / "table1.csv").read_text() == (r / "figures" / "table1.csv").read_text()
+    row = t[(t["model"] == "tiny_a") & (t["measure"] == "zeroshot_top1")].iloc[0]
+    assert np.isnan(row["spearman_rho"]) and "fewer than 3 shared epochs (n=2)" in row["note"]
+    # the same study's rows with two more epochs (the real values, shifted and reordered, so the
+    # ranks differ): every correlation of the table equals scipy's on the points it names
+    sign = (-1.0) ** m["epoch"]
+    more = pd.concat([m] + [m.assign(epoch=m["epoch"] + 2 * k, value=m["value"] * (1 + 0.1 * k) * sign)
+                            for k in (1, 2)], ignore_index=True)
+    t3 = table1(more, spec)
+    checked = 0
+    for x in t3[t3["measure"] != "texture_bias"].itertuples():
+        tb = more.query("model == @x.model and measure == 'texture_bias' and variant == 'imagenet_mapping'")
+        other = more.query("model == @x.model and measure == @x.measure and dataset == @x.dataset "
+                           "and variant == @x.variant and metric == @x.metric")
+        both = tb.merge(other, on="epoch").dropna(subset=["value_x", "value_y"])
+        assert x.n_epochs == len(both) >= 5, x
+        rho, p = stats.spearmanr(both["value_x"], both["value_y"])
+        if np.isfinite(rho):
+            assert x.spearman_rho == pytest.approx(rho) and x.p_value == pytest.approx(p)
+            checked += 1
+    assert checked >= 5, t3[["measure", "spearman_rho", "note"]]
 
 
 def test_unrelated_changes_do_not_redraw(full_study, tmp_path):

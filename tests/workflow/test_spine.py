@@ -24,7 +24,7 @@ def test_full_run_produces_every_artifact(spine_study):
             emb = r / "embeddings" / model / f"epoch_{e}" / "tiny_imagenet.parquet"
             assert emb.exists()
     metrics = pd.read_parquet(r / "metrics.parquet")
-    assert set(metrics["metric"]) == {"zeroshot_top1", "zeroshot_top5"}
+    assert set(metrics["measure"]) == {"zeroshot_top1", "zeroshot_top5"}
     assert len(metrics) == 2 * 3 * 2 * 2  # models x epochs x {top1, top5} x datasets
     assert (r / "metrics.csv").exists()
     for f in ("fig1.pdf", "fig1.png"):
@@ -78,7 +78,7 @@ def test_accuracy_equals_direct_open_clip_computation(spine_study):
     hits = int((feats @ W).argmax(1).eq(torch.tensor(manifest["label"].to_numpy())).sum())
     top1 = hits / len(manifest)
     metrics = pd.read_parquet(r / "metrics.parquet")
-    got = metrics.query("model == 'tiny_b' and epoch == 3 and metric == 'zeroshot_top1' "
+    got = metrics.query("model == 'tiny_b' and epoch == 3 and measure == 'zeroshot_top1' "
                         "and dataset == 'tiny_imagenet'")["value"].item()
     assert got == pytest.approx(top1, abs=1e-12)
 

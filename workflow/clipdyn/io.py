@@ -25,8 +25,10 @@ from . import __version__
 
 META_KEY = b"clipdyn"
 
-#: Columns of every metric row, in order.
-METRIC_COLUMNS = ["model", "epoch", "metric", "dataset", "variant", "value", "n"]
+#: Columns of every metric row, in order: ``metric`` is the config's ``metrics:`` entry that computed the
+#: row (e.g. ``texture_shape``), ``measure`` the quantity (e.g. ``texture_bias``; declared with its metric
+#: kind in :mod:`clipdyn.metrics.registry`).
+METRIC_COLUMNS = ["model", "epoch", "metric", "measure", "dataset", "variant", "value", "n"]
 
 
 @dataclass
@@ -173,16 +175,19 @@ def read_classifier(path: os.PathLike) -> Classifier:
                       logit_scale=float(meta["logit_scale"]), meta=meta)
 
 
-def metric_frame(rows: Sequence[Mapping] | pd.DataFrame, model: str, epoch: int) -> pd.DataFrame:
-    """Tidy metric rows with the columns :data:`METRIC_COLUMNS` and checked types."""
+def metric_frame(rows: Sequence[Mapping] | pd.DataFrame, model: str, epoch: int, metric: str) -> pd.DataFrame:
+    """Tidy metric rows with the columns :data:`METRIC_COLUMNS` and checked types: an evaluator's rows
+    (:data:`clipdyn.metrics.result.ROW_COLUMNS`) of ``model`` at ``epoch``, computed by the ``metrics:``
+    entry ``metric``."""
     df = pd.DataFrame(rows).copy()
     df["model"] = model
     df["epoch"] = int(epoch)
+    df["metric"] = metric
     if "variant" not in df:
         df["variant"] = ""
     missing = set(METRIC_COLUMNS) - set(df.columns)
     if missing:
         raise ValueError(f"metric rows lack columns {sorted(missing)}")
     df = df[METRIC_COLUMNS]
-    return df.astype({"model": str, "epoch": "int64", "metric": str, "dataset": str,
+    return df.astype({"model": str, "epoch": "int64", "metric": str, "measure": str, "dataset": str,
                       "variant": str, "value": "float64", "n": "int64"})

@@ -9,9 +9,10 @@ Every function is pure: a metric DataFrame and a figure spec (the config's
 """
 
 from .robustness import robustness_figures
-from .spec import DEFAULT_HUMAN_TEXTURE_BIAS, METRICS, FigureSpec, MetricInfo, Series, reference_curve
+from .spec import DEFAULT_HUMAN_TEXTURE_BIAS, MEASURES, FigureSpec, Measure, Series, measure_info, reference_curve
 from .table import TABLE1_COLUMNS, table1, write_table1
 from .timecourse import figure1, figure2, figure3
 
 __all__ = ["figure1", "figure2", "figure3", "table1", "write_table1", "robustness_figures", "FigureSpec",
-           "MetricInfo", "Series", "METRICS", "DEFAULT_HUMAN_TEXTURE_BIAS", "TABLE1_COLUMNS", "reference_curve"]
+           "Measure", "measure_info", "Series", "MEASURES", "DEFAULT_HUMAN_TEXTURE_BIAS", "TABLE1_COLUMNS",
+           "reference_curve"]

@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from ..io import METRIC_COLUMNS
-from .spec import ACCURACY_METRICS, FigureSpec, Series
+from .spec import ACCURACY_MEASURES, FigureSpec, Series
 
-_KEY = ["model", "epoch", "metric", "dataset", "variant"]
+_KEY = ["model", "epoch", "metric", "measure", "dataset", "variant"]
 
 
 def check_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The metric table with checked columns and types; one row per (model, epoch, metric, dataset, variant).
+    """The metric table with checked columns and types; one row per (model, epoch, metric, measure, dataset,
+    variant).
 
     Raises ValueError naming the missing columns or the first duplicated rows:
     two values for one point would be drawn as a zig-zag or silently averaged.
@@ -28,7 +29,7 @@ def check_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ValueError(f"metric table lacks columns {missing}; it has {list(metrics.columns)}")
     df = metrics[METRIC_COLUMNS].copy()
-    for col in ("model", "metric", "dataset", "variant"):
+    for col in ("model", "metric", "measure", "dataset", "variant"):
         df[col] = df[col].fillna("").astype(str)
     df["epoch"] = df["epoch"].astype("int64")
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype("float64")
@@ -46,10 +47,12 @@ def values(metrics: pd.DataFrame, model: str, series: Series, spec: FigureSpec |
     Accuracy metrics are multiplied by ``factor`` (see :meth:`FigureSpec.accuracy_factor`).
     """
     m = metrics
-    rows = m[(m["model"] == model) & (m["metric"] == series.metric) & (m["dataset"] == series.dataset)
+    rows = m[(m["model"] == model) & (m["measure"] == series.measure) & (m["dataset"] == series.dataset)
              & (m["variant"] == series.variant)]
+    if series.metric:
+        rows = rows[rows["metric"] == series.metric]
     out = rows[["epoch", "value"]].dropna().sort_values("epoch").reset_index(drop=True)
-    if series.metric in ACCURACY_METRICS:
+    if series.measure in ACCURACY_MEASURES:
         out["value"] = out["value"] * factor
     return out
 

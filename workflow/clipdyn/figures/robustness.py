@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .data import check_metrics, values
-from .spec import VARIANT_NAMES, FigureSpec, Series, SpecLike, metric_info
+from .spec import VARIANT_NAMES, FigureSpec, Series, SpecLike, measure_info
 from .style import MARKERS, REFERENCE_GREY, model_colours, new_figure, note, save, style
 
 
@@ -61,7 +61,7 @@ def robustness_figures(metrics: pd.DataFrame, spec: SpecLike = None,
         ece_sets = _ece_sets(metrics, spec, acc)
         missing = set()
         variants = [v for v in ("raw", "temperature_scaled")
-                    if ((metrics["metric"] == "ece") & (metrics["variant"] == v)).any()]
+                    if ((metrics["measure"] == "ece") & (metrics["variant"] == v)).any()]
         for model in models:
             drawn = False
             for i, dataset in enumerate(ece_sets):
@@ -77,7 +77,7 @@ def robustness_figures(metrics: pd.DataFrame, spec: SpecLike = None,
                 key.append(Line2D([], [], ls="", marker="o", mec="#555555", label=words,
                                   mfc="white" if variant == "raw" else "#555555"))
         key += _set_key(ece_sets, "ECE on")
-        _panel(ax_ece, "Calibration", ", ".join(ece_sets), metric_info("ece").axis_label(),
+        _panel(ax_ece, "Calibration", ", ".join(ece_sets), measure_info("ece").axis_label(),
                [m for m in models if m in missing], spec,
                len(models))
 
@@ -104,7 +104,7 @@ def robustness_figures(metrics: pd.DataFrame, spec: SpecLike = None,
         key += _set_key(ood_sets, "OOD:")
         _panel(ax_ood, "OOD detection",
                f"{VARIANT_NAMES.get(ood.variant, ood.variant)} score; " + ", ".join(ood_sets) if ood else "",
-               metric_info("ood_auroc").axis_label(), [m for m in models if m in missing], spec,
+               measure_info("ood_auroc").axis_label(), [m for m in models if m in missing], spec,
                len(models))
 
         # (c) shape bias
@@ -125,7 +125,7 @@ def robustness_figures(metrics: pd.DataFrame, spec: SpecLike = None,
         ax_shape.set_ylim(-0.02, 1.02)
         _panel(ax_shape, "Shape bias",
                ", ".join(p for p in (shape.dataset, VARIANT_NAMES.get(shape.variant, shape.variant)) if p)
-               if shape else "", metric_info("shape_bias").axis_label(), missing, spec, len(models))
+               if shape else "", measure_info("shape_bias").axis_label(), missing, spec, len(models))
 
         fig.supxlabel(x_label, fontsize=8)
         handles, ncols = _two_row_legend(model_key, key)
@@ -136,7 +136,7 @@ def robustness_figures(metrics: pd.DataFrame, spec: SpecLike = None,
 
 
 def _ece_sets(metrics: pd.DataFrame, spec: FigureSpec, acc: Optional[Series]) -> list:
-    available = sorted(metrics.loc[metrics["metric"] == "ece", "dataset"].unique())
+    available = sorted(metrics.loc[metrics["measure"] == "ece", "dataset"].unique())
     if spec.ece_datasets is not None:
         return [d for d in spec.ece_datasets if d in available]
     if acc is not None and acc.dataset in available:
@@ -147,7 +147,7 @@ def _ece_sets(metrics: pd.DataFrame, spec: FigureSpec, acc: Optional[Series]) ->
 def _ood_sets(metrics: pd.DataFrame, spec: FigureSpec, ood: Optional[Series]) -> list:
     if ood is None:
         return []
-    rows = metrics[(metrics["metric"] == "ood_auroc") & (metrics["variant"] == ood.variant)]
+    rows = metrics[(metrics["measure"] == "ood_auroc") & (metrics["variant"] == ood.variant)]
     available = sorted(rows["dataset"].unique())
     if spec.ood_datasets is not None:
         return [d for d in spec.ood_datasets if d in available]

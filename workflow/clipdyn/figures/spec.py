@@ -1,9 +1,9 @@
-"""What the figures show: the figure configuration and the metric vocabulary.
+"""What the figures show: the figure configuration and the measure vocabulary.
 
 The figure functions read the tidy metric table (:data:`clipdyn.io.METRIC_COLUMNS`)
 and a :class:`FigureSpec`, built from the ``figures:`` block of the workflow config
 with :meth:`FigureSpec.from_config`. Every key is optional; the defaults are chosen
-from the table itself (the models it holds, the datasets and variants each metric
+from the table itself (the models it holds, the datasets and variants each measure
 was computed on), so an empty spec renders every figure.
 
 Keys of the ``figures:`` config block (all optional):
@@ -41,14 +41,16 @@ Keys of the ``figures:`` config block (all optional):
     Unit of ``zeroshot_top1``/``zeroshot_top5``/``noise_accuracy`` values in the
     metric table. Accuracies are always drawn in percent. Default ``"auto"``: a
     fraction when every value in the table is <= 1.
-``panels`` (mapping metric -> {dataset, variant})
-    Which dataset and variant each panel uses, overriding :data:`DEFAULT_SELECTION`
-    (for example ``{zeroshot_top1: {dataset: imagenet1k}, texture_bias:
-    {variant: category_prompts}}``). A key left out is chosen by the preference
-    list below, then the first available value in sorted order.
-``table_metrics`` (list of str)
-    Metrics correlated with texture bias in Table 1. Default
-    :data:`DEFAULT_TABLE_METRICS`; metrics absent from the table are skipped.
+``panels`` (mapping measure -> {dataset, variant, metric})
+    Which dataset and variant each panel of a measure (a row's ``measure``, e.g.
+    ``texture_bias``) uses, overriding :data:`DEFAULT_SELECTION` (for example
+    ``{zeroshot_top1: {dataset: imagenet1k}, texture_bias: {variant: category_prompts}}``),
+    and, when two ``metrics:`` entries of the config report the same measure, which
+    entry (``metric``). A key left out is chosen by the preference list below, then
+    the first available value in sorted order.
+``table_measures`` (list of str)
+    Measures correlated with texture bias in Table 1. Default
+    :data:`DEFAULT_TABLE_MEASURES`; measures absent from the table are skipped.
 ``ood_datasets`` (list of str)
     OOD sets drawn in the robustness figure. Default: every set of ``ood_auroc``.
 ``ece_datasets`` (list of str)
@@ -79,44 +81,41 @@ DEFAULT_HUMAN_TEXTURE_BIAS = {"value": 0.04, "source": "Geirhos et al. 2019, hum
 LAION_TOP1_COLUMN = "imagenet-zeroshot-val-top1"
 
 
-#: How a measure is named in a figure and which direction is better: declared per metric kind in
-#: :mod:`clipdyn.metrics.registry`.
-MetricInfo = Measure
-
-#: Readable names of metric variants (from the registry).
+#: Readable names of measure variants (from the registry).
 VARIANT_NAMES = registry.VARIANT_NAMES
 
 #: The measures of the tidy table, as the figures present them (from the registry).
-METRICS = registry.MEASURES
+MEASURES = registry.MEASURES
 
 
-def metric_info(metric: str) -> Measure:
-    """The presentation of ``metric``; an unknown metric gets its own name and no direction."""
-    return METRICS.get(metric) or Measure(metric, metric.replace("_", " "), metric.replace("_", " "), None)
+def measure_info(measure: str) -> Measure:
+    """The presentation of ``measure``; an unknown measure gets its own name and no direction."""
+    return MEASURES.get(measure) or Measure(measure, measure.replace("_", " "), measure.replace("_", " "), None)
 
 
-#: Metrics whose values are accuracies (converted to percent for display).
-ACCURACY_METRICS = tuple(m.name for m in METRICS.values() if m.percent)
+#: Measures whose values are accuracies (converted to percent for display).
+ACCURACY_MEASURES = tuple(m.name for m in MEASURES.values() if m.percent)
 
-#: Preferred (dataset, variant) per metric, tried in order before "first available" (from the registry).
+#: Preferred (dataset, variant) per measure, tried in order before "first available" (from the registry).
 DEFAULT_SELECTION: dict[str, dict[str, list]] = {
     m.name: {k: list(v) for k, v in (("dataset", m.datasets), ("variant", m.variants)) if v}
-    for m in METRICS.values() if m.datasets or m.variants}
+    for m in MEASURES.values() if m.datasets or m.variants}
 
-#: Metrics that Table 1 correlates with texture bias, in row order.
-DEFAULT_TABLE_METRICS = ["zeroshot_top1", "noise_sensitivity", "low_level_alignment", "mid_level_alignment",
-                         "saliency_alignment", "ece", "ood_auroc"]
+#: Measures that Table 1 correlates with texture bias, in row order.
+DEFAULT_TABLE_MEASURES = ["zeroshot_top1", "noise_sensitivity", "low_level_alignment", "mid_level_alignment",
+                          "saliency_alignment", "ece", "ood_auroc"]
 
 _ACC_SCALES = ("auto", "fraction", "percent")
 
 
 @dataclass(frozen=True)
 class Series:
-    """One resolved line: a metric on one dataset with one variant."""
+    """One resolved line: a measure on one dataset with one variant, from one ``metrics:`` entry."""
 
-    metric: str
+    measure: str
     dataset: str
     variant: str
+    metric: str = ""
 
     def describe(self) -> str:
         """Short text for axis labels and table cells: ``"imagenet1k, raw"``."""
@@ -136,7 +135,7 @@ class FigureSpec:
     reference_curves: dict = field(default_factory=dict)
     accuracy_scale: str = "auto"
     panels: dict = field(default_factory=dict)
-    table_metrics: list = field(default_factory=lambda: list(DEFAULT_TABLE_METRICS))
+    table_measures: list = field(default_factory=lambda: list(DEFAULT_TABLE_MEASURES))
     ood_datasets: Optional[list] = None
     ece_datasets: Optional[list] = None
     dpi: int = 200
@@ -152,9 +151,9 @@ class FigureSpec:
         for model, ref in self.reference_curves.items():
             if not isinstance(ref, Mapping) or not ref.get("run"):
                 raise ValueError(f"figures.reference_curves.{model} needs a 'run' (the run name in the CSV)")
-        for metric, sel in self.panels.items():
-            if not isinstance(sel, Mapping) or set(sel) - {"dataset", "variant"}:
-                raise ValueError(f"figures.panels.{metric} takes only 'dataset' and 'variant'")
+        for measure, sel in self.panels.items():
+            if not isinstance(sel, Mapping) or set(sel) - {"dataset", "variant", "metric"}:
+                raise ValueError(f"figures.panels.{measure} takes only 'dataset', 'variant' and 'metric'")
 
     @classmethod
     def from_config(cls, config: "SpecLike") -> "FigureSpec":
@@ -205,26 +204,26 @@ class FigureSpec:
 
     # -- dataset/variant selection ----------------------------------------------
 
-    def series(self, metrics: pd.DataFrame, metric: str, dataset: Optional[str] = None,
+    def series(self, metrics: pd.DataFrame, measure: str, dataset: Optional[str] = None,
                variant: Optional[str] = None) -> Optional[Series]:
-        """The (dataset, variant) a panel of ``metric`` uses, or None if the metric is absent.
+        """The (dataset, variant, metric entry) a panel of ``measure`` uses, or None if the measure is absent.
 
         Explicit arguments win, then ``panels`` in the spec, then
         :data:`DEFAULT_SELECTION`, then the first available value in sorted order.
         The choice is made over all models together so every model's line in a
         panel means the same thing.
         """
-        rows = metrics[metrics["metric"] == metric]
+        rows = metrics[metrics["measure"] == measure]
         if rows.empty:
             return None
-        chosen = dict(self.panels.get(metric, {}))
+        chosen = dict(self.panels.get(measure, {}))
         if dataset is not None:
             chosen["dataset"] = dataset
         if variant is not None:
             chosen["variant"] = variant
-        prefs = DEFAULT_SELECTION.get(metric, {})
-        info = metric_info(metric)
-        for key in ("dataset", "variant"):
+        prefs = DEFAULT_SELECTION.get(measure, {})
+        info = measure_info(measure)
+        for key in ("dataset", "variant", "metric"):
             if key in chosen:
                 rows = rows[rows[key] == chosen[key]]
                 continue
@@ -238,7 +237,7 @@ class FigureSpec:
                 pick = other.dataset if other is not None and other.dataset in available else None
             chosen[key] = pick if pick is not None else available[0]
             rows = rows[rows[key] == chosen[key]]
-        return Series(metric, str(chosen["dataset"]), str(chosen["variant"]))
+        return Series(measure, str(chosen["dataset"]), str(chosen["variant"]), str(chosen["metric"]))
 
     def accuracy_factor(self, metrics: pd.DataFrame) -> float:
         """Multiplier that turns accuracy values of the table into percent."""
@@ -246,7 +245,7 @@ class FigureSpec:
             return 1.0
         if self.accuracy_scale == "fraction":
             return 100.0
-        acc = metrics.loc[metrics["metric"].isin(ACCURACY_METRICS), "value"]
+        acc = metrics.loc[metrics["measure"].isin(ACCURACY_MEASURES), "value"]
         return 100.0 if acc.dropna().le(1.0).all() else 1.0
 
 

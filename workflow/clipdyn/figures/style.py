@@ -115,7 +115,7 @@ def emptiest_corner(ax: Axes, width: float = 0.45, height: float = 0.16) -> str:
 def note(ax: Axes, lines: list, empty: bool = False) -> None:
     """Write a visible note (e.g. "no data for ViT-L/14") inside a panel, in its emptiest corner.
 
-    A metric without data is said so in the panel, never drawn as zero. ``empty``
+    A measure without data is said so in the panel, never drawn as zero. ``empty``
     says nothing at all was drawn: the note goes in the middle and the value ticks,
     which would suggest a scale for data that does not exist, are removed (unless
     a reference line is there to read).

@@ -1,7 +1,7 @@
-"""Table 1: how texture bias moves with every other metric over training.
+"""Table 1: how texture bias moves with every other measure over training.
 
-Per model and metric: the Spearman rank correlation across epochs between
-texture bias and the metric, the epoch where the metric is best, and its first
+Per model and measure: the Spearman rank correlation across epochs between
+texture bias and the measure, the epoch where the measure is best, and its first
 and last values.
 """
 
@@ -18,11 +18,11 @@ import pandas as pd
 from scipy import stats
 
 from .data import atomic_target, check_metrics, values
-from .spec import ACCURACY_METRICS, VARIANT_NAMES, FigureSpec, SpecLike, metric_info
+from .spec import ACCURACY_MEASURES, VARIANT_NAMES, FigureSpec, SpecLike, measure_info
 
 #: Columns of :func:`table1`, in order.
-TABLE1_COLUMNS = ["model", "label", "metric", "dataset", "variant", "better", "n_epochs", "spearman_rho",
-                  "p_value", "peak_rule", "peak_epoch", "peak_value", "first_epoch", "first_value",
+TABLE1_COLUMNS = ["model", "label", "measure", "metric", "dataset", "variant", "better", "n_epochs",
+                  "spearman_rho", "p_value", "peak_rule", "peak_epoch", "peak_value", "first_epoch", "first_value",
                   "last_epoch", "last_value", "note"]
 
 #: Fewest shared epochs for which a rank correlation is reported.
@@ -58,20 +58,20 @@ def table1(metrics: pd.DataFrame, spec: SpecLike = None) -> pd.DataFrame:
 
     For every model of ``scale_models`` (default: every model) there is one row for
     texture bias itself (its peak, first and last values; no correlation), then one
-    row per metric of ``table_metrics`` present in the table, on the dataset and
+    row per measure of ``table_measures`` present in the table, on the dataset and
     variant the figures use (see :meth:`FigureSpec.series`).
 
     - ``spearman_rho``, ``p_value``: ``scipy.stats.spearmanr`` between texture bias
-      and the metric over the epochs where both have a finite value (``n_epochs``
+      and the measure over the epochs where both have a finite value (``n_epochs``
       of them); NaN with a ``note`` when fewer than 3 epochs are shared or either
-      series is constant. A positive rho means the metric rises as texture bias rises.
-    - ``peak_epoch``, ``peak_value``: the epoch where the metric is at its best,
+      series is constant. A positive rho means the measure rises as texture bias rises.
+    - ``peak_epoch``, ``peak_value``: the epoch where the measure is at its best,
       i.e. its maximum for higher-is-better metrics and its minimum for
       lower-is-better ones (texture bias, noise sensitivity, ECE, NLL, FPR@95);
       ``peak_rule`` says which. Ties go to the earliest epoch.
-    - ``first_*``, ``last_*``: the metric at the first and last measured epoch.
+    - ``first_*``, ``last_*``: the measure at the first and last measured epoch.
 
-    Accuracies are in percent, like the figures. A model without data for a metric
+    Accuracies are in percent, like the figures. A model without data for a measure
     gets a row with NaN values and the note "no data for this model".
     """
     spec = FigureSpec.from_config(spec)
@@ -79,17 +79,17 @@ def table1(metrics: pd.DataFrame, spec: SpecLike = None) -> pd.DataFrame:
     factor = spec.accuracy_factor(metrics)
     models = spec.resolve_scale_models(metrics)
     tex_series = spec.series(metrics, "texture_bias")
-    present = [m for m in dict.fromkeys(spec.table_metrics) if m != "texture_bias"
+    present = [m for m in dict.fromkeys(spec.table_measures) if m != "texture_bias"
                and spec.series(metrics, m) is not None]
     rows = []
     for model in models:
         tb = values(metrics, model, tex_series) if tex_series is not None else pd.DataFrame(columns=["epoch", "value"])
-        for metric in ["texture_bias"] + present:
-            series = tex_series if metric == "texture_bias" else spec.series(metrics, metric)
-            info = metric_info(metric)
-            row = dict(model=model, label=spec.label(model), metric=metric,
-                       dataset=series.dataset if series else "", variant=series.variant if series else "",
-                       better=info.better or "")
+        for measure in ["texture_bias"] + present:
+            series = tex_series if measure == "texture_bias" else spec.series(metrics, measure)
+            info = measure_info(measure)
+            row = dict(model=model, label=spec.label(model), measure=measure,
+                       metric=series.metric if series else "", dataset=series.dataset if series else "",
+                       variant=series.variant if series else "", better=info.better or "")
             v = values(metrics, model, series, spec, factor) if series is not None else pd.DataFrame(
                 columns=["epoch", "value"])
             v = v[np.isfinite(v["value"].astype(float))].reset_index(drop=True)
@@ -97,7 +97,7 @@ def table1(metrics: pd.DataFrame, spec: SpecLike = None) -> pd.DataFrame:
             notes = []
             if v.empty:
                 notes.append("no data for this model")
-            if metric == "texture_bias":
+            if measure == "texture_bias":
                 row.update(n_epochs=len(v), spearman_rho=math.nan, p_value=math.nan)
                 notes.append("reference series of the correlations")
             else:
@@ -148,10 +148,10 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
     """Table 1 as strings for reading: one column per quantity, metrics with their set and variant."""
     rows = []
     for r in df.itertuples(index=False):
-        info = metric_info(r.metric)
+        info = measure_info(r.measure)
         what = ", ".join(p for p in (r.dataset, VARIANT_NAMES.get(r.variant, r.variant)) if p)
         name = info.title + (f" ({what})" if what else "")
-        if r.metric in ACCURACY_METRICS:
+        if r.measure in ACCURACY_MEASURES:
             name += ", %"
         arrow = {"higher": "↑", "lower": "↓"}.get(r.better, "")
         rows.append({"Model": r.label, "Metric": f"{name} {arrow}".strip(),
@@ -209,8 +209,8 @@ def _write_text(path: os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-TABLE1_CAPTION = ("Spearman rank correlation across epochs between texture bias and each metric, "
-                  "the epoch where each metric is best (maximum, or minimum for lower-is-better metrics), "
+TABLE1_CAPTION = ("Spearman rank correlation across epochs between texture bias and each measure, "
+                  "the epoch where each measure is best (maximum, or minimum for lower-is-better metrics), "
                   "and its first and last values.")
 
 

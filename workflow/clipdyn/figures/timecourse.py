@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .data import check_metrics, values, x_of
-from .spec import VARIANT_NAMES, FigureSpec, Series, SpecLike, metric_info, reference_curve
+from .spec import VARIANT_NAMES, FigureSpec, Series, SpecLike, measure_info, reference_curve
 from .style import (OKABE_ITO, REFERENCE_GREY, integer_epochs, model_colours, new_figure, note, save,
                     style)
 
@@ -27,7 +27,7 @@ from .style import (OKABE_ITO, REFERENCE_GREY, integer_epochs, model_colours, ne
 MARKER_MAX_POINTS = 60
 
 #: Panels of Figure 2 (and the lower row of Figure 3), in reading order.
-ALIGNMENT_METRICS = ["noise_sensitivity", "low_level_alignment", "mid_level_alignment", "saliency_alignment"]
+ALIGNMENT_MEASURES = ["noise_sensitivity", "low_level_alignment", "mid_level_alignment", "saliency_alignment"]
 
 
 def _x_label(x_axis: str) -> str:
@@ -43,9 +43,9 @@ def _style_x(ax: Axes, x_axis: str, label: bool = True) -> None:
         ax.set_xlim(-0.02, 1.02)
 
 
-def _title(ax: Axes, series: Optional[Series], metric: str) -> None:
+def _title(ax: Axes, series: Optional[Series], measure: str) -> None:
     """Metric name as the panel title, the dataset/variant it uses in small grey type below it."""
-    info = metric_info(metric)
+    info = measure_info(measure)
     ax.set_title(info.title, loc="left", pad=12)
     if series is not None and series.describe():
         parts = [series.dataset, VARIANT_NAMES.get(series.variant, series.variant)]
@@ -53,12 +53,12 @@ def _title(ax: Axes, series: Optional[Series], metric: str) -> None:
                 fontsize=6.5, color=REFERENCE_GREY)
 
 
-def _human_line(ax: Axes, spec: FigureSpec, metric: str, with_source: bool) -> Optional[Line2D]:
+def _human_line(ax: Axes, spec: FigureSpec, measure: str, with_source: bool) -> Optional[Line2D]:
     """The human value as a dashed line, labelled on the line itself (with its source when asked)."""
     h = spec.human_texture_bias
-    if h is None or metric not in ("texture_bias", "shape_bias"):
+    if h is None or measure not in ("texture_bias", "shape_bias"):
         return None
-    value = float(h["value"]) if metric == "texture_bias" else 1.0 - float(h["value"])
+    value = float(h["value"]) if measure == "texture_bias" else 1.0 - float(h["value"])
     source = h.get("source") or "human observers"
     line = ax.axhline(value, color=REFERENCE_GREY, ls="--", lw=1.0, zorder=1, label=f"humans: {value:.2f}")
     text = f"humans: {value:.2f}" + (f"\n({textwrap.shorten(source, 70)})" if with_source else "")
@@ -70,10 +70,10 @@ def _human_line(ax: Axes, spec: FigureSpec, metric: str, with_source: bool) -> O
     return line
 
 
-def _bias_limits(ax: Axes, metric: str) -> None:
+def _bias_limits(ax: Axes, measure: str) -> None:
     # Biases are fractions of decisions: show their whole range so that the
     # distance to the human value is not exaggerated by zooming.
-    if metric in ("texture_bias", "shape_bias"):
+    if measure in ("texture_bias", "shape_bias"):
         ax.set_ylim(-0.02, 1.02)
 
 
@@ -95,14 +95,14 @@ def _reference(ax: Axes, spec: FigureSpec, metrics: pd.DataFrame, model: str, x_
     return line
 
 
-def _line_panel(ax: Axes, metrics: pd.DataFrame, spec: FigureSpec, metric: str, models: list,
+def _line_panel(ax: Axes, metrics: pd.DataFrame, spec: FigureSpec, measure: str, models: list,
                 colours: Mapping[str, str], x_axis: str, factor: float, *, published: bool = False,
                 human: bool = True, series: Optional[Series] = None, x_label: bool = True) -> list:
-    """One metric over training for several models; returns the models without data.
+    """One measure over training for several models; returns the models without data.
 
     Models without data are named in a note inside the panel, never drawn as zero.
     """
-    series = series or spec.series(metrics, metric)
+    series = series or spec.series(metrics, measure)
     missing = []
     for model in models:
         v = values(metrics, model, series, spec, factor) if series is not None else pd.DataFrame()
@@ -117,10 +117,10 @@ def _line_panel(ax: Axes, metrics: pd.DataFrame, spec: FigureSpec, metric: str, 
             _reference(ax, spec, metrics, model, x_axis, v if len(v) else pd.DataFrame(), ref_colour,
                        "published" if len(models) == 1 else f"{spec.label(model)}, published")
     if human:
-        _human_line(ax, spec, metric, with_source=len(models) == 1)
-    _bias_limits(ax, metric)
-    _title(ax, series, metric)
-    ax.set_ylabel(metric_info(metric).axis_label(series.variant if series else ""))
+        _human_line(ax, spec, measure, with_source=len(models) == 1)
+    _bias_limits(ax, measure)
+    _title(ax, series, measure)
+    ax.set_ylabel(measure_info(measure).axis_label(series.variant if series else ""))
     _style_x(ax, x_axis, x_label)
     note(ax, [f"no data for {spec.label(m)}" for m in missing], empty=len(missing) == len(models))
     return missing
@@ -163,20 +163,20 @@ def figure1(metrics: pd.DataFrame, spec: SpecLike = None, out_pdf: Optional[os.P
 def _low_level_panel(ax: Axes, metrics: pd.DataFrame, spec: FigureSpec, model: str, colour: str,
                      x_axis: str, x_label: bool = True) -> list:
     """Low-level alignment: the chosen dataset (``mean`` by default) bold, every other dataset thin."""
-    metric = "low_level_alignment"
-    main = spec.series(metrics, metric)
+    measure = "low_level_alignment"
+    main = spec.series(metrics, measure)
     if main is None:
-        _title(ax, None, metric)
-        ax.set_ylabel(metric_info(metric).axis_label())
+        _title(ax, None, measure)
+        ax.set_ylabel(measure_info(measure).axis_label())
         _style_x(ax, x_axis, x_label)
         note(ax, [f"no data for {spec.label(model)}"], empty=True)
         return [model]
-    rows = metrics[(metrics["metric"] == metric) & (metrics["variant"] == main.variant)]
+    rows = metrics[(metrics["measure"] == measure) & (metrics["variant"] == main.variant)]
     others = [d for d in sorted(rows["dataset"].unique()) if d != main.dataset]
     thin_colours = [c for c in OKABE_ITO[:-1] if c != colour]
     drawn = 0
     for i, dataset in enumerate(others):
-        v = values(metrics, model, Series(metric, dataset, main.variant))
+        v = values(metrics, model, Series(measure, dataset, main.variant, main.metric))
         if len(v):
             ax.plot(x_of(v["epoch"], model, spec, metrics, x_axis), v["value"], lw=0.9,
                     color=thin_colours[i % len(thin_colours)], alpha=0.9, zorder=2,
@@ -188,8 +188,8 @@ def _low_level_panel(ax: Axes, metrics: pd.DataFrame, spec: FigureSpec, model: s
         ax.plot(x_of(v["epoch"], model, spec, metrics, x_axis), v["value"], lw=2.4, color=colour, zorder=3,
                 marker="o" if len(v) <= MARKER_MAX_POINTS else None, label=label)
         drawn += 1
-    _title(ax, Series(metric, "", main.variant), metric)
-    ax.set_ylabel(metric_info(metric).axis_label(main.variant))
+    _title(ax, Series(measure, "", main.variant), measure)
+    ax.set_ylabel(measure_info(measure).axis_label(main.variant))
     _style_x(ax, x_axis, x_label)
     if drawn:
         handles, labels = ax.get_legend_handles_labels()
@@ -217,18 +217,18 @@ def figure2(metrics: pd.DataFrame, spec: SpecLike = None, out_pdf: Optional[os.P
     with style():
         fig = new_figure(7.0, 5.0)
         axes = fig.subplots(2, 2, sharex=True).ravel()
-        for ax, metric in zip(axes, ALIGNMENT_METRICS):
-            if metric == "low_level_alignment":
+        for ax, measure in zip(axes, ALIGNMENT_MEASURES):
+            if measure == "low_level_alignment":
                 _low_level_panel(ax, metrics, spec, model, colour, x_axis, x_label=False)
             else:
-                _line_panel(ax, metrics, spec, metric, [model], {model: colour}, x_axis, factor, x_label=False)
+                _line_panel(ax, metrics, spec, measure, [model], {model: colour}, x_axis, factor, x_label=False)
         fig.supxlabel(_x_label(x_axis), fontsize=8)
         fig.suptitle(f"{spec.label(model)} over training: robustness and alignment with humans", fontsize=9)
     return _finish(fig, spec, out_pdf, out_png)
 
 
 #: Panels of Figure 3, in reading order (2 x 3).
-FIGURE3_METRICS = ["zeroshot_top1", "texture_bias"] + ALIGNMENT_METRICS
+FIGURE3_MEASURES = ["zeroshot_top1", "texture_bias"] + ALIGNMENT_MEASURES
 
 
 def figure3(metrics: pd.DataFrame, spec: SpecLike = None, out_pdf: Optional[os.PathLike] = None,
@@ -249,9 +249,9 @@ def figure3(metrics: pd.DataFrame, spec: SpecLike = None, out_pdf: Optional[os.P
     with style():
         fig = new_figure(7.2, 5.0)
         axes = fig.subplots(2, 3, sharex=True).ravel()
-        for ax, metric in zip(axes, FIGURE3_METRICS):
-            _line_panel(ax, metrics, spec, metric, models, colours, x_axis, factor,
-                        published=metric == "zeroshot_top1", x_label=False)
+        for ax, measure in zip(axes, FIGURE3_MEASURES):
+            _line_panel(ax, metrics, spec, measure, models, colours, x_axis, factor,
+                        published=measure == "zeroshot_top1", x_label=False)
         fig.supxlabel(_x_label(x_axis), fontsize=8)
         handles = [Line2D([], [], color=colours[m], marker="o", label=spec.label(m)) for m in models]
         if any(m in spec.reference_curves for m in models):

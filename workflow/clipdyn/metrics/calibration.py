@@ -147,7 +147,7 @@ def calibration_task(*, embeddings, tables, classifier, inputs, options) -> Metr
     The temperature is fitted on a seeded held-out part (``heldout_fraction``, ``seed``) of
     the in-distribution images, ordered by image id so the split is the same at every
     epoch; ECE (``n_bins`` equal-width bins) and NLL are reported on the rest of the
-    in-distribution images and on all of each ``shifted`` dataset. Metric ``temperature``
+    in-distribution images and on all of each ``shifted`` dataset. Measure ``temperature``
     variant ``fitted`` (dataset = in-distribution, ``n`` = images fitted on) is relative to
     the checkpoint's logit scale: the calibrated scale is ``logit_scale / T``.
     """

@@ -91,12 +91,11 @@ def compute_metric(*, inputs: Dict[str, str], epochs: Sequence[int], kind: str, 
         embeddings = {d: read_embeddings(f, spatial=d in spatial) for d, f in files.items()}
         result = evaluate(kind, embeddings=embeddings, tables={d: table(d) for d in datasets},
                           classifier=read_classifier(clf) if clf else None, inputs=roles, options=options)
-        rows = metric_frame(result.rows, model, int(epoch))
-        rows.insert(3, "metric_config", metric)
+        rows = metric_frame(result.rows, model, int(epoch), metric)
         meta = prov(model=model, epoch=int(epoch), metric=metric, kind=kind, memo_key=key,
                     inputs={d: e.meta for d, e in embeddings.items()})
         for _, r in rows.iterrows():
-            _log(f"epoch {epoch}: {r['metric']} {r['dataset']} {r['variant']}: {r['value']:.4f} (n={r['n']})")
+            _log(f"epoch {epoch}: {r['measure']} {r['dataset']} {r['variant']}: {r['value']:.4f} (n={r['n']})")
         details = result.details if result.details is not None else pd.DataFrame()
         write_frame(details, details_path, meta)
         write_frame(rows, rows_path, meta)  # last: a rows file with its key means both are complete
@@ -126,7 +125,7 @@ def collect_metrics(paths: Sequence[str], out_parquet: str, out_csv: str) -> int
     frames = [pd.read_parquet(p) for p in paths]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if len(df):
-        df = df.sort_values(["model", "metric", "dataset", "variant", "epoch"]).reset_index(drop=True)
+        df = df.sort_values(["model", "metric", "measure", "dataset", "variant", "epoch"]).reset_index(drop=True)
     write_frame(df, out_parquet, prov(n_files=len(paths)))
     tmp = Path(out_csv).with_name(f".{Path(out_csv).name}.tmp")
     df.to_csv(tmp, index=False)

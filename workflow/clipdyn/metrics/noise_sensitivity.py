@@ -64,7 +64,8 @@ def noise_sensitivity_task(*, embeddings, tables, classifier, inputs, options) -
     acc = {int(s): float(correct[severity == s].mean()) for s in np.unique(severity)}
     ns = noise_sensitivity(acc_clean, acc)
     rows = [metric_row("noise_accuracy", noisy, "severity_0", acc_clean, len(yc))]
-    rows += [metric_row("noise_accuracy", noisy, f"severity_{s}", a, int((severity == s).sum())) for s, a in acc.items()]
+    rows += [metric_row("noise_accuracy", noisy, f"severity_{s}", a, int((severity == s).sum()))
+             for s, a in acc.items()]
     rows += [metric_row("noise_sensitivity", noisy, f"severity_{s}", v, int((severity == s).sum()))
              for s, v in ns["per_severity"].items()]
     rows.append(metric_row("noise_sensitivity", noisy, "mean", ns["mean"], len(yn)))

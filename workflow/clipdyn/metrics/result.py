@@ -10,7 +10,7 @@ import pandas as pd
 __all__ = ["MetricResult", "ROW_COLUMNS", "metric_row", "rows_frame"]
 
 #: columns of :attr:`MetricResult.rows`
-ROW_COLUMNS = ["metric", "dataset", "variant", "value", "n"]
+ROW_COLUMNS = ["measure", "dataset", "variant", "value", "n"]
 
 
 @dataclass
@@ -24,9 +24,10 @@ class MetricResult:
 def rows_frame(rows: List[dict]) -> pd.DataFrame:
     """Rows built with :func:`metric_row` as a frame with the columns and types of :data:`ROW_COLUMNS`."""
     df = pd.DataFrame(rows, columns=ROW_COLUMNS)
-    return df.astype({"metric": str, "dataset": str, "variant": str, "value": "float64", "n": "int64"})
+    return df.astype({"measure": str, "dataset": str, "variant": str, "value": "float64", "n": "int64"})
 
 
-def metric_row(metric: str, dataset: str, variant: str, value: float, n: int) -> dict:
-    """One row: ``value`` of ``metric`` on ``dataset`` (``variant``), from ``n`` images/trials/datasets."""
-    return {"metric": metric, "dataset": dataset, "variant": variant, "value": float(value), "n": int(n)}
+def metric_row(measure: str, dataset: str, variant: str, value: float, n: int) -> dict:
+    """One row: ``value`` of ``measure`` on ``dataset`` (``variant``), from ``n`` images/trials/datasets.
+    ``measure`` is one of the measures the kind declares in :mod:`clipdyn.metrics.registry`."""
+    return {"measure": measure, "dataset": dataset, "variant": variant, "value": float(value), "n": int(n)}

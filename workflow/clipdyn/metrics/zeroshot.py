@@ -188,7 +188,7 @@ def score_class_subset(logits: np.ndarray, labels: np.ndarray, columns, mode: st
 # ----------------------------------------------------------------------------- evaluator
 
 def zeroshot_accuracy(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
-    """Top-1 and top-5 zero-shot accuracy on ``images.label`` (metrics ``zeroshot_top1``,
+    """Top-1 and top-5 zero-shot accuracy on ``images.label`` (measures ``zeroshot_top1``,
     ``zeroshot_top5``; top-5 is NaN for fewer than 5 classes)."""
     need_classifier("zeroshot_accuracy", classifier)
     name = inputs["dataset"]
