@@ -67,7 +67,7 @@ def test_default_decision_is_model_vs_human_at_scale_100(tmp_path, seed):
     dec = mvh_decisions(X, W.astype(np.float32).astype(np.float64), mapping)
     assert res.details["predicted"].tolist() == dec
     ref = mvh_shape_bias(shape, texture, dec)
-    rows = {r.metric: (r.value, r.n) for r in res.rows.itertuples()}
+    rows = {r.measure: (r.value, r.n) for r in res.rows.itertuples()}
     for k, v in ref.items():
         assert rows[k][0] == pytest.approx(v)
     assert rows["fraction_correct_shape"][1] == len(shape)                     # all images
