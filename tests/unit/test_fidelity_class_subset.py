@@ -74,3 +74,72 @@ def test_restricted_scoring_equals_a_classifier_of_the_subset_only():
 def test_tied_logits_go_to_the_first_subset_class():
     lg, y = score_class_subset(np.array([[1.0, 3.0, 3.0, 3.0]]), np.array([0]), np.array([1, 3]))
     assert topk_accuracy(lg, y, ks=(1,))["top1"] == 1.0
+
+
+# ----------------------------------------------------------------------------- the evaluators
+
+def _subset_fixture(seed=0, C=12, N=300, k=5):
+    import pandas as pd
+
+    from clipdyn.datasets import DatasetTables
+    from clipdyn.io import Classifier, EmbeddingTable
+
+    rng = np.random.default_rng(seed)
+    names = [f"class{i}" for i in range(C)]
+    W = rng.normal(size=(C, 10))
+    W /= np.linalg.norm(W, axis=1, keepdims=True)
+    clf = Classifier(W=W, classnames=names, logit_scale=20.0)
+    idx = sorted(rng.choice(C, k, replace=False).tolist())
+    emb, tab, raw = {}, {}, {}
+    for d, (n, sub) in {"full": (N, None), "shifted": (N, idx)}.items():
+        y = rng.integers(0, C if sub is None else k, n)
+        cls = y if sub is None else np.asarray(idx)[y]
+        X = W[cls] + rng.normal(scale=0.9, size=(n, 10))
+        ids = [f"{d}{j}" for j in range(n)]
+        emb[d] = EmbeddingTable(ids=np.array(ids), X=X)
+        tab[d] = DatasetTables(images=pd.DataFrame({"image_id": ids, "path": "", "member": "", "label": y}),
+                               classnames=names if sub is None else [names[i] for i in sub])
+        raw[d] = (X, y)
+    return emb, tab, clf, idx, raw, W
+
+
+@pytest.mark.parametrize("mode", ["restrict", "all"])
+def test_zeroshot_accuracy_scores_the_datasets_own_classes(mode):
+    from clipdyn.metrics import registry
+
+    emb, tab, clf, idx, raw, W = _subset_fixture()
+    res = registry.evaluate("zeroshot_accuracy", embeddings=emb, tables=tab, classifier=clf,
+                            inputs={"dataset": "shifted"}, options={"class_subset": mode})
+    top1 = res.rows.set_index("measure").loc["zeroshot_top1", "value"]
+    X, y = raw["shifted"]
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    if mode == "restrict":   # CLIP_benchmark: a classifier of the subset's names only
+        expected = np.mean((Xn @ W[idx].T).argmax(axis=1) == y)
+    else:
+        expected = np.mean((Xn @ W.T).argmax(axis=1) == np.asarray(idx)[y])
+    assert top1 == pytest.approx(expected)
+
+
+def test_calibration_of_a_subset_shifted_set():
+    from clipdyn.metrics import registry
+    from clipdyn.metrics.calibration import expected_calibration_error, negative_log_likelihood
+    from clipdyn.metrics.zeroshot import softmax
+
+    emb, tab, clf, idx, raw, W = _subset_fixture(1)
+    res = registry.evaluate("calibration", embeddings=emb, tables=tab, classifier=clf,
+                            inputs={"in_distribution": "full", "shifted": ["shifted"]}, options={})
+    rows = {(r.measure, r.dataset, r.variant): r.value for r in res.rows.itertuples()}
+    X, y = raw["shifted"]
+    logits = 20.0 * (X / np.linalg.norm(X, axis=1, keepdims=True)) @ W[idx].T
+    assert rows[("ece", "shifted", "raw")] == pytest.approx(expected_calibration_error(softmax(logits, 1), y, 15))
+    assert rows[("nll", "shifted", "raw")] == pytest.approx(negative_log_likelihood(logits, y))
+
+
+def test_dataset_classes_missing_from_the_class_set_fail_clearly():
+    from clipdyn.metrics import registry
+
+    emb, tab, clf, idx, raw, W = _subset_fixture(2)
+    tab["shifted"].classnames = ["class1", "zebra", "class3", "class4", "class5"]
+    with pytest.raises(ValueError, match=r"dataset 'shifted'.*'zebra'"):
+        registry.evaluate("zeroshot_accuracy", embeddings=emb, tables=tab, classifier=clf,
+                          inputs={"dataset": "shifted"}, options={})

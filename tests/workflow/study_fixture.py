@@ -227,6 +227,7 @@ def _add_full(root, hub, scratch, rng, datasets, classsets, metrics) -> None:
     datasets["tiny_imagenet_c"] = {"derived_from": "tiny_imagenet", "corruption": "gaussian_noise",
                                    "severities": [1, 2, 3, 4, 5]}
     classsets["imagenet1k"] = {"source": "openclip_imagenet", "templates": "simple"}
+    classsets["tiny_mcm"] = {"source": "dataset", "dataset": "tiny_imagenet", "templates": "mcm"}
     metrics.update({
         "shape_bias": {"kind": "shape_bias", "inputs": {"dataset": "cue_conflict"}, "classset": "imagenet1k",
                        "options": {"decision": "imagenet_mapping"}},
@@ -238,5 +239,5 @@ def _add_full(root, hub, scratch, rng, datasets, classsets, metrics) -> None:
         "calibration": {"kind": "calibration", "inputs": {"in_distribution": "tiny_imagenet",
                                                           "shifted": ["tiny_imagenet_c"]}, "classset": "tiny"},
         "ood_detection": {"kind": "ood_detection", "inputs": {"in_distribution": "tiny_imagenet",
-                                                              "ood": ["ood_noise"]}, "classset": "tiny"},
+                                                              "ood": ["ood_noise"]}, "classset": "tiny_mcm"},
     })

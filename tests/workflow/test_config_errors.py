@@ -37,6 +37,9 @@ CASES = {
     "unknown metric kind": (lambda c: c["metrics"]["zeroshot"].update(kind="fid"), "kind"),
     "metric input names no dataset": (lambda c: c["metrics"]["zeroshot"]["inputs"].update(dataset="nope"),
                                       "metrics.zeroshot.inputs.dataset"),
+    "ood metric without MCM's prompt": (lambda c: c["metrics"].update(ood={
+        "kind": "ood_detection", "inputs": {"in_distribution": "tiny_imagenet", "ood": ["tiny_imagenet"]},
+        "classset": "tiny"}), "metrics.ood: MCM scores use the single prompt"),
     "figure names no model": (lambda c: c["figures"].update(base_model="ViT-Z"), "figures.base_model"),
     "epoch not on the hub": (lambda c: c["models"]["tiny_a"].update(epochs=[1, 7]), "models.tiny_a.epochs"),
     "repo not in the offline cache": (lambda c: c["models"]["tiny_a"].update(repo="nobody/nothing"),

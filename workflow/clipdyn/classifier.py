@@ -15,10 +15,18 @@ from .io import provenance as prov
 from .io import read_meta, write_classifier
 
 
+#: MCM's single prompt (deeplearning-wisc/MCM, ``utils/detection_util.py``, ``get_ood_scores_clip``:
+#: ``f"a photo of a {c}"`` for every in-distribution label, no template ensemble)
+MCM_TEMPLATES = ("a photo of a {}",)
+
+
 def class_templates(source: str, dataset_templates: Optional[Sequence[str]] = None) -> list:
-    """Prompt templates: ``openai`` (open_clip's 80 ImageNet templates), ``simple``, or ``dataset``."""
+    """Prompt templates: ``openai`` (open_clip's 80 ImageNet templates), ``simple``, ``dataset``, or
+    ``mcm`` (MCM's single prompt "a photo of a <label>", :data:`MCM_TEMPLATES`)."""
     import open_clip
 
+    if source == "mcm":
+        return list(MCM_TEMPLATES)
     if source == "openai":
         return list(open_clip.OPENAI_IMAGENET_TEMPLATES)
     if source == "simple":
@@ -27,7 +35,7 @@ def class_templates(source: str, dataset_templates: Optional[Sequence[str]] = No
         if not dataset_templates:
             raise ValueError("templates: 'dataset' but the dataset ships no templates")
         return [t.replace("{c}", "{}") if "{c}" in t else t for t in dataset_templates]
-    raise ValueError(f"unknown template source {source!r} (openai, simple, dataset)")
+    raise ValueError(f"unknown template source {source!r} (openai, simple, dataset, mcm)")
 
 
 def zero_shot_classifier(model, arch: str, classnames: Sequence[str], templates: Sequence, device) -> np.ndarray:
@@ -67,8 +75,8 @@ def text_classifier(*, checkpoint: str, manifest: Optional[str], out: str, arch:
         names = list(classset["names"])
     else:
         raise ValueError(f"unknown class set source {source!r}")
-    templates = class_templates(classset.get("templates", "openai" if source != "dataset" else "dataset"),
-                                ds_meta.get("templates"))
+    template_source = classset.get("templates", "openai" if source != "dataset" else "dataset")
+    templates = class_templates(template_source, ds_meta.get("templates"))
     what = f"model {provenance.get('model')} epoch {provenance.get('epoch')}"
     with claim_device(lock_dir, log=_log) as device:
         model = _model_for(arch, checkpoint, device, allow_pickle, what)
@@ -76,4 +84,4 @@ def text_classifier(*, checkpoint: str, manifest: Optional[str], out: str, arch:
         scale = logit_scale(model)
     _log(f"classifier {W.shape[0]} classes x {W.shape[1]} dims from {len(templates)} templates; logit scale {scale:.2f}")
     write_classifier(out, W, names, scale, prov(**provenance, checkpoint_commit=_checkpoint_commit(checkpoint),
-                                                n_templates=len(templates)))
+                                                n_templates=len(templates), templates=template_source))

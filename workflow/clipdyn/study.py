@@ -211,6 +211,13 @@ class Study:
                 if m.get("classset") not in cs:
                     raise ConfigError(f"metrics.{name}.classset: {m.get('classset')!r} is not a configured class set "
                                       f"(configured: {sorted(cs)})")
+            if kind == "ood_detection" and (m.get("options") or {}).get("prompts", "mcm") == "mcm":
+                templates = cs[m["classset"]].get("templates")
+                if templates != "mcm":
+                    raise ConfigError(
+                        f"metrics.{name}: MCM scores use the single prompt 'a photo of a <label>', but class set "
+                        f"{m['classset']!r} has templates {templates!r}; give the metric a class set with "
+                        "'templates: mcm', or set options.prompts: classset to use that class set's templates")
 
     def _check_figures(self):
         fig = self.config.get("figures", {})

@@ -11,7 +11,7 @@ from scipy.special import logsumexp
 
 from ._join import as_list, class_labels, join_images, need_classifier
 from .result import MetricResult, metric_row, rows_frame
-from .zeroshot import classifier_logits, softmax
+from .zeroshot import classifier_logits, dataset_logits, softmax
 
 __all__ = ["expected_calibration_error", "negative_log_likelihood", "fit_temperature", "split_heldout"]
 
@@ -149,7 +149,10 @@ def calibration_task(*, embeddings, tables, classifier, inputs, options) -> Metr
     epoch; ECE (``n_bins`` equal-width bins) and NLL are reported on the rest of the
     in-distribution images and on all of each ``shifted`` dataset. Measure ``temperature``
     variant ``fitted`` (dataset = in-distribution, ``n`` = images fitted on) is relative to
-    the checkpoint's logit scale: the calibrated scale is ``logit_scale / T``.
+    the checkpoint's logit scale: the calibrated scale is ``logit_scale / T``. A shifted set whose
+    classes are a subset of the class set (ImageNet-R/-A) is scored on its own classes
+    (``options["class_subset"]``: ``restrict``, default, or ``all``; see
+    :func:`~clipdyn.metrics.zeroshot.dataset_logits`).
     """
     need_classifier("calibration", classifier)
     ind = inputs["in_distribution"]
@@ -168,8 +171,7 @@ def calibration_task(*, embeddings, tables, classifier, inputs, options) -> Metr
     sets = [(ind, logits[ev], labels[ev])]
     for name in shifted:
         Xs, imgs, _ = join_images(name, embeddings, tables, ["label"])
-        ls = classifier_logits(name, Xs, classifier)
-        sets.append((name, ls, class_labels(name, imgs, ls.shape[1])))
+        sets.append((name, *dataset_logits(name, Xs, imgs, tables, classifier, options.get("class_subset", "restrict"))))
     rows = [metric_row("temperature", ind, "fitted", T, len(fit))]
     for name, lg, y in sets:
         for variant, scaled in (("raw", lg), ("temperature_scaled", lg / T)):

@@ -90,9 +90,19 @@ def ood_detection_task(*, embeddings, tables, classifier, inputs, options) -> Me
     """MCM out-of-distribution detection against the in-distribution classes.
 
     Per OOD dataset: ``ood_auroc`` and ``ood_fpr95``, variant ``mcm``, with MCM scores at
-    ``options["temperature"]`` (default 1.0); ``n`` = in-distribution + OOD images.
+    ``options["temperature"]`` (default 1.0); ``n`` = in-distribution + OOD images. The class
+    text embeddings are the classifier's: ``options["prompts"]`` ``"mcm"`` (default) expects one
+    built with MCM's single prompt (class set ``templates: mcm``, checked with the config and
+    here when the classifier records its templates); ``"classset"`` accepts any.
     """
     need_classifier("ood_detection", classifier)
+    prompts = options.get("prompts", "mcm")
+    if prompts not in ("mcm", "classset"):
+        raise ValueError(f"ood_detection option prompts must be 'mcm' or 'classset', got {prompts!r}")
+    built_with = (getattr(classifier, "meta", None) or {}).get("templates")
+    if prompts == "mcm" and built_with not in (None, "mcm"):
+        raise ValueError(f"ood_detection: prompts 'mcm' needs a classifier built with MCM's prompt (class set "
+                         f"templates: mcm), got one built with templates {built_with!r}")
     ind = inputs["in_distribution"]
     oods = as_list(inputs.get("ood"))
     if not oods:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -185,16 +185,35 @@ def score_class_subset(logits: np.ndarray, labels: np.ndarray, columns, mode: st
     return logits, columns[np.asarray(labels, dtype=np.int64)]
 
 
+def dataset_logits(dataset: str, X: np.ndarray, images: pd.DataFrame, tables: Mapping, classifier: "Classifier",
+                   class_subset: str = "restrict"):
+    """``(logits, labels)`` of ``dataset``'s images under ``classifier``, scored on the dataset's own
+    classes: when the dataset ships class names (``tables[dataset].classnames``) that are a subset
+    of the classifier's (:func:`class_subset_columns`), :func:`score_class_subset` with
+    ``class_subset`` (``restrict``: logits of those classes only; ``all``: every class, labels
+    mapped); otherwise the labels index the classifier's classes."""
+    logits = classifier_logits(dataset, X, classifier)
+    table = tables[dataset]
+    try:
+        columns = class_subset_columns(getattr(table, "classnames", None), classifier.classnames)
+    except ValueError as e:
+        raise ValueError(f"dataset {dataset!r}: {e}; use a class set that holds them") from None
+    labels = class_labels(dataset, images, logits.shape[1] if columns is None else len(columns))
+    return score_class_subset(logits, labels, columns, class_subset)
+
+
 # ----------------------------------------------------------------------------- evaluator
 
 def zeroshot_accuracy(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
     """Top-1 and top-5 zero-shot accuracy on ``images.label`` (measures ``zeroshot_top1``,
-    ``zeroshot_top5``; top-5 is NaN for fewer than 5 classes)."""
+    ``zeroshot_top5``; top-5 is NaN for fewer than 5 classes). A dataset whose classes are a
+    subset of the class set (ImageNet-R/-A: 200 of ImageNet's 1000) is scored on its own
+    classes (``options["class_subset"]``, :func:`dataset_logits`); ``predicted`` in the details is
+    then an index into the dataset's classes."""
     need_classifier("zeroshot_accuracy", classifier)
     name = inputs["dataset"]
     X, images, _ = join_images(name, embeddings, tables, ["label"])
-    logits = classifier_logits(name, X, classifier)
-    labels = class_labels(name, images, logits.shape[1])
+    logits, labels = dataset_logits(name, X, images, tables, classifier, options.get("class_subset", "restrict"))
     acc = topk_accuracy(logits, labels, ks=(1, 5))
     rows = [metric_row("zeroshot_top1", name, "", acc["top1"], len(labels)),
             metric_row("zeroshot_top5", name, "", acc["top5"], len(labels))]
