@@ -71,3 +71,50 @@ def test_ood_metric_checks_the_prompts():
     assert len(run({"templates": "openai"}, {"prompts": "classset"}).rows) == 2
     with pytest.raises(ValueError, match="prompts must be"):
         run({}, {"prompts": "80"})
+
+
+def mcm_fpr_port(in_scores, out_scores, level=0.95):
+    """MCM's fpr_and_fdr_at_recall(labels, scores) with ID = positive, written as loops: walk the
+    scores from high to low; at the last position of each run of equal scores record (tp, fp);
+    stop at the first record with all positives; reverse; append (recall 1, fp 0); argmin."""
+    scores = np.concatenate([in_scores, out_scores])
+    pos = np.r_[np.ones(len(in_scores)), np.zeros(len(out_scores))]
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    s, y = scores[order], pos[order]
+    recs, fps = [], []
+    tp = fp = 0
+    for i in range(len(s)):
+        tp += y[i]
+        fp += 1 - y[i]
+        if i == len(s) - 1 or s[i + 1] != s[i]:
+            recs.append(tp / len(in_scores))
+            fps.append(fp)
+            if tp == len(in_scores):
+                break
+    recs, fps = recs[::-1] + [1.0], fps[::-1] + [0]
+    best = min(range(len(recs)), key=lambda k: (abs(recs[k] - level), k))
+    return fps[best] / len(out_scores)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fpr95_matches_mcm(seed):
+    from clipdyn.metrics.ood import fpr_at_95_tpr_closest
+
+    rng = np.random.default_rng(seed)
+    n_in, n_out = rng.integers(5, 60, 2)
+    a = np.round(rng.normal(1.0, 1.0, n_in), 1)      # rounding makes ties within and across sets
+    b = np.round(rng.normal(0.0, 1.0, n_out), 1)
+    assert fpr_at_95_tpr_closest(a, b) == pytest.approx(mcm_fpr_port(a, b))
+
+
+def test_fpr95_edge_cases():
+    from clipdyn.metrics.ood import fpr_at_95_tpr, fpr_at_95_tpr_closest
+
+    same = np.full(10, 0.3)
+    assert fpr_at_95_tpr_closest(same, same) == mcm_fpr_port(same, same) == 1.0    # all scores equal
+    a, b = np.arange(10.0), np.arange(10.0) - 0.5    # TPR jumps 0.9 -> 1.0: MCM takes 1.0 (tie, higher TPR)
+    assert fpr_at_95_tpr_closest(a, b) == pytest.approx(mcm_fpr_port(a, b))
+    a = np.arange(20.0)   # TPR 0.95 at two thresholds (1.0 and the OOD score 0.5): MCM takes the lower one
+    assert fpr_at_95_tpr_closest(a, a - 0.5) == mcm_fpr_port(a, a - 0.5) == 0.95
+    assert fpr_at_95_tpr(a, a - 0.5) == 0.9
+    assert np.isnan(fpr_at_95_tpr_closest([], [1.0]))

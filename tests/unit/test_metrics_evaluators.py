@@ -12,6 +12,7 @@ from clipdyn.metrics import (alignment_correlations, auc_judd, auroc, embedding_
                              negative_log_likelihood, nss, pearson_cc, resize_map, softmax, split_heldout,
                              zero_shot_logits)
 from clipdyn.metrics import registry
+from clipdyn.metrics.ood import fpr_at_95_tpr_closest
 from clipdyn.metrics.result import ROW_COLUMNS
 
 
@@ -458,8 +459,13 @@ def test_ood_detection_rows():
     for name, (e, _) in oods.items():
         s_out = mcm_scores(e.X, clf.W, 0.1)
         assert r[("ood_auroc", name, "mcm")] == (pytest.approx(auroc(s_in, s_out)), 70)
-        assert r[("ood_fpr95", name, "mcm")] == (pytest.approx(fpr_at_95_tpr(s_in, s_out)), 70)
+        assert r[("ood_fpr95", name, "mcm")] == (pytest.approx(fpr_at_95_tpr_closest(s_in, s_out)), 70)
     assert len(res.rows) == 4
+    at_least = rows_dict(evaluate("ood_detection", embeddings=emb, tables=tab, classifier=clf,
+                                  inputs={"in_distribution": "in", "ood": ["far", "near"]},
+                                  options={"temperature": 0.1, "fpr95": "at_least"}))
+    for name, (e, _) in oods.items():
+        assert at_least[("ood_fpr95", name, "mcm")][0] == pytest.approx(fpr_at_95_tpr(s_in, mcm_scores(e.X, clf.W, 0.1)))
     with pytest.raises(ValueError, match="role 'ood'"):
         evaluate("ood_detection", embeddings=emb, tables=tab, classifier=clf,
                  inputs={"in_distribution": "in", "ood": []}, options={})

@@ -10,7 +10,7 @@ from ._join import as_list, join_images, need_classifier
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import classifier_logits, softmax, zero_shot_logits
 
-__all__ = ["mcm_scores", "auroc", "fpr_at_95_tpr"]
+__all__ = ["mcm_scores", "auroc", "fpr_at_95_tpr", "fpr_at_95_tpr_closest", "FPR95_MODES"]
 
 
 def mcm_scores(image_emb: np.ndarray, class_weights: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -86,6 +86,41 @@ def fpr_at_95_tpr(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------- evaluator
 
+def fpr_at_95_tpr_closest(in_scores: np.ndarray, out_scores: np.ndarray, recall_level: float = 0.95) -> float:
+    """FPR on OOD images at the operating point whose TPR is CLOSEST to ``recall_level`` (MCM's FPR95).
+
+    Definition (deeplearning-wisc/MCM ``utils/detection_util.py``, ``fpr_and_fdr_at_recall``, with
+    ID as the positive class): the curve has one point per distinct score ``t`` (descending),
+    TPR = fraction of ID scores >= t, FP = number of OOD scores >= t, cut at the first point that
+    reaches TPR 1, and one extra point (TPR 1, FP 0) appended; the point with the smallest
+    ``|TPR - recall_level|`` is taken (among equals, the one with the LOWEST threshold, i.e. the
+    most false positives), and FPR = FP there / number of OOD images. Unlike
+    :func:`fpr_at_95_tpr` the chosen TPR may lie below 0.95, and where several thresholds give
+    the same TPR the lowest is taken, not the highest.
+
+    Range: [0, 1], lower is better. NaN if either set is empty.
+
+    Example:
+        >>> fpr_at_95_tpr_closest(np.arange(20.0), [0.5, 10.5, 30.0])
+        0.6666666666666666
+    """
+    a, b = _check(in_scores, out_scores)
+    if a.size == 0 or b.size == 0:
+        return float("nan")
+    thresholds = np.unique(np.concatenate([a, b]))[::-1]
+    tp = a.size - np.searchsorted(np.sort(a), thresholds, side="left")
+    fp = b.size - np.searchsorted(np.sort(b), thresholds, side="left")
+    last = int(np.argmax(tp == a.size))              # first point with every ID image kept
+    recall = np.r_[tp[:last + 1][::-1] / a.size, 1.0]
+    fps = np.r_[fp[:last + 1][::-1], 0]
+    return float(fps[np.argmin(np.abs(recall - recall_level))] / b.size)
+
+
+#: how ``ood_fpr95`` picks its operating point: ``mcm`` (TPR closest to 0.95, MCM's code) or
+#: ``at_least`` (the first threshold with TPR >= 0.95, as sklearn's roc_curve read at 0.95)
+FPR95_MODES = ("mcm", "at_least")
+
+
 def ood_detection_task(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
     """MCM out-of-distribution detection against the in-distribution classes.
 
@@ -94,6 +129,8 @@ def ood_detection_task(*, embeddings, tables, classifier, inputs, options) -> Me
     text embeddings are the classifier's: ``options["prompts"]`` ``"mcm"`` (default) expects one
     built with MCM's single prompt (class set ``templates: mcm``, checked with the config and
     here when the classifier records its templates); ``"classset"`` accepts any.
+    ``options["fpr95"]``: ``"mcm"`` (default, :func:`fpr_at_95_tpr_closest`) or ``"at_least"``
+    (:func:`fpr_at_95_tpr`).
     """
     need_classifier("ood_detection", classifier)
     prompts = options.get("prompts", "mcm")
@@ -108,6 +145,10 @@ def ood_detection_task(*, embeddings, tables, classifier, inputs, options) -> Me
     if not oods:
         raise ValueError("ood_detection needs at least one dataset in role 'ood'")
     T = float(options.get("temperature", 1.0))
+    fpr_mode = options.get("fpr95", "mcm")
+    if fpr_mode not in FPR95_MODES:
+        raise ValueError(f"ood_detection option fpr95 must be one of {FPR95_MODES}, got {fpr_mode!r}")
+    fpr95 = fpr_at_95_tpr_closest if fpr_mode == "mcm" else fpr_at_95_tpr
     X, images, _ = join_images(ind, embeddings, tables, [])
     classifier_logits(ind, X, classifier)  # dimension check
     s_in = mcm_scores(X, classifier.W, T)
@@ -118,6 +159,6 @@ def ood_detection_task(*, embeddings, tables, classifier, inputs, options) -> Me
         s_out = mcm_scores(Xo, classifier.W, T)
         n = len(s_in) + len(s_out)
         rows += [metric_row("ood_auroc", name, "mcm", auroc(s_in, s_out), n),
-                 metric_row("ood_fpr95", name, "mcm", fpr_at_95_tpr(s_in, s_out), n)]
+                 metric_row("ood_fpr95", name, "mcm", fpr95(s_in, s_out), n)]
         details.append(pd.DataFrame({"dataset": name, "image_id": io["image_id"], "mcm": s_out}))
     return MetricResult(rows_frame(rows), pd.concat(details, ignore_index=True))
