@@ -6,6 +6,7 @@ workflow's step (one checkpoint, one class set, written to Parquet with the chec
 
 from __future__ import annotations
 
+import time
 from typing import Optional, Sequence
 
 import numpy as np
@@ -38,27 +39,65 @@ def class_templates(source: str, dataset_templates: Optional[Sequence[str]] = No
     raise ValueError(f"unknown template source {source!r} (openai, simple, dataset, mcm)")
 
 
-def zero_shot_classifier(model, arch: str, classnames: Sequence[str], templates: Sequence, device) -> np.ndarray:
-    """(C, D) L2-normalised class weights from open_clip's ``build_zero_shot_classifier``."""
+class _TextTower:
+    """``model.encode_text`` for open_clip's ``build_zero_shot_classifier``: the text tower under
+    autocast (``dtype``; None = fp32), its projection and the normalisation in fp32 with autocast
+    disabled (``project`` from :func:`clipdyn.embed.projection_outside`; None = inside the tower)."""
+
+    def __init__(self, model, project, dtype, device_type: str):
+        self.model, self.project, self.dtype, self.device_type = model, project, dtype, device_type
+
+    def encode_text(self, text, normalize: bool = False):
+        import torch
+
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype or torch.float32,
+                            enabled=self.dtype is not None):
+            x = self.model.encode_text(text)
+        with torch.autocast(device_type=self.device_type, enabled=False):
+            x = x.float()
+            if self.project is not None:
+                x = self.project(x)
+            return torch.nn.functional.normalize(x, dim=-1) if normalize else x
+
+
+def zero_shot_classifier(model, arch: str, classnames: Sequence[str], templates: Sequence, device,
+                         precision: str = "fp32", log=print) -> np.ndarray:
+    """(C, D) L2-normalised class weights from open_clip's ``build_zero_shot_classifier``.
+
+    ``precision`` as for image embeddings (:func:`clipdyn.embed.autocast_dtype`): with ``auto`` the text
+    tower runs under bf16 autocast on a GPU (fp16 where bf16 is not native; 1000 classes x 80 templates
+    of ViT-H-14 took minutes in plain fp32), and in fp32 on the CPU. The text projection, the
+    normalisations and the mean over templates always run in fp32.
+    """
     import open_clip
     import torch
 
+    from .embed import autocast_dtype, projection_outside
+
+    device = torch.device(device)
+    dtype = autocast_dtype(precision, device, log)
     tokenizer = open_clip.get_tokenizer(arch)
-    with torch.inference_mode():
-        W = open_clip.build_zero_shot_classifier(model, tokenizer=tokenizer, classnames=list(classnames),
-                                                 templates=list(templates), num_classes_per_batch=10,
-                                                 device=device, use_tqdm=False)
+    owner = model.text if hasattr(model, "text") and hasattr(model.text, "text_projection") else model
+    with torch.inference_mode(), projection_outside(owner, "text_projection") as project:
+        if project is None and dtype is not None:
+            if precision == "auto":
+                dtype = None
+            log(f"{type(owner).__name__} projects inside the text tower: it runs in "
+                f"{'fp32' if dtype is None else precision} throughout")
+        W = open_clip.build_zero_shot_classifier(_TextTower(model, project, dtype, device.type), tokenizer=tokenizer,
+                                                 classnames=list(classnames), templates=list(templates),
+                                                 num_classes_per_batch=10, device=device, use_tqdm=False)
     return W.float().T.contiguous().cpu().numpy()
 
 
 def text_classifier(*, checkpoint: str, manifest: Optional[str], out: str, arch: str, allow_pickle: bool,
                     classset: dict, model_configs: Sequence[str], provenance: dict, threads: int = 2,
-                    lock_dir: Optional[str] = None) -> None:
+                    lock_dir: Optional[str] = None, precision: str = "auto") -> None:
     import open_clip
     import torch
 
     from .devices import claim_device
-    from .embed import logit_scale, register_model_configs
+    from .embed import autocast_dtype, cached_gpu, logit_scale, precision_name, register_model_configs, runtime_provenance
 
     torch.set_num_threads(max(1, threads))
     register_model_configs(model_configs)
@@ -78,10 +117,16 @@ def text_classifier(*, checkpoint: str, manifest: Optional[str], out: str, arch:
     template_source = classset.get("templates", "openai" if source != "dataset" else "dataset")
     templates = class_templates(template_source, ds_meta.get("templates"))
     what = f"model {provenance.get('model')} epoch {provenance.get('epoch')}"
-    with claim_device(lock_dir, log=_log) as device:
+    with claim_device(lock_dir, log=_log, prefer=cached_gpu()) as device:
         model = _model_for(arch, checkpoint, device, allow_pickle, what)
-        W = zero_shot_classifier(model, arch, names, templates, device)
+        t0 = time.time()
+        W = zero_shot_classifier(model, arch, names, templates, device, precision=precision, log=_log)
         scale = logit_scale(model)
-    _log(f"classifier {W.shape[0]} classes x {W.shape[1]} dims from {len(templates)} templates; logit scale {scale:.2f}")
-    write_classifier(out, W, names, scale, prov(**provenance, checkpoint_commit=_checkpoint_commit(checkpoint),
-                                                n_templates=len(templates), templates=template_source))
+        _log(f"classifier {W.shape[0]} classes x {W.shape[1]} dims from {len(templates)} templates in "
+             f"{time.time() - t0:.1f} s; logit scale {scale:.2f}")
+        write_classifier(out, W, names, scale, prov(**provenance, checkpoint_commit=_checkpoint_commit(checkpoint),
+                                                    n_templates=len(templates), templates=template_source,
+                                                    precision_setting=precision,
+                                                    precision=precision_name(autocast_dtype(precision, device,
+                                                                                            lambda m: None)),
+                                                    **runtime_provenance(device)))

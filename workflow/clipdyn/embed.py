@@ -27,7 +27,6 @@ import queue
 import re
 import threading
 import time
-import weakref
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Tuple
 
@@ -211,31 +210,72 @@ def logit_scale(model) -> float:
     return float(model.logit_scale.detach().float().exp().item())
 
 
-def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
-    """Run ``it`` in a background thread, ``depth`` items ahead (overlaps reading with compute)."""
-    q: queue.Queue = queue.Queue(depth)
-    done = object()
-    err: list = []
+class _Prefetch:
+    """Run ``it`` in a background thread, ``depth`` items ahead (overlaps reading with compute).
 
-    def run():
+    Use it as a context manager: leaving the block, normally or by an exception in the consumer
+    (out of memory at batch size 1, a bad model), stops the thread, drops what it had read ahead
+    (page-locked batches) and joins it, so a persistent worker does not keep one blocked thread
+    and its pinned buffers per failed job.
+    """
+
+    def __init__(self, it: Iterator, depth: int = 2):
+        self._it, self._q = it, queue.Queue(depth)
+        self._stop, self._done, self._err = threading.Event(), object(), []
+        self._thread = threading.Thread(target=self._run, name="clipdyn-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, x) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(x, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _run(self) -> None:
         try:
-            for x in it:
-                q.put(x)
+            for x in self._it:
+                if not self._put(x):
+                    break
         except BaseException as e:  # noqa: BLE001 (re-raised in the consumer)
-            err.append(e)
+            self._err.append(e)
         finally:
-            q.put(done)
+            close = getattr(self._it, "close", None)
+            if close is not None:
+                close()
+            self._put(self._done)
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    while True:
-        x = q.get()
-        if x is done:
-            break
-        yield x
-    t.join()
-    if err:
-        raise err[0]
+    def __iter__(self) -> Iterator:
+        while True:
+            x = self._q.get()
+            if x is self._done:
+                break
+            yield x
+        self._thread.join()
+        if self._err:
+            raise self._err[0]
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._drain()  # unblocks a put in progress
+        self._thread.join()
+        self._drain()
+
+    def __enter__(self) -> "_Prefetch":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
 
 
 def _batches(pixels: np.ndarray, batch_size: int, pin: bool):
@@ -251,100 +291,216 @@ def _batches(pixels: np.ndarray, batch_size: int, pin: bool):
         yield s, b
 
 
-_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _compiled(visual):
-    """``torch.compile`` of the image tower, once per model object (a worker reuses it across jobs)."""
+    """``torch.compile`` of the image tower, once per model object (a worker reuses it across jobs).
+
+    The compiled wrapper is kept on the tower object itself (outside ``nn.Module``'s registry, so it
+    is no submodule), not in a module-level cache: a ``WeakKeyDictionary`` whose value (the wrapper)
+    references its key (the tower) never drops an entry, and a worker kept every checkpoint's tower
+    on the GPU. Tower and wrapper now reference each other only, and go with the model (gc).
+    """
     import torch
 
-    if visual not in _COMPILED:
-        _COMPILED[visual] = torch.compile(visual)
-    return _COMPILED[visual]
+    compiled = visual.__dict__.get("_clipdyn_compiled")
+    if compiled is None:
+        compiled = torch.compile(visual)
+        object.__setattr__(visual, "_clipdyn_compiled", compiled)
+    return compiled
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_PRECISION_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}
+
+
+def autocast_dtype(precision: str, device, log=print):
+    """The dtype the towers run in under autocast for ``precision`` on ``device``; None for plain fp32.
+
+    ``auto``: on CUDA bf16 where the GPU has it natively (compute capability >= 8.0), else fp16; fp32
+    on the CPU. An explicit ``bf16`` on an older GPU becomes fp16 (emulated bf16 is slow there).
+    """
+    import torch
+
+    from .devices import half_dtype
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"embedding: precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    device = torch.device(device)
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "fp16":
+        return torch.float16
+    native = half_dtype(device)
+    if precision == "bf16" and native != torch.bfloat16:
+        log(f"{device} has no native bf16 (compute capability < 8.0): running the towers in fp16")
+    return native
+
+
+def precision_name(dtype) -> str:
+    """``bf16``/``fp16``/``fp32`` for an autocast dtype from :func:`autocast_dtype`."""
+    return "fp32" if dtype is None else _PRECISION_NAMES[str(dtype)]
+
+
+@contextlib.contextmanager
+def projection_outside(owner, name: str):
+    """Take the projection ``owner.<name>`` (a matrix or an ``nn.Linear``) out of its tower for the
+    block, so that the tower (run under autocast) returns unprojected features; yields the projection
+    as an fp32 function, to be applied with autocast disabled. Yields None, and leaves the tower as it
+    is, when there is no separable projection (it then runs inside the tower, in the tower's precision).
+    """
+    import torch
+
+    proj = getattr(owner, name, None)
+    if isinstance(proj, torch.nn.Linear):
+        w = proj.weight.detach().float()
+        b = proj.bias.detach().float() if proj.bias is not None else None
+
+        def project(x):
+            return torch.nn.functional.linear(x, w, b)
+    elif isinstance(proj, torch.Tensor) and proj.ndim == 2:
+        w = proj.detach().float()
+
+        def project(x):
+            return x @ w
+    else:
+        yield None
+        return
+    setattr(owner, name, None)
+    try:
+        yield project
+    finally:
+        setattr(owner, name, proj)
+
+
+_OOM_MARKERS = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE",
+                "out of memory")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """A CUDA allocation failure: the caching allocator's ``OutOfMemoryError``, or the ``RuntimeError`` that
+    cuBLAS/cuDNN raise when their own workspace allocation fails (``CUBLAS_STATUS_ALLOC_FAILED``)."""
+    import torch
+
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err) for m in _OOM_MARKERS)
+
+
+def _embed_batch(tower, project, chunk, device, fmt, mean, std, dtype, saliency_map):
+    """One batch: (projected fp32 embeddings, fp32 saliency maps or None), on ``device``. Its own
+    function so that after an out-of-memory error nothing of the batch outlives the traceback."""
+    import torch
+
+    with torch.inference_mode():
+        # uint8 NHWC -> float NCHW in one copy, then ToTensor's /255 and Normalize's (x - mean) / std in
+        # place, in fp32: the same arithmetic as open_clip's preprocess, with no temporaries, and a dense
+        # NCHW input on the CPU (a permuted view made the CPU normalisation ~2x slower, the patch
+        # embedding slower too).
+        x = torch.empty((len(chunk), 3) + tuple(chunk.shape[1:3]), dtype=torch.float32, device=device,
+                        memory_format=fmt)
+        x.copy_(chunk.to(device, non_blocking=True).permute(0, 3, 1, 2))
+        x.div_(255).sub_(mean).div_(std)
+        with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            if saliency_map is not None:  # projects (in fp32) itself
+                return forward_with_maps(getattr(tower, "_orig_mod", tower), x, saliency_map, project=project)
+            y = tower(x)  # model.encode_image(x) without its projection (when it is separable)
+        del x
+        # the projection in fp32: under autocast a .float() before a matmul is cast back
+        with torch.autocast(device_type=device.type, enabled=False):
+            pooled = y.float()
+            return (project(pooled) if project is not None else pooled), None
 
 
 def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = 256, spatial: bool = False,
                  precision: str = "auto", log=print, channels_last: bool = True, compile: bool = False,
-                 saliency_map: str = DEFAULT_SALIENCY_MAP) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                 info: Optional[dict] = None, saliency_map: str = DEFAULT_SALIENCY_MAP
+                 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Embed (N,H,W,3) uint8 pixels with ``model.encode_image``.
 
-    Normalisation (open_clip's mean/std of the model) happens on the device.
-    ``precision``: ``"auto"`` = bf16 autocast on CUDA, fp32 on CPU; or ``"fp32"``/``"bf16"``/``"fp16"``.
-    On CUDA out-of-memory the batch size is halved and the batch retried.
+    Normalisation (open_clip's mean/std of the model) happens on the device, in fp32.
+    ``precision`` (see :func:`autocast_dtype`): ``"auto"`` = the image tower under bf16 autocast on
+    CUDA (fp16 on GPUs without native bf16), fp32 on the CPU; or ``"fp32"``/``"bf16"``/``"fp16"``. The
+    final projection and the spatial maps always run in fp32 with autocast disabled (for towers whose
+    projection cannot be taken out, ``auto`` runs the whole tower in fp32).
+    On out-of-memory (CUDA's allocator, or cuBLAS/cuDNN failing to allocate) the batch size is halved
+    and the batch retried. Results stay on the device and are copied to the host once, at the end.
     With ``spatial=True`` also returns per-patch saliency maps (N, G, G) of the variant
     ``saliency_map`` (:mod:`clipdyn.saliency_maps`; the uncompiled tower runs those batches).
     ``compile=True`` runs the image tower through ``torch.compile`` (worth it for large datasets on
     a GPU; the first batches pay the compilation, and a last, smaller batch may recompile once).
+    ``info``, when given, receives what ran: ``precision`` (effective), ``batch_size`` (requested),
+    ``effective_batch_size`` (after halvings), ``projection`` (``fp32`` or ``in tower``).
     """
     import torch
 
+    device = torch.device(device)
     visual = model.visual
-    tower = _compiled(visual) if compile else visual
     mean = torch.tensor(visual.image_mean or (0.48145466, 0.4578275, 0.40821073), device=device).view(1, 3, 1, 1)
     std = torch.tensor(visual.image_std or (0.26862954, 0.26130258, 0.27577711), device=device).view(1, 3, 1, 1)
-    cuda = torch.device(device).type == "cuda"
-    if precision == "auto":
-        precision = "bf16" if cuda else "fp32"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    cuda = device.type == "cuda"
+    dtype = autocast_dtype(precision, device, log)
     if channels_last and cuda:
         model = model.to(memory_format=torch.channels_last)
     fmt = torch.channels_last if channels_last and cuda else torch.contiguous_format
     n = len(pixels)
-    out = None
-    maps = None
     if spatial:
         check_saliency_map(visual, saliency_map)
-    t0, done, last_log = time.time(), 0, 0.0
-    try:
-        bs = batch_size
-        pending = _prefetch(_batches(pixels, bs, pin=cuda))
+    out = maps = None  # on the device until the end: no host sync per batch
+    bs = batch_size
+    t0, done, last_log = time.time(), 0, time.time()
+    with contextlib.ExitStack() as stack:
+        project = stack.enter_context(projection_outside(visual, "proj"))
+        if project is None and dtype is not None:
+            if precision == "auto":
+                dtype = None
+                log(f"{type(visual).__name__} projects inside the tower: running it in fp32")
+            else:
+                log(f"{type(visual).__name__} projects inside the tower: the projection runs in "
+                    f"{precision_name(dtype)} too")
+        tower = _compiled(visual) if compile else visual
+        pending = stack.enter_context(_Prefetch(_batches(pixels, bs, pin=cuda)))
         for start, cpu_batch in pending:
             s = start
             while s < start + len(cpu_batch):
                 chunk = cpu_batch[s - start:s - start + bs]
+                failed = None
                 try:
-                    with torch.inference_mode(), torch.autocast(device_type="cuda" if cuda else "cpu",
-                                                                dtype=dtype or torch.float32,
-                                                                enabled=dtype is not None):
-                        # uint8 NHWC -> float NCHW in one copy, then ToTensor's /255 and Normalize's
-                        # (x - mean) / std in place: the same arithmetic as open_clip's preprocess, with
-                        # no temporaries, and a dense NCHW input on the CPU (a permuted view made the
-                        # CPU normalisation ~2x slower and the patch embedding slower too).
-                        x = torch.empty((len(chunk), 3) + tuple(chunk.shape[1:3]), dtype=torch.float32,
-                                        device=device, memory_format=fmt)
-                        x.copy_(chunk.to(device, non_blocking=True).permute(0, 3, 1, 2))
-                        x.div_(255).sub_(mean).div_(std)
-                        if spatial:
-                            pooled, m = forward_with_maps(visual, x, saliency_map)
-                        else:
-                            pooled = tower(x)  # = model.encode_image(x), unnormalised
-                    emb = pooled.float().cpu().numpy()
-                except torch.cuda.OutOfMemoryError:
-                    if bs == 1:
+                    emb, m = _embed_batch(tower, project, chunk, device, fmt, mean, std, dtype,
+                                          saliency_map if spatial else None)
+                except Exception as err:  # noqa: BLE001 (only out-of-memory is retried)
+                    if bs == 1 or not is_out_of_memory(err):
                         raise
+                    failed = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:160]}"
+                if failed is not None:
+                    # outside the except block: the traceback, and the activations its frames held, are gone
                     bs = max(1, bs // 2)
-                    torch.cuda.empty_cache()
-                    log(f"CUDA out of memory: batch size halved to {bs}, retrying")
+                    _empty_cuda_cache()
+                    log(f"out of memory ({failed}); batch size halved to {bs}, retrying")
                     continue
                 if out is None:
-                    out = np.empty((n, emb.shape[1]), dtype=np.float32)
+                    out = torch.empty((n, emb.shape[1]), dtype=torch.float32, device=device)
                 out[s:s + len(emb)] = emb
                 if spatial:
                     if maps is None:
-                        maps = np.empty((n,) + tuple(m.shape[1:]), dtype=np.float32)
-                    maps[s:s + len(emb)] = m.float().cpu().numpy()
+                        maps = torch.empty((n,) + tuple(m.shape[1:]), dtype=torch.float32, device=device)
+                    maps[s:s + len(emb)] = m
                 s += len(emb)
                 done += len(emb)
+                del emb, m
             now = time.time()
-            if now - last_log > 10 or done == n:
-                rate = done / max(now - t0, 1e-9)
-                log(f"embedded {done}/{n} images ({rate:.1f} images/s, batch {bs})")
+            if now - last_log > 10:  # queued, not necessarily finished, on a GPU
+                log(f"embedding: {done}/{n} images queued ({done / max(now - t0, 1e-9):.1f} images/s, batch {bs})")
                 last_log = now
-    finally:  # nothing to restore: forward_with_maps leaves the tower as it found it
-        pass
     if out is None:
-        out = np.empty((0, model.visual.output_dim if hasattr(model.visual, "output_dim") else 0), np.float32)
-    return out, maps
+        X = np.empty((0, visual.output_dim if hasattr(visual, "output_dim") else 0), np.float32)
+    else:
+        X = out.cpu().numpy()  # the one copy (and the one sync) of the whole job
+    M = maps.cpu().numpy() if maps is not None else None
+    log(f"embedded {n} images ({n / max(time.time() - t0, 1e-9):.1f} images/s, batch {bs}, "
+        f"{precision_name(dtype)})")
+    if info is not None:
+        info.update(precision=precision_name(dtype), batch_size=int(batch_size), effective_batch_size=int(bs),
+                    projection="fp32" if project is not None or dtype is None else "in tower")
+    return X, M
 
 
 # ----------------------------------------------------------------------------- the embedding step
@@ -387,7 +543,30 @@ def release_cached_model() -> None:
     """Drop the worker's cached model (and give its GPU memory back)."""
     if _MODEL_CACHE:
         _MODEL_CACHE.clear()
+        import gc
+
+        gc.collect()  # a compiled tower and its wrapper reference each other (see _compiled)
         _empty_cuda_cache()
+
+
+def cached_gpu() -> Optional[int]:
+    """The index of the GPU the worker's cached model is on (the GPU its next job prefers), or None."""
+    for model in (_MODEL_CACHE or {}).values():
+        dev = next(model.parameters()).device
+        if dev.type == "cuda":
+            return dev.index
+    return None
+
+
+def runtime_provenance(device) -> dict:
+    """What computed a result: device and GPU model, torch, CUDA and open_clip versions."""
+    import open_clip
+    import torch
+
+    from .devices import device_info
+
+    return dict(device_info(device), torch_version=torch.__version__, cuda_version=torch.version.cuda,
+                open_clip_version=open_clip.__version__)
 
 
 def _empty_cuda_cache() -> None:
@@ -423,7 +602,9 @@ def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, ar
     register_model_configs(model_configs)
     arr, ids, pix_meta = open_pixels(pixels, pixel_index)
     what = f"model {provenance.get('model')} epoch {provenance.get('epoch')}"
-    with claim_device(lock_dir, log=_log) as device:
+    # the GPU that holds this worker's model, when it is free (no reload); the claim is held until the
+    # Parquet file is written
+    with claim_device(lock_dir, log=_log, prefer=cached_gpu()) as device:
         t0 = time.time()
         model = _model_for(arch, checkpoint, device, allow_pickle, what)
         if device.type == "cuda":
@@ -434,12 +615,13 @@ def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, ar
         if arr.shape[1] != size:
             raise ValueError(f"pixel cache {pixels} holds {arr.shape[1]} px images but {arch} expects {size} px")
         t0 = time.time()
+        ran: dict = {}
         X, maps = embed_pixels(model, arr, device, batch_size=batch_size, spatial=spatial, precision=precision,
-                               log=_log, compile=compile, saliency_map=saliency_map)
+                               log=_log, compile=compile, info=ran, saliency_map=saliency_map)
         _log(f"embedded {len(X)} images in {time.time() - t0:.1f} s")
         del model
         _empty_cuda_cache()  # a worker idles between jobs: keep only the weights on the GPU
-    meta = dict(provenance, checkpoint_commit=_checkpoint_commit(checkpoint), n_images=int(len(ids)),
-                n_skipped=pix_meta.get("n_skipped", 0), precision=precision, device=str(device),
-                compiled=bool(compile))
-    write_embeddings(out, ids, X, prov(**meta), spatial=maps)
+        meta = dict(provenance, checkpoint_commit=_checkpoint_commit(checkpoint), n_images=int(len(ids)),
+                    n_skipped=pix_meta.get("n_skipped", 0), precision_setting=precision, **ran,
+                    **runtime_provenance(device), compiled=bool(compile))
+        write_embeddings(out, ids, X, prov(**meta), spatial=maps)

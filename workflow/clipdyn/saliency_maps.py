@@ -99,16 +99,21 @@ def _grid(n_patches: int) -> int:
     return g
 
 
-def forward_with_maps(visual, x, method: str = DEFAULT_SALIENCY_MAP) -> Tuple["object", "object"]:
+def forward_with_maps(visual, x, method: str = DEFAULT_SALIENCY_MAP, project=None) -> Tuple["object", "object"]:
     """Run ``visual`` (an open_clip VisionTransformer) on the normalised batch ``x`` (N, 3, S, S).
 
     Returns ``(pooled, maps)``: ``pooled`` exactly as ``visual(x)`` gives it (the unnormalised
     image embedding) and ``maps`` (N, G, G) float32, the ``method`` saliency map of each image
     (see the module docstring). Runs under whatever grad/autocast mode the caller set.
+    ``project``: the tower's projection, taken out of it by ``clipdyn.embed.projection_outside``
+    (``visual.proj`` is None then); it is applied here, in fp32 with autocast disabled, to the
+    pooled embedding (returned float32) and to the patch tokens of ``patch_cosine``.
     """
     import torch
 
-    check_saliency_map(visual, method)
+    if project is None:
+        check_saliency_map(visual, method)  # (with ``project`` the caller checked before taking it out)
+    off = torch.autocast(device_type=x.device.type, enabled=False)
     if method == "patch_cosine":
         saved = visual.output_tokens
         visual.output_tokens = True
@@ -116,8 +121,13 @@ def forward_with_maps(visual, x, method: str = DEFAULT_SALIENCY_MAP) -> Tuple["o
             pooled, tokens = visual(x)
         finally:
             visual.output_tokens = saved
-        proj_tokens = tokens.float() @ visual.proj.float()
-        sim = torch.nn.functional.cosine_similarity(proj_tokens, pooled.float().unsqueeze(1), dim=-1)
+        with off:
+            if project is not None:
+                pooled = project(pooled.float())
+                proj_tokens = project(tokens.float())
+            else:
+                proj_tokens = tokens.float() @ visual.proj.float()
+            sim = torch.nn.functional.cosine_similarity(proj_tokens, pooled.float().unsqueeze(1), dim=-1)
         g = _grid(sim.shape[1])
         return pooled, sim.reshape(-1, g, g)
 
@@ -145,6 +155,9 @@ def forward_with_maps(visual, x, method: str = DEFAULT_SALIENCY_MAP) -> Tuple["o
         for hk in hooks:
             hk.remove()
     pooled = out[0] if isinstance(out, tuple) else out
+    if project is not None:
+        with off:
+            pooled = project(pooled.float())
     row = state["cls"] if method == "cls_attention" else state["rollout"][:, 0, :]
     patches = row[:, 1:]  # the class token's own weight left out
     g = _grid(patches.shape[1])

@@ -34,6 +34,7 @@ rule text_classifier:
         f"{R}/text/{{model}}/epoch_{{epoch}}/{{classset}}.parquet",
     params:
         job=text_params,
+        precision=EMBED.get("precision", "auto"),
         model_configs=STUDY.model_config_paths,
         code=source_hash("clipdyn.classifier", "clipdyn.embed", "clipdyn.devices"),
     priority: checkpoint_priority

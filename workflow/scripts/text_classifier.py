@@ -12,5 +12,6 @@ cfg = snakemake.config.get("embedding", {})  # how the job runs, not what it com
 run_step("clipdyn.classifier:text_classifier",
          dict(checkpoint=snakemake.input.checkpoint, manifest=snakemake.input.get("manifest"),
               out=snakemake.output[0], arch=j["arch"], allow_pickle=j["allow_pickle"], classset=j["classset"],
-              model_configs=list(p.model_configs), provenance=j["provenance"], threads=snakemake.threads),
+              model_configs=list(p.model_configs), provenance=j["provenance"], threads=snakemake.threads,
+              precision=p.precision),
          log=snakemake.log[0], mode=cfg.get("worker", "auto"), idle_s=cfg.get("worker_idle_s", 120))
