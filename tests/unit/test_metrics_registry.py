@@ -78,7 +78,7 @@ def _config(metrics: dict) -> dict:
     return {
         "models": {"m": {"arch": "clipdyn-demo-s", "repo": "org/run", "checkpoint": "epoch_{epoch}.pt", "epochs": [1]}},
         "datasets": {d: {"format": "image_folder", "source": {"path": "/nowhere"}} for d in ("a", "b", "c")},
-        "classsets": {"cs": {"source": "names", "names": ["x", "y"]}},
+        "classsets": {"cs": {"source": "names", "names": ["x", "y"], "templates": "mcm"}},   # mcm: OOD needs it
         "metrics": metrics,
     }
 
