@@ -22,17 +22,19 @@ def study(tmp_path):
     write_frame(pd.DataFrame({"image_id": ids, "label": labels}), tmp_path / "manifest.parquet",
                 provenance(classnames=[f"c{i}" for i in range(c)]))
     write_frame(pd.DataFrame(), tmp_path / "trials.parquet", provenance())
-    inputs = {"manifest__ds": str(tmp_path / "manifest.parquet"), "trials__ds": str(tmp_path / "trials.parquet")}
+    files = {"tables": {"ds": {"manifest": str(tmp_path / "manifest.parquet"),
+                               "trials": str(tmp_path / "trials.parquet")}},
+             "embeddings": {}, "classifiers": {}}
     for e in EPOCHS:
         W = rng.normal(size=(c, d))
         X = W[labels] * e + rng.normal(size=(n, d)) * 2  # accuracy rises with the epoch
         write_embeddings(tmp_path / f"emb_{e}.parquet", ids, X.astype(np.float32), provenance(epoch=e))
         write_classifier(tmp_path / f"clf_{e}.parquet", W / np.linalg.norm(W, axis=1, keepdims=True),
                          [f"c{i}" for i in range(c)], 100.0, provenance(epoch=e))
-        inputs[f"emb__ds__{e}"] = str(tmp_path / f"emb_{e}.parquet")
-        inputs[f"classifier__{e}"] = str(tmp_path / f"clf_{e}.parquet")
+        files["embeddings"][e] = {"ds": str(tmp_path / f"emb_{e}.parquet")}
+        files["classifiers"][e] = str(tmp_path / f"clf_{e}.parquet")
     out = tmp_path / "metrics" / "m" / "zs.parquet"
-    kw = dict(inputs=inputs, epochs=EPOCHS, kind="zeroshot_accuracy", roles={"dataset": "ds"}, options={},
+    kw = dict(files=files, kind="zeroshot_accuracy", roles={"dataset": "ds"}, options={},
               spatial=[], code="code-v1", model="m", metric="zs", out=str(out))
     return tmp_path, kw
 
@@ -42,7 +44,7 @@ def test_rows_equal_a_direct_evaluation_per_epoch(study):
     assert compute_metric(**kw) == {"computed": EPOCHS, "reused": []}
     got = pd.read_parquet(kw["out"])
     assert sorted(got["epoch"].unique()) == EPOCHS and set(got["metric"]) == {"zs"}
-    tables = {"ds": load_tables(kw["inputs"]["manifest__ds"], kw["inputs"]["trials__ds"])}
+    tables = {"ds": load_tables(**kw["files"]["tables"]["ds"])}
     for e in EPOCHS:
         direct = evaluate("zeroshot_accuracy", embeddings={"ds": read_embeddings(tmp / f"emb_{e}.parquet")},
                           tables=tables, classifier=read_classifier(tmp / f"clf_{e}.parquet"),
@@ -64,7 +66,8 @@ def test_unchanged_epochs_are_reused_and_the_output_is_the_same(study):
 
 def test_a_new_epoch_is_the_only_one_computed(study):
     tmp, kw = study
-    compute_metric(**dict(kw, epochs=[1, 2]))
+    first_two = dict(kw["files"], embeddings={e: kw["files"]["embeddings"][e] for e in (1, 2)})
+    compute_metric(**dict(kw, files=first_two))
     assert compute_metric(**kw) == {"computed": [3], "reused": [1, 2]}
 
 

@@ -32,7 +32,7 @@ def spine_study() -> TinyStudy:
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # shared by test_full_study and test_code_identity (read-only there)
 def full_study() -> TinyStudy:
     """Every dataset kind and metric, one tiny model x two epochs, run once end to end."""
     root = _own_tmp("full")

@@ -17,13 +17,13 @@ from __future__ import annotations
 import os
 from multiprocessing import get_context
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
 
 from .io import read_meta, write_frame
-from .study import Preprocess
+from .specs import Preprocess
 
 
 def pil_transform(pp: Preprocess):

@@ -9,55 +9,23 @@ against the Hub listing. Every error names the config key and what to do.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib.util
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from . import hub
 from .metrics import registry as metric_registry
+from .specs import ClassSetSpec, DatasetSpec, EmbeddingSettings, MetricSpec, ModelSpec, Preprocess
+
+__all__ = ["Study", "ConfigError", "Preprocess", "ModelSpec", "DatasetSpec", "ClassSetSpec",
+           "MetricSpec", "EmbeddingSettings", "arch_config", "preprocess_of"]
 
 CORRUPTIONS = {"gaussian_noise"}
 
 
 class ConfigError(ValueError):
     """The config is wrong; the message names the key."""
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """The model-independent part of open_clip's eval preprocessing (mean/std are applied on the device)."""
-
-    size: int
-    interpolation: str = "bicubic"
-    resize_mode: str = "shortest"
-
-    @property
-    def id(self) -> str:
-        return f"{self.size}px-{self.interpolation}-{self.resize_mode}"
-
-    @classmethod
-    def from_id(cls, pid: str) -> "Preprocess":
-        size, interp, mode = pid.split("-")
-        return cls(int(size.removesuffix("px")), interp, mode)
-
-
-@dataclass
-class ModelSpec:
-    name: str
-    arch: str
-    repo: str
-    repo_type: str
-    revision: str
-    checkpoint: str
-    epochs: List[int]
-    files: Dict[int, hub.CheckpointFile]
-    preprocess: Preprocess
-    allow_pickle: bool
-    raw: dict = field(default_factory=dict)
 
 
 def _open_clip_config_dirs(extra: Sequence[str]) -> List[Path]:
@@ -88,118 +56,84 @@ def preprocess_of(arch: str, extra_dirs: Sequence[str] = (), override: Optional[
         size = size[0]
     pp = dict(cfg.get("preprocess_cfg", {}))
     pp.update(override or {})
-    return Preprocess(int(pp.get("size", size)), pp.get("interpolation", "bicubic"), pp.get("resize_mode", "shortest"))
-
-
-_PKG = Path(__file__).parent
-
-#: metric kind -> library modules (under clipdyn.metrics) its numbers depend on, besides the kind's own
-#: module (from the registry) and the registry, which dispatches to it
-METRIC_MODULES = {
-    "zeroshot_accuracy": ["_join", "result"],
-    "shape_bias": ["_join", "result", "zeroshot"],
-    "noise_sensitivity": ["_join", "result", "zeroshot"],
-    "low_level_alignment": ["_join", "result", "zeroshot"],
-    "mid_level_alignment": ["_join", "result", "zeroshot", "low_level_alignment"],
-    "saliency_alignment": ["_join", "result", "zeroshot"],
-    "calibration": ["_join", "result", "zeroshot"],
-    "ood_detection": ["_join", "result", "zeroshot"],
-}
-
-
-def _module_files(name: str) -> List[Path]:
-    """Source files of a clipdyn module or package, found without importing it."""
-    parts = name.split(".")
-    if parts[0] != "clipdyn":
-        raise ValueError(f"{name}: only clipdyn modules are hashed")
-    base = _PKG.joinpath(*parts[1:])
-    if base.is_dir():
-        return sorted(base.rglob("*.py"))
-    f = base.with_suffix(".py")
-    if not f.exists():
-        raise ValueError(f"no source file for module {name} ({f})")
-    return [f]
-
-
-@functools.lru_cache(maxsize=None)
-def source_hash(*modules: str) -> str:
-    """Short hash of the source of clipdyn modules/packages (enters ``params:`` so edits rerun jobs).
-
-    Files are read, not imported, so building the DAG stays fast; each hash is computed once per
-    process (a DAG of 10,000 jobs asks for the same few thousands of times).
-    """
-    h = hashlib.sha256()
-    for name in modules:
-        for f in _module_files(name):
-            h.update(str(f.relative_to(_PKG)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-@functools.lru_cache(maxsize=None)
-def metric_code_hash(kind: str) -> str:
-    """Hash of the code a metric kind's jobs depend on: its own module, the modules it uses, the registry."""
-    return source_hash("clipdyn.metrics.registry", metric_registry.get(kind).module,
-                       *(f"clipdyn.metrics.{m}" for m in METRIC_MODULES[kind]))
+    return Preprocess(int(pp.get("size", size)), **{k: pp[k] for k in ("interpolation", "resize_mode") if k in pp})
 
 
 class Study:
-    """The resolved study. ``list_epochs`` is injectable for tests of the resolution alone."""
+    """The resolved study: typed specs of every config entry, each model's epochs resolved.
+
+    ``list_epochs`` is injectable for tests of the resolution alone.
+    """
+
+    #: top-level defaults (the other keys' defaults are in :mod:`clipdyn.specs`)
+    RESULTS = "results"
+    DOWNLOAD_DIR = "downloads"
 
     def __init__(self, config: dict, list_epochs=hub.discover_epochs):
         self.config = config
-        self.model_config_paths = [str(p) for p in config.get("model_configs", [])]
+        self.results: str = config.get("results") or self.RESULTS
+        #: datasets downloaded over HTTP, outside ``results`` so a new results folder downloads nothing again
+        self.download_dir: str = config.get("download_dir") or self.DOWNLOAD_DIR
+        #: at most this many checkpoints held in the HF cache at once (None: no budget)
+        self.checkpoint_budget: Optional[int] = config.get("checkpoint_budget")
+        self.model_config_paths = [str(p) for p in config.get("model_configs") or []]
+        self.embedding = EmbeddingSettings.from_config(config.get("embedding"))
+        self.figures_enabled = bool((config.get("figures") or {}).get("enabled", True))
+        self.datasets: Dict[str, DatasetSpec] = {
+            name: DatasetSpec.from_config(name, d) for name, d in (config.get("datasets") or {}).items()}
+        self.classsets: Dict[str, ClassSetSpec] = {
+            name: ClassSetSpec.from_config(name, c) for name, c in (config.get("classsets") or {}).items()}
+        self.metrics: Dict[str, MetricSpec] = {
+            name: MetricSpec.from_config(name, m) for name, m in (config.get("metrics") or {}).items()}
         self._check_datasets()
         self._check_classsets()
         self._check_metrics()
-        self.models = {name: self._resolve_model(name, m, list_epochs) for name, m in config["models"].items()}
+        self.models: Dict[str, ModelSpec] = {
+            name: self._resolve_model(name, m, list_epochs) for name, m in config["models"].items()}
         self._check_figures()
+        self.spatial_datasets = frozenset(d for m in self.metrics.values()
+                                          if metric_registry.KINDS[m.kind].spatial_maps for d in m.datasets)
 
     # ---------------------------------------------------------------- checks
     def _check_datasets(self):
-        ds = self.config.get("datasets", {})
+        ds = self.datasets
         for name, d in ds.items():
-            if "derived_from" in d:
-                src = d["derived_from"]
+            if d.derived:
+                src = d.derived_from
                 if src not in ds:
                     raise ConfigError(f"datasets.{name}.derived_from: {src!r} is not a configured dataset "
                                       f"(configured: {sorted(ds)})")
-                if "derived_from" in ds[src]:
+                if ds[src].derived:
                     raise ConfigError(f"datasets.{name}.derived_from: {src!r} is itself derived; derive from a downloaded dataset")
-                if d.get("corruption", "gaussian_noise") not in CORRUPTIONS:
-                    raise ConfigError(f"datasets.{name}.corruption: {d['corruption']!r} unknown; known: {sorted(CORRUPTIONS)}")
+                if d.corruption not in CORRUPTIONS:
+                    raise ConfigError(f"datasets.{name}.corruption: {d.corruption!r} unknown; known: {sorted(CORRUPTIONS)}")
             else:
-                from .datasets import ADAPTERS, read_dataset  # noqa: F401
-                from .datasets import formats  # noqa: F401
+                from .datasets import ADAPTERS, formats  # noqa: F401  (formats registers the adapters)
 
-                if d["format"] not in ADAPTERS:
-                    raise ConfigError(f"datasets.{name}.format: unknown format {d['format']!r}; known formats: "
+                if d.format not in ADAPTERS:
+                    raise ConfigError(f"datasets.{name}.format: unknown format {d.format!r}; known formats: "
                                       f"{sorted(ADAPTERS)}")
 
     def _check_classsets(self):
-        for name, c in self.config.get("classsets", {}).items():
-            if c.get("source") == "dataset":
-                dsn = c.get("dataset")
-                if dsn not in self.config.get("datasets", {}):
-                    raise ConfigError(f"classsets.{name}.dataset: {dsn!r} is not a configured dataset")
-            if c.get("source") == "names" and not c.get("names"):
+        for name, c in self.classsets.items():
+            if c.source == "dataset" and c.dataset not in self.datasets:
+                raise ConfigError(f"classsets.{name}.dataset: {c.dataset!r} is not a configured dataset")
+            if c.source == "names" and not c.names:
                 raise ConfigError(f"classsets.{name}.names: give the class names for source 'names'")
 
     def _check_metrics(self):
-        ds = self.config.get("datasets", {})
-        cs = self.config.get("classsets", {})
-        for name, m in self.config.get("metrics", {}).items():
-            kind = m.get("kind")
+        ds, cs = self.datasets, self.classsets
+        for name, m in self.metrics.items():
+            kind = m.kind
             if kind not in metric_registry.KINDS:
                 raise ConfigError(f"metrics.{name}.kind: unknown metric kind {kind!r}; known: "
                                   f"{sorted(metric_registry.KINDS)}")
             spec = metric_registry.KINDS[kind]
             roles = list(spec.roles)
-            inputs = m.get("inputs", {})
             for role in spec.one:
-                if role not in inputs:
+                if role not in m.inputs:
                     raise ConfigError(f"metrics.{name}.inputs.{role}: missing (kind {kind} needs roles {roles})")
-            for role, val in inputs.items():
+            for role, val in m.inputs.items():
                 if role not in roles:
                     raise ConfigError(f"metrics.{name}.inputs.{role}: kind {kind} has no role {role!r} "
                                       f"(roles: {roles})")
@@ -208,8 +142,8 @@ class Study:
                         raise ConfigError(f"metrics.{name}.inputs.{role}: {dsn!r} is not a configured dataset "
                                           f"(configured: {sorted(ds)})")
             if spec.needs_classset:
-                if m.get("classset") not in cs:
-                    raise ConfigError(f"metrics.{name}.classset: {m.get('classset')!r} is not a configured class set "
+                if m.classset not in cs:
+                    raise ConfigError(f"metrics.{name}.classset: {m.classset!r} is not a configured class set "
                                       f"(configured: {sorted(cs)})")
             if kind == "ood_detection" and (m.get("options") or {}).get("prompts", "mcm") == "mcm":
                 templates = cs[m["classset"]].get("templates")
@@ -230,59 +164,46 @@ class Study:
                 raise ConfigError(f"figures.scale_models: {m!r} is not a configured model (models: {sorted(names)})")
 
     # ---------------------------------------------------------------- models
-    def _resolve_model(self, name: str, m: dict, list_epochs) -> ModelSpec:
-        template = m["checkpoint"]
+    def _resolve_model(self, name: str, raw: dict, list_epochs) -> ModelSpec:
+        m = ModelSpec.from_config(name, raw, preprocess_of(raw["arch"], self.model_config_paths, raw.get("preprocess")))
+        template = m.checkpoint
         if template.count("{epoch}") != 1:
             raise ConfigError(f"models.{name}.checkpoint: {template!r} must contain '{{epoch}}' exactly once, "
                               "e.g. full_checkpoints/<run>/epoch_{epoch}.pt")
-        preprocess = preprocess_of(m["arch"], self.model_config_paths, m.get("preprocess"))
-        repo_type = m.get("repo_type", "model")
-        revision = str(m.get("revision", "main"))
         try:
-            found = list_epochs(m["repo"], template, revision, repo_type)
+            found = list_epochs(m.repo, template, m.revision, m.repo_type)
         except hub.HubError as err:
             raise ConfigError(f"models.{name}: {err}") from err
-        files = {f.epoch: f for f in found}
-        epochs = hub.select_epochs(m.get("epochs", "auto"), sorted(files))
-        missing = [e for e in epochs if e not in files]
+        m.files = {f.epoch: f for f in found}
+        m.epochs = hub.select_epochs(m.epoch_selection, sorted(m.files))
+        missing = [e for e in m.epochs if e not in m.files]
         if missing:
-            avail = sorted(files)
-            raise ConfigError(f"models.{name}.epochs: epoch(s) {missing} not found in {m['repo']}@{revision} "
+            avail = sorted(m.files)
+            raise ConfigError(f"models.{name}.epochs: epoch(s) {missing} not found in {m.repo}@{m.revision} "
                               f"as {template!r}; available: {_ranges(avail) or 'none'}")
-        if not epochs:
-            raise ConfigError(f"models.{name}: no checkpoint matches {template!r} in {m['repo']}@{revision}")
-        return ModelSpec(name=name, arch=m["arch"], repo=m["repo"], repo_type=repo_type, revision=revision,
-                         checkpoint=template, epochs=epochs, files=files, preprocess=preprocess,
-                         allow_pickle=bool(m.get("allow_pickle", False)), raw=m)
+        if not m.epochs:
+            raise ConfigError(f"models.{name}: no checkpoint matches {template!r} in {m.repo}@{m.revision}")
+        return m
 
     # ---------------------------------------------------------------- queries
     @property
-    def datasets(self) -> dict:
-        return self.config.get("datasets", {})
+    def downloaded_datasets(self) -> List[str]:
+        return [n for n, d in self.datasets.items() if not d.derived]
 
     @property
-    def metrics(self) -> dict:
-        return self.config.get("metrics", {})
-
-    def metric_datasets(self, metric: str) -> List[str]:
-        out: List[str] = []
-        for val in self.metrics[metric].get("inputs", {}).values():
-            for d in [val] if isinstance(val, str) else val:
-                if d not in out:
-                    out.append(d)
-        return out
+    def derived_datasets(self) -> List[str]:
+        return [n for n, d in self.datasets.items() if d.derived]
 
     def spatial(self, dataset: str) -> bool:
         """Whether embeddings of ``dataset`` keep per-patch maps (datasets of a kind with ``spatial_maps``)."""
-        if getattr(self, "_spatial", None) is None:  # asked once per job: computed once
-            self._spatial = {d for n, m in self.metrics.items() if metric_registry.KINDS[m["kind"]].spatial_maps
-                             for d in self.metric_datasets(n)}
-        return dataset in self._spatial
+        return dataset in self.spatial_datasets
 
     def downloaded(self, dataset: str) -> str:
         """The downloaded dataset a (possibly derived) dataset comes from."""
-        return self.datasets[dataset].get("derived_from", dataset)
+        return self.datasets[dataset].derived_from or dataset
 
+    def batch_size(self, model: str) -> int:
+        return self.models[model].batch_size or self.embedding.batch_size
 
 
 def _ranges(xs: Sequence[int]) -> str:

@@ -48,7 +48,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Optional
 
-from .study import source_hash  # hashes the package's files without importing them
+from .codeid import package_hash  # hashes the package's files without importing them
 
 MODES = ("auto", "on", "off")
 MAX_SLOTS = 64
@@ -79,7 +79,7 @@ def use_worker(mode: str = "auto") -> bool:
 def worker_key() -> str:
     """Which jobs may share a worker: same Python, same clipdyn code in the same place (a worker
     imports lazily from its checkout), same visible GPUs."""
-    parts = [sys.executable, str(Path(__file__).resolve().parent), source_hash("clipdyn"),
+    parts = [sys.executable, str(Path(__file__).resolve().parent), package_hash(),
              os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"), os.environ.get("CLIPDYN_GPU_LOCK_DIR", "")]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 

@@ -7,8 +7,9 @@ from snakemake.utils import validate
 # the library lives next to the rules; importable without `pip install -e .`
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
+from clipdyn.codeid import code_hash  # noqa: E402
 from clipdyn.metrics import registry as metric_registry  # noqa: E402
-from clipdyn.study import ConfigError, Study, metric_code_hash, source_hash  # noqa: E402
+from clipdyn.study import ConfigError, Study  # noqa: E402
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -23,10 +24,18 @@ try:
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
 
-R = config.get("results", "results")
-DOWNLOADED = [d for d in STUDY.datasets if "derived_from" not in STUDY.datasets[d]]
-DERIVED = [d for d in STUDY.datasets if "derived_from" in STUDY.datasets[d]]
-EMBED = config.get("embedding", {})
+R = STUDY.results
+DOWNLOADED = STUDY.downloaded_datasets
+DERIVED = STUDY.derived_datasets
+EMBED = STUDY.embedding
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+
+
+def code_of(script, *modules):
+    """Hash of the clipdyn code a rule script reaches (clipdyn.codeid), plus ``modules`` it runs
+    without importing them by name (a metric kind's evaluator): enters ``params:``, so an edit of
+    that code reruns the rule's jobs, and an edit elsewhere does not."""
+    return code_hash(str(SCRIPTS / script), frozenset(modules))
 
 
 def _alt(names):
@@ -41,14 +50,8 @@ wildcard_constraints:
     epoch=r"\d+",
     dataset=_alt(STUDY.datasets),
     metric=_alt(STUDY.metrics),
-    classset=_alt(config.get("classsets", {})),
+    classset=_alt(STUDY.classsets),
     preprocess=r"\d+px-[a-z]+-[a-z]+",
-
-
-def adapter_module(fmt):
-    from clipdyn.datasets import ADAPTERS
-
-    return ADAPTERS[fmt].__module__
 
 
 def model_of(wc):
@@ -104,8 +107,7 @@ def all_metric_files():
 
 
 def figure_targets():
-    figs = config.get("figures", {})
-    if not figs.get("enabled", True) or not STUDY.metrics:
+    if not STUDY.figures_enabled or not STUDY.metrics:
         return []
     out = []
     for f in ("fig1", "fig2", "fig3", "robustness"):
@@ -135,14 +137,13 @@ def embed_params(wc):
         "arch": m.arch,
         "allow_pickle": m.allow_pickle,
         "spatial": STUDY.spatial(wc.dataset),
-        "batch_size": m.raw.get("batch_size", EMBED.get("batch_size", 256)),
+        "batch_size": STUDY.batch_size(wc.model),
         "provenance": embed_provenance(wc),
     }
 
 
 def embed_provenance(wc):
     m, f = model_of(wc), ckpt_file(wc)
-    d = STUDY.datasets[wc.dataset]
     src = STUDY.datasets[STUDY.downloaded(wc.dataset)]
     return {
         "model": wc.model,
@@ -152,9 +153,9 @@ def embed_provenance(wc):
         "checkpoint_file": f.path,
         "checkpoint_blob": f.blob,
         "dataset": wc.dataset,
-        "dataset_repo": src.get("repo"),
-        "dataset_revision": str(src.get("revision", "main")),
-        "subset": src.get("subset"),
+        "dataset_repo": src.repo,
+        "dataset_revision": src.revision,
+        "subset": src.subset,
         "preprocess": m.preprocess.id,
     }
 
@@ -164,7 +165,7 @@ def text_params(wc):
     return {
         "arch": m.arch,
         "allow_pickle": m.allow_pickle,
-        "classset": config["classsets"][wc.classset],
+        "classset": STUDY.classsets[wc.classset].as_dict(),
         "provenance": {
             "model": wc.model,
             "arch": m.arch,
@@ -177,49 +178,67 @@ def text_params(wc):
 
 
 def text_inputs(wc):
-    cs = config["classsets"][wc.classset]
+    cs = STUDY.classsets[wc.classset]
     out = {"checkpoint": checkpoint_path(wc)}
-    if cs.get("source") == "dataset":
-        out["manifest"] = f"{R}/data/{cs['dataset']}/manifest.parquet"
+    if cs.source == "dataset":
+        out["manifest"] = f"{R}/data/{cs.dataset}/manifest.parquet"
     return out
 
 
 # ---- metrics stage helpers
 
 
-def metric_inputs(wc):
-    """Every epoch's embeddings (and classifier) of the metric's datasets, plus their manifests."""
+def metric_files(wc):
+    """The files a metric job reads, by what they are (no names to split downstream):
+    ``tables``: dataset -> {manifest, trials}; ``embeddings``: epoch -> dataset -> file;
+    ``classifiers``: epoch -> file (kinds that need a class set)."""
     m = STUDY.metrics[wc.metric]
-    out = {}
-    datasets = STUDY.metric_datasets(wc.metric)
-    for d in datasets:
-        out[f"manifest__{d}"] = f"{R}/data/{d}/manifest.parquet"
-        out[f"trials__{d}"] = f"{R}/data/{d}/trials.parquet"
-    clf = metric_registry.get(m["kind"]).needs_classset
-    for e in model_of(wc).epochs:
-        for d in datasets:
-            out[f"emb__{d}__{e}"] = f"{R}/embeddings/{wc.model}/epoch_{e}/{d}.parquet"
-        if clf:
-            out[f"classifier__{e}"] = f"{R}/text/{wc.model}/epoch_{e}/{m['classset']}.parquet"
-    return out
+    epochs = model_of(wc).epochs
+    files = {
+        "tables": {
+            d: {"manifest": f"{R}/data/{d}/manifest.parquet", "trials": f"{R}/data/{d}/trials.parquet"}
+            for d in m.datasets
+        },
+        "embeddings": {
+            e: {d: f"{R}/embeddings/{wc.model}/epoch_{e}/{d}.parquet" for d in m.datasets} for e in epochs
+        },
+        "classifiers": {},
+    }
+    if metric_registry.get(m.kind).needs_classset:
+        files["classifiers"] = {e: f"{R}/text/{wc.model}/epoch_{e}/{m.classset}.parquet" for e in epochs}
+    return files
+
+
+def metric_inputs(wc):
+    """Every file of :func:`metric_files`, for the DAG."""
+    f = metric_files(wc)
+    return (
+        [p for t in f["tables"].values() for p in t.values()]
+        + [p for per in f["embeddings"].values() for p in per.values()]
+        + list(f["classifiers"].values())
+    )
+
+
+def metric_code(kind):
+    return code_of("compute_metric.py", metric_registry.get(kind).module)
 
 
 def metric_params(wc):
     m = STUDY.metrics[wc.metric]
     return {
-        "epochs": list(model_of(wc).epochs),
-        "kind": m["kind"],
-        "inputs": m.get("inputs", {}),
+        "files": metric_files(wc),
+        "kind": m.kind,
+        "inputs": m.inputs,
         "options": metric_options(wc),
-        "spatial": [d for d in STUDY.metric_datasets(wc.metric) if STUDY.spatial(d)],
-        "code": metric_code_hash(m["kind"]),
+        "spatial": [d for d in m.datasets if STUDY.spatial(d)],
+        "code": metric_code(m.kind),
     }
 
 
 def metric_options(wc):
     m = STUDY.metrics[wc.metric]
-    opts = dict(m.get("options", {}))
-    if m["kind"] == "saliency_alignment":
+    opts = dict(m.options)
+    if m.kind == "saliency_alignment":
         # spatial maps cover what the model saw: the centre crop, unless it squashed the image
         squash = model_of(wc).preprocess.resize_mode == "squash"
         opts.setdefault("crop", "none" if squash else "center")
@@ -236,12 +255,12 @@ def figure_spec():
     spec.setdefault("total_epochs", {})
     spec.setdefault("reference_curves", {})
     for name, m in STUDY.models.items():
-        if "label" in m.raw:
-            spec["labels"].setdefault(name, m.raw["label"])
-        if "total_epochs" in m.raw:
-            spec["total_epochs"].setdefault(name, m.raw["total_epochs"])
-        if "reference_curve" in m.raw:
-            ref = dict(m.raw["reference_curve"])
+        if m.label is not None:
+            spec["labels"].setdefault(name, m.label)
+        if m.total_epochs is not None:
+            spec["total_epochs"].setdefault(name, m.total_epochs)
+        if m.reference_curve is not None:
+            ref = dict(m.reference_curve)
             csv = ref.pop("file")
             if not Path(csv).is_absolute() and not Path(csv).exists():
                 csv = str(Path(workflow.basedir) / csv)
@@ -255,4 +274,5 @@ def reference_csvs():
     return sorted({c["csv"] for c in curves if c.get("csv")})
 
 
-FIGURE_CODE = source_hash("clipdyn.figures")
+FIGURE_CODE = code_of("render_figure.py")
+TABLE_CODE = code_of("render_table1.py")

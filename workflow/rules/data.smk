@@ -9,20 +9,14 @@ rule prepare_manifest:
         manifest=f"{R}/data/{{dataset}}/manifest.parquet",
         trials=f"{R}/data/{{dataset}}/trials.parquet",
     params:
-        format=lambda wc: STUDY.datasets[wc.dataset]["format"],
-        root=lambda wc: STUDY.datasets[wc.dataset].get("root", ""),
-        extract=lambda wc: STUDY.datasets[wc.dataset].get("extract", []),
-        options=lambda wc: STUDY.datasets[wc.dataset].get("options", {}),
-        subset=lambda wc: STUDY.datasets[wc.dataset].get("subset"),
-        subset_seed=lambda wc: STUDY.datasets[wc.dataset].get("subset_seed", 0),
+        format=lambda wc: STUDY.datasets[wc.dataset].format,
+        root=lambda wc: STUDY.datasets[wc.dataset].root,
+        extract=lambda wc: list(STUDY.datasets[wc.dataset].extract),
+        options=lambda wc: STUDY.datasets[wc.dataset].options,
+        subset=lambda wc: STUDY.datasets[wc.dataset].subset,
+        subset_seed=lambda wc: STUDY.datasets[wc.dataset].subset_seed,
         extract_dir=lambda wc: f"{R}/data/{wc.dataset}/extracted",
-        code=lambda wc: source_hash(
-            adapter_module(STUDY.datasets[wc.dataset]["format"]),
-            "clipdyn.datasets.__init__",
-            "clipdyn.datasets._common",
-            "clipdyn.manifests",
-            "clipdyn.archives",
-        ),
+        code=code_of("prepare_manifest.py"),
     wildcard_constraints:
         dataset=_alt(DOWNLOADED),
     conda:
@@ -40,12 +34,9 @@ rule derive_manifest:
         manifest=f"{R}/data/{{dataset}}/manifest.parquet",
         trials=f"{R}/data/{{dataset}}/trials.parquet",
     params:
-        corruption=lambda wc: STUDY.datasets[wc.dataset].get(
-            "corruption", "gaussian_noise"
-        ),
-        severities=lambda wc: STUDY.datasets[wc.dataset].get(
-            "severities", [1, 2, 3, 4, 5]
-        ),
+        corruption=lambda wc: STUDY.datasets[wc.dataset].corruption,
+        severities=lambda wc: list(STUDY.datasets[wc.dataset].severities),
+        code=code_of("derive_manifest.py"),
     wildcard_constraints:
         dataset=_alt(DERIVED),
     conda:
@@ -63,11 +54,11 @@ rule pixel_cache:
         pixels=f"{R}/data/{{dataset}}/pixels_{{preprocess}}.npy",
         index=f"{R}/data/{{dataset}}/pixels_{{preprocess}}.parquet",
     params:
-        on_bad_image=lambda wc: STUDY.datasets[wc.dataset].get("on_bad_image", "error"),
-        code=lambda wc: source_hash("clipdyn.pixels", "clipdyn.images"),
+        on_bad_image=lambda wc: STUDY.datasets[wc.dataset].on_bad_image,
+        code=code_of("pixel_cache.py"),
     wildcard_constraints:
         dataset=_alt(DOWNLOADED),
-    threads: EMBED.get("decode_workers", 4)
+    threads: EMBED.decode_workers
     conda:
         "../../envs/clipdyn.yaml"
     log:
@@ -84,17 +75,15 @@ rule derived_pixel_cache:
         index=f"{R}/data/{{dataset}}/pixels_{{preprocess}}.parquet",
     params:
         corruption=lambda wc: {
-            "corruption": STUDY.datasets[wc.dataset].get("corruption", "gaussian_noise"),
-            "geometry": STUDY.datasets[wc.dataset].get("corruption_geometry", "imagenet_c"),
-            "jpeg_quality": STUDY.datasets[wc.dataset].get("jpeg_quality", 85),
+            "corruption": STUDY.datasets[wc.dataset].corruption,
+            "geometry": STUDY.datasets[wc.dataset].corruption_geometry,
+            "jpeg_quality": STUDY.datasets[wc.dataset].jpeg_quality,
         },
-        on_bad_image=lambda wc: STUDY.datasets[STUDY.downloaded(wc.dataset)].get(
-            "on_bad_image", "error"
-        ),
-        code=lambda wc: source_hash("clipdyn.pixels", "clipdyn.images", "clipdyn.corruptions"),
+        on_bad_image=lambda wc: STUDY.datasets[STUDY.downloaded(wc.dataset)].on_bad_image,
+        code=code_of("derived_pixel_cache.py"),
     wildcard_constraints:
         dataset=_alt(DERIVED),
-    threads: EMBED.get("decode_workers", 4)
+    threads: EMBED.decode_workers
     conda:
         "../../envs/clipdyn.yaml"
     log:

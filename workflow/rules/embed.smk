@@ -10,15 +10,15 @@ rule embed_images:
         # one function for everything that varies per job: Snakemake inspects and calls each
         # callable once per job, which is most of a 10,000-job DAG's build time
         job=embed_params,
-        precision=EMBED.get("precision", "auto"),
-        compile=EMBED.get("compile", False),
+        precision=EMBED.precision,
+        compile=EMBED.compile,
         model_configs=STUDY.model_config_paths,
-        code=source_hash("clipdyn.embed", "clipdyn.devices"),
+        code=code_of("embed_images.py"),
     priority: checkpoint_priority
-    threads: EMBED.get("threads", 2)
+    threads: EMBED.threads
     resources:
         gpu=1,
-        mem_mb=EMBED.get("mem_mb", 8000),
+        mem_mb=EMBED.mem_mb,
     conda:
         "../../envs/clipdyn.yaml"
     log:
@@ -36,12 +36,12 @@ rule text_classifier:
         job=text_params,
         precision=EMBED.get("precision", "auto"),
         model_configs=STUDY.model_config_paths,
-        code=source_hash("clipdyn.classifier", "clipdyn.embed", "clipdyn.devices"),
+        code=code_of("text_classifier.py"),
     priority: checkpoint_priority
-    threads: EMBED.get("threads", 2)
+    threads: EMBED.threads
     resources:
         gpu=1,
-        mem_mb=EMBED.get("mem_mb", 8000),
+        mem_mb=EMBED.mem_mb,
     conda:
         "../../envs/clipdyn.yaml"
     log:

@@ -43,7 +43,7 @@ rule table1:
         tex=f"{R}/figures/table1.tex",
     params:
         spec=figure_spec(),
-        code=FIGURE_CODE,
+        code=TABLE_CODE,
     conda:
         "../../envs/clipdyn.yaml"
     log:

@@ -43,14 +43,14 @@ rule download_dataset:
     output:
         f"{R}/datasets/{{dataset}}/snapshot.json",
     params:
-        path=lambda wc: STUDY.datasets[wc.dataset].get("path"),
-        extra_files=lambda wc: STUDY.datasets[wc.dataset].get("extra_files", {}),
-        repo=lambda wc: STUDY.datasets[wc.dataset].get("repo"),
-        repo_type=lambda wc: STUDY.datasets[wc.dataset].get("repo_type", "dataset"),
-        revision=lambda wc: str(STUDY.datasets[wc.dataset].get("revision", "main")),
-        files=lambda wc: STUDY.datasets[wc.dataset].get("files", []),
-        archives=lambda wc: STUDY.datasets[wc.dataset].get("archives", []),
-        download_dir=lambda wc: f"{config.get('download_dir', 'downloads')}/{wc.dataset}",
+        path=lambda wc: STUDY.datasets[wc.dataset].path,
+        extra_files=lambda wc: STUDY.datasets[wc.dataset].extra_files,
+        repo=lambda wc: STUDY.datasets[wc.dataset].repo,
+        repo_type=lambda wc: STUDY.datasets[wc.dataset].repo_type,
+        revision=lambda wc: STUDY.datasets[wc.dataset].revision,
+        files=lambda wc: list(STUDY.datasets[wc.dataset].files),
+        archives=lambda wc: list(STUDY.datasets[wc.dataset].archives),
+        download_dir=lambda wc: f"{STUDY.download_dir}/{wc.dataset}",
     wildcard_constraints:
         dataset=_alt(DOWNLOADED),
     conda:

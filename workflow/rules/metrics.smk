@@ -6,7 +6,7 @@
 
 rule compute_metric:
     input:
-        unpack(metric_inputs),
+        metric_inputs,
     output:
         f"{R}/metrics/{{model}}/{{metric}}.parquet",
     params:
@@ -25,6 +25,8 @@ rule collect_metrics:
     output:
         parquet=f"{R}/metrics.parquet",
         csv=f"{R}/metrics.csv",
+    params:
+        code=code_of("collect_metrics.py"),
     conda:
         "../../envs/clipdyn.yaml"
     log:

@@ -4,11 +4,13 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.stdout = sys.stderr
 
+from clipdyn.specs import EmbeddingSettings
 from clipdyn.worker import run_step
 
 p = snakemake.params
 j = p.job
-cfg = snakemake.config.get("embedding", {})  # how the job runs, not what it computes: no params
+# how the job runs, not what it computes: from the config, not params (switching reruns nothing)
+how = EmbeddingSettings.from_config(snakemake.config.get("embedding"))
 run_step("clipdyn.embed:embed_images",
          dict(checkpoint=snakemake.input.checkpoint, pixels=snakemake.input.pixels,
               pixel_index=snakemake.input.pixel_index, out=snakemake.output[0], arch=j["arch"],
@@ -16,4 +18,4 @@ run_step("clipdyn.embed:embed_images",
               precision=p.precision, compile=p.compile, model_configs=list(p.model_configs),
               provenance=j["provenance"],
               threads=snakemake.threads),
-         log=snakemake.log[0], mode=cfg.get("worker", "auto"), idle_s=cfg.get("worker_idle_s", 120))
+         log=snakemake.log[0], mode=how.worker, idle_s=how.worker_idle_s)

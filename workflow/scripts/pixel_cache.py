@@ -8,7 +8,7 @@ import pandas as pd
 
 from clipdyn.io import read_meta
 from clipdyn.pixels import build_pixel_cache
-from clipdyn.study import Preprocess
+from clipdyn.specs import Preprocess
 
 images = pd.read_parquet(snakemake.input.manifest)
 pp = Preprocess.from_id(snakemake.wildcards.preprocess)

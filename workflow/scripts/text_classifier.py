@@ -4,14 +4,16 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.stdout = sys.stderr
 
+from clipdyn.specs import EmbeddingSettings
 from clipdyn.worker import run_step
 
 p = snakemake.params
 j = p.job
-cfg = snakemake.config.get("embedding", {})  # how the job runs, not what it computes: no params
+# how the job runs, not what it computes: from the config, not params (switching reruns nothing)
+how = EmbeddingSettings.from_config(snakemake.config.get("embedding"))
 run_step("clipdyn.classifier:text_classifier",
          dict(checkpoint=snakemake.input.checkpoint, manifest=snakemake.input.get("manifest"),
               out=snakemake.output[0], arch=j["arch"], allow_pickle=j["allow_pickle"], classset=j["classset"],
               model_configs=list(p.model_configs), provenance=j["provenance"], threads=snakemake.threads,
               precision=p.precision),
-         log=snakemake.log[0], mode=cfg.get("worker", "auto"), idle_s=cfg.get("worker_idle_s", 120))
+         log=snakemake.log[0], mode=how.worker, idle_s=how.worker_idle_s)

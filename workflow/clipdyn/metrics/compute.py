@@ -8,7 +8,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -29,11 +29,6 @@ def load_tables(manifest: str, trials: str):
                          classnames=meta.get("classnames"), templates=meta.get("templates"), info=meta)
 
 
-def epoch_input_key(name: str, epoch: int) -> str:
-    """Input name of a per-epoch file of a metric job (``emb__<dataset>__<epoch>``, ``classifier__<epoch>``)."""
-    return f"{name}__{epoch}"
-
-
 def _file_state(path: str) -> list:
     st = os.stat(path)
     return [st.st_size, st.st_mtime_ns]
@@ -45,9 +40,13 @@ def metric_memo_paths(out: str, metric: str, epoch: int):
     return d / f"{metric}.parquet", d / f"{metric}.details.parquet"
 
 
-def compute_metric(*, inputs: Dict[str, str], epochs: Sequence[int], kind: str, roles: dict, options: dict,
-                   spatial: Sequence[str], code: str, model: str, metric: str, out: str) -> dict:
+def compute_metric(*, files: Mapping, kind: str, roles: dict, options: dict, spatial: Sequence[str], code: str,
+                   model: str, metric: str, out: str) -> dict:
     """One metric of one model at every epoch, from cached embeddings; rows of all epochs to ``out``.
+
+    ``files``: what the job reads, by what it is: ``tables``: dataset -> {``manifest``, ``trials``};
+    ``embeddings``: epoch -> dataset -> Parquet file; ``classifiers``: epoch -> Parquet file (empty for
+    kinds without a class set). ``roles``: the metric's inputs (role -> dataset or list of datasets).
 
     Each epoch's result is also kept as its own Parquet file (``metric_memo_paths``) carrying a key:
     the metric's kind, options, inputs and code hash, and the size and mtime of every file the epoch's
@@ -57,28 +56,30 @@ def compute_metric(*, inputs: Dict[str, str], epochs: Sequence[int], kind: str, 
     """
     from .registry import evaluate
 
-    datasets = sorted({k.split("__")[1] for k in inputs if k.startswith("manifest__")})
+    table_files = files["tables"]
+    datasets = sorted(table_files)
+    epochs = sorted(int(e) for e in files["embeddings"])
     options = dict(options or {})
     tables: dict = {}
 
     def table(d):
         if d not in tables:
-            tables[d] = load_tables(inputs[f"manifest__{d}"], inputs[f"trials__{d}"])
+            tables[d] = load_tables(table_files[d]["manifest"], table_files[d]["trials"])
         return tables[d]
 
     if options.get("category_mapping") and not Path(options["category_mapping"]).is_absolute():
         # a file shipped with the cue-conflict dataset (the demo's category mapping)
-        src = read_meta(inputs[f"manifest__{roles['dataset']}"]).get("source_folder", "")
+        src = read_meta(table_files[roles["dataset"]]["manifest"]).get("source_folder", "")
         options["category_mapping"] = str(Path(src) / options["category_mapping"])
-    shared = {k: _file_state(v) for k, v in inputs.items() if k.startswith(("manifest__", "trials__"))}
+    shared = {f"{d}/{what}": _file_state(path) for d, t in table_files.items() for what, path in t.items()}
     frames, done = [], {"computed": [], "reused": []}
     for epoch in epochs:
-        files = {d: inputs[epoch_input_key(f"emb__{d}", epoch)] for d in datasets}
-        clf = inputs.get(epoch_input_key("classifier", epoch))
+        emb_files = _per_epoch(files["embeddings"], epoch)
+        clf = _per_epoch(files.get("classifiers") or {}, epoch, None)
         key = hashlib.sha256(json.dumps({
             "kind": kind, "roles": roles, "options": options, "spatial": sorted(spatial), "code": code,
             "model": model, "epoch": int(epoch), "metric": metric, "shared": shared,
-            "files": {d: _file_state(f) for d, f in files.items()},
+            "files": {d: _file_state(f) for d, f in emb_files.items()},
             "classifier": _file_state(clf) if clf else None,
         }, sort_keys=True, default=str).encode()).hexdigest()
         rows_path, details_path = metric_memo_paths(out, metric, epoch)
@@ -88,7 +89,7 @@ def compute_metric(*, inputs: Dict[str, str], epochs: Sequence[int], kind: str, 
                 frames.append(kept)
                 done["reused"].append(int(epoch))
                 continue
-        embeddings = {d: read_embeddings(f, spatial=d in spatial) for d, f in files.items()}
+        embeddings = {d: read_embeddings(f, spatial=d in spatial) for d, f in emb_files.items()}
         result = evaluate(kind, embeddings=embeddings, tables={d: table(d) for d in datasets},
                           classifier=read_classifier(clf) if clf else None, inputs=roles, options=options)
         rows = metric_frame(result.rows, model, int(epoch), metric)
@@ -107,6 +108,16 @@ def compute_metric(*, inputs: Dict[str, str], epochs: Sequence[int], kind: str, 
     write_frame(df, out, prov(model=model, metric=metric, kind=kind, code=code, epochs=[int(e) for e in epochs],
                               **done))
     return done
+
+
+def _per_epoch(by_epoch: Mapping, epoch: int, *default):
+    """``by_epoch[epoch]``; keys may be ints, or strings after a round trip through JSON."""
+    for k in (epoch, str(epoch)):
+        if k in by_epoch:
+            return by_epoch[k]
+    if default:
+        return default[0]
+    raise KeyError(f"no file for epoch {epoch} (have {sorted(by_epoch)})")
 
 
 def _ranges(xs: Sequence[int]) -> str:

@@ -1,0 +1,122 @@
+"""An edit of the library code a stage runs reruns that stage and what reads its outputs; an edit
+elsewhere, or a comment, reruns nothing (clipdyn.codeid derives each rule's code from its imports).
+
+Each test copies the workflow, makes one real code edit in the copy, and dry-runs the copy's
+Snakefile against the finished full study (every dataset kind and metric): the jobs listed are
+the ones that edit would rerun.
+"""
+
+import shutil
+
+import pytest
+import study_fixture
+from study_fixture import REPO
+
+pytestmark = pytest.mark.workflow
+
+#: an added statement: a change of code, not of a comment (the hash is over the syntax tree)
+EDIT = "\n_clipdyn_test_edit = 1\n"
+
+#: every rule downstream of the metrics
+REPORTING = {"collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
+
+
+def dry_run_with_edit(study, relpath: str, tmp_path, text: str = EDIT) -> dict:
+    """{rule: jobs} of a dry run whose workflow copy has ``text`` appended to ``relpath``."""
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO / "workflow", copy / "workflow", symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "Snakefile", copy / "Snakefile")
+    shutil.copytree(REPO / "config", copy / "config")
+    target = copy / "workflow" / relpath
+    target.write_text(target.read_text() + text)
+    orig = study_fixture.REPO
+    study_fixture.REPO = copy
+    try:
+        return study.dry_run_jobs()
+    finally:
+        study_fixture.REPO = orig
+
+
+def _n_metrics(study) -> int:
+    return len(study.read_config()["metrics"])
+
+
+def test_baseline_nothing_to_do(full_study):
+    assert full_study.dry_run_jobs() == {}
+
+
+def test_comment_or_docstring_edit_reruns_nothing(full_study, tmp_path):
+    assert dry_run_with_edit(full_study, "clipdyn/embed.py", tmp_path, "\n# a comment\n") == {}
+
+
+def test_manifest_builder_edit_reruns_manifests_and_everything_downstream(full_study, tmp_path):
+    jobs = dry_run_with_edit(full_study, "clipdyn/manifests.py", tmp_path)
+    cfg = full_study.read_config()
+    downloaded = [d for d, spec in cfg["datasets"].items() if "derived_from" not in spec]
+    assert jobs["prepare_manifest"] == len(downloaded)
+    for rule in ("derive_manifest", "pixel_cache", "derived_pixel_cache", "embed_images", "text_classifier",
+                 "compute_metric"):
+        assert jobs.get(rule, 0) > 0, (rule, jobs)
+    assert "download_dataset" not in jobs and "download_checkpoint" not in jobs
+    assert {k: jobs[k] for k in REPORTING} == REPORTING
+
+
+def test_pixel_cache_edit_reruns_pixel_caches_and_embeddings(full_study, tmp_path):
+    jobs = dry_run_with_edit(full_study, "clipdyn/pixels.py", tmp_path)
+    assert jobs.get("pixel_cache", 0) > 0 and jobs.get("embed_images", 0) > 0, jobs
+    assert "prepare_manifest" not in jobs and "download_dataset" not in jobs
+
+
+def test_model_loading_edit_reruns_embeddings_and_classifiers_only_upstream_of_metrics(full_study, tmp_path):
+    jobs = dry_run_with_edit(full_study, "clipdyn/embed.py", tmp_path)
+    assert jobs.get("embed_images", 0) > 0 and jobs.get("text_classifier", 0) > 0, jobs
+    for rule in ("prepare_manifest", "pixel_cache", "derived_pixel_cache", "download_checkpoint"):
+        assert rule not in jobs, (rule, jobs)
+
+
+def test_text_classifier_edit_reruns_classifiers_not_embeddings(full_study, tmp_path):
+    jobs = dry_run_with_edit(full_study, "clipdyn/classifier.py", tmp_path)
+    assert jobs.get("text_classifier", 0) > 0, jobs
+    assert "embed_images" not in jobs and "pixel_cache" not in jobs
+    assert jobs.get("compute_metric", 0) > 0  # the kinds that read a classifier
+
+
+UNTIL_REGISTRY = pytest.mark.xfail(strict=True, reason="every evaluator still lives in metrics/tasks.py, which "
+                                   "imports every metric module; lands with the metric-kind registry")
+
+
+@UNTIL_REGISTRY
+def test_one_metric_module_edit_reruns_that_metric_only(full_study, tmp_path):
+    cfg = full_study.read_config()
+    ood = [n for n, m in cfg["metrics"].items() if m["kind"] == "ood_detection"]
+    assert ood and len(ood) < _n_metrics(full_study)
+    jobs = dry_run_with_edit(full_study, "clipdyn/metrics/ood.py", tmp_path)
+    n_models = len(cfg["models"])
+    assert jobs == dict(REPORTING, compute_metric=len(ood) * n_models)
+
+
+def test_metric_reader_edit_reruns_every_metric(full_study, tmp_path):
+    jobs = dry_run_with_edit(full_study, "clipdyn/io.py", tmp_path)
+    n_models = len(full_study.read_config()["models"])
+    assert jobs["compute_metric"] == _n_metrics(full_study) * n_models
+    assert {k: jobs[k] for k in REPORTING} == REPORTING
+
+
+def test_figure_module_edit_redraws_the_figures_only(full_study, tmp_path):
+    jobs = dry_run_with_edit(full_study, "clipdyn/figures/timecourse.py", tmp_path)
+    assert jobs == {"figure": 4, "table1": 1, "all": 1}
+
+
+@UNTIL_REGISTRY
+def test_package_data_file_edit_reruns_its_readers(full_study, tmp_path):
+    """The shipped 16-category mapping is read by the shape-bias code: its jobs rerun, others do not."""
+    cfg = full_study.read_config()
+    sb = [n for n, m in cfg["metrics"].items() if m["kind"] == "shape_bias"]
+    jobs = dry_run_with_edit(full_study, "clipdyn/data/imagenet16_categories.csv", tmp_path, "")
+    assert jobs == {}  # appending nothing changes nothing
+    csv = "clipdyn/data/imagenet16_categories.csv"
+    text = (REPO / "workflow" / csv).read_text()
+    jobs = dry_run_with_edit(full_study, csv, tmp_path / "b", "\n" if not text.endswith("\n") else " \n")
+    assert jobs.get("compute_metric") == len(sb) * len(cfg["models"]), jobs
+    assert "embed_images" not in jobs

@@ -1,0 +1,185 @@
+"""Typed specs of a study: what the config says, with every default in one place.
+
+The Snakefile validates the config against ``workflow/schemas/config.schema.yaml`` (types, enums,
+required keys) and :class:`clipdyn.study.Study` builds these specs from it once. Rules and
+library code read their attributes; nothing else holds a default of a config key (the schema
+holds none, ``config/README.md`` quotes these). Light on purpose: no torch, no pandas, so that
+importing a spec (as the pixel-cache code does for :class:`Preprocess`) reaches nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+
+def _known(cls, raw: Mapping, skip: Tuple[str, ...] = ()) -> dict:
+    """The keys of ``raw`` that are fields of ``cls`` (the schema already refused unknown keys)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in raw.items() if k in names and k not in skip}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The model-independent part of open_clip's eval preprocessing (mean/std are applied on the device)."""
+
+    size: int
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+
+    @property
+    def id(self) -> str:
+        return f"{self.size}px-{self.interpolation}-{self.resize_mode}"
+
+    @classmethod
+    def from_id(cls, pid: str) -> "Preprocess":
+        size, interp, mode = pid.split("-")
+        return cls(int(size.removesuffix("px")), interp, mode)
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """The ``embedding:`` block: how checkpoints are run over pixel caches."""
+
+    batch_size: int = 256  #: images per forward pass (halved on out-of-memory); a model's own wins
+    precision: str = "auto"  #: auto (bf16 autocast on a GPU that has it, fp32 on the CPU) | fp32 | bf16 | fp16
+    threads: int = 2  #: CPU threads of an embedding / classifier job
+    decode_workers: int = 4  #: processes decoding images into a pixel cache
+    mem_mb: int = 8000  #: memory request of an embedding / classifier job
+    compile: bool = False  #: torch.compile the image tower
+    worker: str = "auto"  #: persistent embedding worker: auto | on | off
+    worker_idle_s: float = 120.0  #: a worker exits after this long without a job
+
+    @classmethod
+    def from_config(cls, raw: Optional[Mapping]) -> "EmbeddingSettings":
+        return cls(**_known(cls, raw or {}))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One ``datasets:`` entry: downloaded (``repo`` or ``path``) or derived (``derived_from``)."""
+
+    name: str
+    format: Optional[str] = None
+    repo: Optional[str] = None
+    repo_type: str = "dataset"
+    revision: str = "main"
+    files: Tuple[str, ...] = ()
+    archives: Tuple[Dict[str, Any], ...] = ()  #: HTTP(S) archives (url, checksum) of a dataset not on the Hub
+    path: Optional[str] = None
+    root: str = ""
+    extract: Tuple[str, ...] = ()
+    options: Dict[str, Any] = field(default_factory=dict)
+    subset: Optional[int] = None
+    subset_seed: int = 0
+    on_bad_image: str = "error"
+    extra_files: Dict[str, Dict[str, str]] = field(default_factory=dict)
+    derived_from: Optional[str] = None
+    corruption: str = "gaussian_noise"
+    severities: Tuple[int, ...] = (1, 2, 3, 4, 5)
+    corruption_geometry: str = "imagenet_c"  #: imagenet_c (noise on Resize(256)+CenterCrop(224)) | model
+    jpeg_quality: Optional[int] = 85  #: ImageNet-C's JPEG round trip; null for none
+
+    @property
+    def derived(self) -> bool:
+        return self.derived_from is not None
+
+    @classmethod
+    def from_config(cls, name: str, raw: Mapping) -> "DatasetSpec":
+        d = _known(cls, raw)
+        for key in ("files", "extract", "severities", "archives"):
+            if key in d:
+                d[key] = tuple(d[key])
+        if "revision" in d:
+            d["revision"] = str(d["revision"])
+        extra = {k: dict({"repo_type": "dataset", "revision": "main"}, **v)
+                 for k, v in (d.get("extra_files") or {}).items()}
+        d["extra_files"] = {k: dict(v, revision=str(v["revision"])) for k, v in extra.items()}
+        return cls(name=name, **d)
+
+
+@dataclass(frozen=True)
+class ClassSetSpec:
+    """One ``classsets:`` entry: the class names and prompt templates of a zero-shot classifier."""
+
+    name: str
+    source: str  #: openclip_imagenet | dataset | names
+    dataset: Optional[str] = None
+    names: Tuple[str, ...] = ()
+    templates: Optional[str] = None  #: default: ``dataset`` for a dataset's classes, else ``openai``
+
+    @property
+    def template_source(self) -> str:
+        return self.templates or ("dataset" if self.source == "dataset" else "openai")
+
+    @classmethod
+    def from_config(cls, name: str, raw: Mapping) -> "ClassSetSpec":
+        d = _known(cls, raw)
+        d["names"] = tuple(d.get("names") or ())
+        return cls(name=name, **d)
+
+    def as_dict(self) -> dict:
+        """What the classifier step reads (plain types: it crosses to the embedding worker)."""
+        return {"source": self.source, "dataset": self.dataset, "names": list(self.names),
+                "templates": self.template_source}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One ``metrics:`` entry (a *metric*): a metric *kind* applied to named datasets."""
+
+    name: str
+    kind: str
+    inputs: Dict[str, Union[str, List[str]]]  #: role -> dataset, or a list of datasets
+    classset: Optional[str] = None
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def datasets(self) -> List[str]:
+        """Every dataset the metric reads, in role order, once each."""
+        out: List[str] = []
+        for val in self.inputs.values():
+            for d in [val] if isinstance(val, str) else val:
+                if d not in out:
+                    out.append(d)
+        return out
+
+    @classmethod
+    def from_config(cls, name: str, raw: Mapping) -> "MetricSpec":
+        d = _known(cls, raw)
+        d["inputs"] = {k: (v if isinstance(v, str) else list(v)) for k, v in (d.get("inputs") or {}).items()}
+        d["options"] = dict(d.get("options") or {})
+        return cls(name=name, **d)
+
+
+@dataclass
+class ModelSpec:
+    """One ``models:`` entry, resolved: the epochs selected and the checkpoint file of each."""
+
+    name: str
+    arch: str
+    repo: str
+    checkpoint: str  #: file template in the repo, with ``{epoch}``
+    preprocess: Preprocess
+    epochs: List[int] = field(default_factory=list)
+    files: Dict[int, Any] = field(default_factory=dict)  #: epoch -> :class:`clipdyn.hub.CheckpointFile`
+    repo_type: str = "model"
+    revision: str = "main"
+    allow_pickle: bool = False
+    batch_size: Optional[int] = None  #: overrides ``embedding.batch_size`` for this model
+    label: Optional[str] = None
+    total_epochs: Optional[int] = None
+    reference_curve: Optional[Dict[str, Any]] = None
+    epoch_selection: Any = "auto"  #: the config's ``epochs:`` (auto, a list, or first/last/step)
+
+    #: config keys that are not plain fields
+    _CONFIG_RENAMES = {"epochs": "epoch_selection"}
+
+    @classmethod
+    def from_config(cls, name: str, raw: Mapping, preprocess: Preprocess) -> "ModelSpec":
+        d = {cls._CONFIG_RENAMES.get(k, k): v for k, v in raw.items() if k != "preprocess"}
+        d = _known(cls, d)
+        if "revision" in d:
+            d["revision"] = str(d["revision"])
+        return cls(name=name, preprocess=preprocess, **d)
