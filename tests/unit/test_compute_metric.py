@@ -1,5 +1,4 @@
 """The metric step: one metric of one model over all epochs, unchanged epochs read back, not recomputed."""
-import os
 import time
 
 import numpy as np

@@ -97,9 +97,8 @@ def _entry(kind: str) -> dict:
 
 def test_every_registered_kind_passes_the_config_check():
     study = _study(_config({f"entry_{kind}": _entry(kind) for kind in registry.KINDS}))
-    assert {m["kind"] for m in study.metrics.values()} == set(registry.KINDS)
-    spatial = {d for n, m in study.metrics.items() if registry.KINDS[m["kind"]].spatial_maps
-               for d in study.metric_datasets(n)}
+    assert {m.kind for m in study.metrics.values()} == set(registry.KINDS)
+    spatial = {d for m in study.metrics.values() if registry.KINDS[m.kind].spatial_maps for d in m.datasets}
     assert all(study.spatial(d) == (d in spatial) for d in "abc") and spatial
 
 

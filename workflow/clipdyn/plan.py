@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
-import os
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from . import hub
+from .specs import DatasetSpec
 from .study import Study, _ranges, arch_config
 
 #: dense bf16/fp16 tensor-core peak (FLOP/s) from the vendors' data sheets
@@ -137,49 +136,49 @@ def _head_size(url: str, timeout: float = 10.0) -> Optional[int]:
         return None
 
 
-def _hub_bytes(d: dict) -> Optional[int]:
+def _hub_bytes(d: DatasetSpec) -> Optional[int]:
     try:
-        _, files = hub.list_repo(d["repo"], str(d.get("revision", "main")), d.get("repo_type", "dataset"))
+        _, files = hub.list_repo(d.repo, d.revision, d.repo_type)
     except Exception:
         return None
-    pats = d.get("files") or ["*"]
+    pats = d.files or ["*"]
     sizes = [f.size for f in files if any(fnmatch.fnmatch(f.path, p) for p in pats)]
     return None if any(s is None for s in sizes) else sum(sizes)
 
 
 def dataset_plans(study: Study, results: Path, network: bool) -> Dict[str, DatasetPlan]:
     out: Dict[str, DatasetPlan] = {}
-    embedded = {d for m in study.metrics for d in study.metric_datasets(m)}
+    embedded = {d for m in study.metrics.values() for d in m.datasets}
     for name, d in study.datasets.items():
-        if "derived_from" in d:
+        if d.derived:
             continue
         rows = _manifest_rows(results, name)
         if rows is not None:
             images, src = rows, "manifest"
         else:
-            key = (d["format"], d.get("repo")) if d["format"] == "webdataset" else (d["format"], None)
+            key = (d.format, d.repo) if d.format == "webdataset" else (d.format, None)
             pub = PUBLISHED_IMAGES.get(key)
             images, src = (pub[0], f"published: {pub[1]}") if pub else (None, "unknown until downloaded")
-            if images is not None and d.get("subset"):
-                images, src = min(images, int(d["subset"])), f"subset of {src}"
-        if "archives" in d:
-            sizes = [_head_size(a["url"]) if network else None for a in d["archives"]]
+            if images is not None and d.subset:
+                images, src = min(images, int(d.subset)), f"subset of {src}"
+        if d.archives:
+            sizes = [_head_size(a["url"]) if network else None for a in d.archives]
             nbytes = None if any(s is None for s in sizes) else sum(sizes)
             bsrc = "HEAD Content-Length" if nbytes is not None else "unknown (no network)" if not network else "unknown"
-        elif "repo" in d:
+        elif d.repo:
             nbytes = _hub_bytes(d) if network else None
             bsrc = "Hub listing" if nbytes is not None else "unknown (no network)" if not network else "unknown"
         else:
             nbytes, bsrc = 0, "local folder"
         out[name] = DatasetPlan(name, images, src, nbytes, bsrc, embedded=name in embedded)
-        for a in d.get("extra_files", {}).values():
+        for a in d.extra_files.values():
             out[name].notes.append(f"+ {a['file']}")
     for name, d in study.datasets.items():
-        if "derived_from" in d:
-            src = out[d["derived_from"]]
-            sev = len(d.get("severities", [1, 2, 3, 4, 5]))
+        if d.derived:
+            src = out[d.derived_from]
+            sev = len(d.severities)
             images = None if src.images is None else src.images * sev
-            out[name] = DatasetPlan(name, images, f"{sev} severities x {d['derived_from']}", 0, "generated",
+            out[name] = DatasetPlan(name, images, f"{sev} severities x {d.derived_from}", 0, "generated",
                                     embedded=name in embedded)
     return out
 
@@ -188,11 +187,11 @@ def _prompts(study: Study) -> int:
     from .classifier import class_templates  # noqa: F401 (the templates' home)
 
     n = 0
-    used = {study.metrics[m].get("classset") for m in study.metrics} - {None}
+    used = {m.classset for m in study.metrics.values()} - {None}
     for cs in used:
-        c = study.config["classsets"][cs]
-        classes = 1000 if c["source"] == "openclip_imagenet" else len(c.get("names", [])) or 1000
-        templates = 80 if c.get("templates", "openai") == "openai" else 1 if c.get("templates") == "simple" else 18
+        c = study.classsets[cs]
+        classes = 1000 if c.source == "openclip_imagenet" else len(c.names) or 1000
+        templates = 80 if c.template_source == "openai" else 1 if c.template_source == "simple" else 18
         n += classes * templates
     return n
 
@@ -230,7 +229,7 @@ def build(config: dict, network: bool = True, bench_dir: Optional[Path] = None) 
         models.append(ModelPlan(name, m.arch, list(m.epochs), sizes, src, image, text, params))
     datasets = dataset_plans(study, results, network)
     order = [(mp.name, e, mp.sizes[e]) for mp in models for e in mp.epochs]  # the workflow's checkpoint order
-    budget = config.get("checkpoint_budget")
+    budget = study.checkpoint_budget
     total = sum(s for _, _, s in order)
     peak_budget = None
     if budget:
