@@ -92,6 +92,8 @@ def _entry(kind: str) -> dict:
     entry = {"kind": kind, "inputs": {**{r: "a" for r in k.one}, **{r: ["b", "c"] for r in k.many}}}
     if k.needs_classset:
         entry["classset"] = "cs"
+    if kind == "ood_detection":
+        entry["options"] = {"prompts": "classset"}  # the class set 'cs' has the 80 templates, not MCM's prompt
     return entry
 
 

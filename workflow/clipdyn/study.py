@@ -145,12 +145,12 @@ class Study:
                 if m.classset not in cs:
                     raise ConfigError(f"metrics.{name}.classset: {m.classset!r} is not a configured class set "
                                       f"(configured: {sorted(cs)})")
-            if kind == "ood_detection" and (m.get("options") or {}).get("prompts", "mcm") == "mcm":
-                templates = cs[m["classset"]].get("templates")
+            if kind == "ood_detection" and m.options.get("prompts", "mcm") == "mcm":
+                templates = cs[m.classset].template_source
                 if templates != "mcm":
                     raise ConfigError(
                         f"metrics.{name}: MCM scores use the single prompt 'a photo of a <label>', but class set "
-                        f"{m['classset']!r} has templates {templates!r}; give the metric a class set with "
+                        f"{m.classset!r} has templates {templates!r}; give the metric a class set with "
                         "'templates: mcm', or set options.prompts: classset to use that class set's templates")
 
     def _check_figures(self):
