@@ -34,7 +34,7 @@ rule text_classifier:
         f"{R}/text/{{model}}/epoch_{{epoch}}/{{classset}}.parquet",
     params:
         job=text_params,
-        precision=EMBED.get("precision", "auto"),
+        precision=EMBED.precision,
         model_configs=STUDY.model_config_paths,
         code=code_of("text_classifier.py"),
     priority: checkpoint_priority
