@@ -14,6 +14,7 @@ from clipdyn.metrics import (alignment_correlations, auc_judd, auroc, embedding_
 from clipdyn.metrics import registry
 from clipdyn.metrics.ood import fpr_at_95_tpr_closest
 from clipdyn.metrics.result import ROW_COLUMNS
+from clipdyn.metrics.saliency_alignment import imresize
 
 
 def evaluate(kind, **kwargs):
@@ -325,8 +326,10 @@ def write_png(path, array):
     return str(path)
 
 
-@pytest.mark.parametrize("crop", ["none", "center"])
-def test_saliency_alignment_rows(tmp_path, crop):
+@pytest.mark.parametrize("crop,preprocess", [("none", None), ("center", None), ("letterbox", None),
+                                             ("auto", None), ("auto", "32px-bicubic-squash"),
+                                             ("auto", "32px-bicubic-longest")])
+def test_saliency_alignment_rows(tmp_path, crop, preprocess):
     rng = np.random.default_rng(0)
     G, H, W = 7, 28, 42
     ids = ["s0", "s1", "s2"]
@@ -341,22 +344,36 @@ def test_saliency_alignment_rows(tmp_path, crop):
         map_paths.append(write_png(tmp_path / f"map{k}.png", d))
         fix_paths.append(write_png(tmp_path / f"fix{k}.png", f) if k != 1 else None)
     images = images_frame(ids, map_path=map_paths, fixation_path=fix_paths)
-    emb = EmbeddingTable(ids=np.array(ids), X=np.ones((3, 4), np.float32), spatial=spatial)
+    emb = EmbeddingTable(ids=np.array(ids), X=np.ones((3, 4), np.float32), spatial=spatial,
+                         meta={"preprocess": preprocess} if preprocess else {})
     res = evaluate("saliency_alignment", embeddings={"sal": emb}, tables={"sal": DatasetTables(images)},
                    classifier=None, inputs={"dataset": "sal"}, options={"crop": crop})
     r = rows_dict(res)
+    # what the model saw: auto = open_clip's default (shortest: the centre square) unless the file says
+    seen = {None: "center", "32px-bicubic-squash": "none", "32px-bicubic-longest": "letterbox"}[preprocess] \
+        if crop == "auto" else crop
 
-    def cut(m):
-        return m[:, 7:35] if crop == "center" else m
+    def cut(m):  # the human map's part under the model map (28 x 42: the central square is columns 7-34)
+        return m[:, 7:35] if seen == "center" else m
 
-    cc = [pearson_cc(spatial[k], resize_map(cut(dens[k]), (G, G))) for k in (0, 1)]
+    def up(k):  # the model map on those pixels, as MATLAB imresize(map, size) gives it
+        if seen == "letterbox":  # resized to the 42 x 42 padded square, the image's rows 7-34 kept
+            return imresize(spatial[k], (42, 42))[7:35, :]
+        return imresize(spatial[k], cut(dens[k]).shape)
+
+    cc = [np.corrcoef(up(k).ravel(), cut(dens[k]).ravel())[0, 1] for k in (0, 1)]
     assert r[("saliency_alignment", "sal", "cc")] == (pytest.approx(np.mean(cc)), 2)
     fx = [cut(fix[k]) for k in (0, 2)]
-    up = [resize_map(spatial[k], fx[i].shape) for i, k in enumerate((0, 2))]
-    assert np.isnan(nss(up[1], fx[1]))                  # constant map
-    assert r[("saliency_alignment", "sal", "nss")] == (pytest.approx(nss(up[0], fx[0])), 1)
+    assert np.isnan(nss(up(2), fx[1]))                  # constant map
+    assert r[("saliency_alignment", "sal", "nss")] == (pytest.approx(nss(up(0), fx[0])), 1)
     assert r[("saliency_alignment", "sal", "auc_judd")] == (
-        pytest.approx((auc_judd(up[0], fx[0]) + auc_judd(up[1], fx[1])) / 2), 2)
+        pytest.approx((auc_judd(up(0), fx[0]) + auc_judd(up(2), fx[1])) / 2), 2)
+    if crop == "none":  # the coarse variant: CC on the model's grid, the human map shrunk to it
+        r = rows_dict(evaluate("saliency_alignment", embeddings={"sal": emb}, tables={"sal": DatasetTables(images)},
+                               classifier=None, inputs={"dataset": "sal"},
+                               options={"crop": "none", "cc_resolution": "patch_grid"}))
+        cc = [pearson_cc(spatial[k], resize_map(dens[k], (G, G))) for k in (0, 1)]
+        assert r[("saliency_alignment", "sal", "cc")] == (pytest.approx(np.mean(cc)), 2)
 
 
 def test_saliency_fixations_are_read_above_half_the_maximum(tmp_path):
@@ -366,7 +383,7 @@ def test_saliency_fixations_are_read_above_half_the_maximum(tmp_path):
     binary01 = points.astype(np.uint8)                                  # a 0/1 PNG
     spatial = rng.random((1, 5, 5)).astype(np.float32)
     emb = EmbeddingTable(ids=np.array(["s"]), X=np.ones((1, 4), np.float32), spatial=spatial)
-    up = resize_map(spatial[0], (20, 20))
+    up = imresize(spatial[0], (20, 20))
     for k, fix in enumerate((noisy, binary01)):
         images = images_frame(["s"], map_path=[write_png(tmp_path / f"m{k}.png", rng.random((20, 20)) * 255)],
                               fixation_path=[write_png(tmp_path / f"f{k}.png", fix)])
@@ -394,6 +411,14 @@ def test_saliency_alignment_without_fixations_or_spatial(tmp_path):
     with pytest.raises(ValueError, match="'sal'.*spatial"):
         evaluate("saliency_alignment", embeddings={"sal": emb}, tables={"sal": tab}, classifier=None,
                  inputs={"dataset": "sal"}, options={})
+    emb.spatial = spatial
+    tab.images.loc[1, "map_path"] = paths[1]
+    for bad, match in [({"crop": "middle"}, "crop must be one of auto, center, none, letterbox; got 'middle'"),
+                       ({"interpolation": "nearest"}, "interpolation 'nearest'.*bicubic, bilinear"),
+                       ({"cc_resolution": "pixels"}, "cc_resolution 'pixels'.*map, patch_grid")]:
+        with pytest.raises(ValueError, match=match):
+            evaluate("saliency_alignment", embeddings={"sal": emb}, tables={"sal": tab}, classifier=None,
+                     inputs={"dataset": "sal"}, options=bad)
 
 
 # ----------------------------------------------------------------------------- calibration

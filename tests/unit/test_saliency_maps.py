@@ -151,3 +151,14 @@ def test_embed_pixels_returns_the_chosen_variant(tiny, method):
     with torch.no_grad():
         _, ref = forward_with_maps(tiny.visual, x, method)
     np.testing.assert_allclose(maps, ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_config_key_lists_exactly_the_variants():
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    key = schema["properties"]["embedding"]["properties"]["saliency_map"]
+    assert tuple(key["enum"]) == SALIENCY_MAPS

@@ -623,5 +623,6 @@ def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, ar
         _empty_cuda_cache()  # a worker idles between jobs: keep only the weights on the GPU
         meta = dict(provenance, checkpoint_commit=_checkpoint_commit(checkpoint), n_images=int(len(ids)),
                     n_skipped=pix_meta.get("n_skipped", 0), precision_setting=precision, **ran,
-                    **runtime_provenance(device), compiled=bool(compile))
+                    **runtime_provenance(device), compiled=bool(compile),
+                    **({"saliency_map": saliency_map} if spatial else {}))
         write_embeddings(out, ids, X, prov(**meta), spatial=maps)

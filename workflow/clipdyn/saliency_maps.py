@@ -33,14 +33,17 @@ from __future__ import annotations
 import math
 from typing import List, Tuple
 
+from .specs import EmbeddingSettings
+
 __all__ = ["SALIENCY_MAPS", "DEFAULT_SALIENCY_MAP", "check_saliency_map", "attention_weights",
            "forward_with_maps"]
 
 #: the named variants, in the order they are documented
 SALIENCY_MAPS = ("cls_attention", "attention_rollout", "patch_cosine")
 
-#: the default variant (config key ``embedding.saliency_map``; reason in config/README.md)
-DEFAULT_SALIENCY_MAP = "cls_attention"
+#: the default variant (config key ``embedding.saliency_map``, whose default lives in the typed
+#: spec; the reason for it is in config/README.md)
+DEFAULT_SALIENCY_MAP = EmbeddingSettings.saliency_map
 
 
 def check_saliency_map(visual, method: str) -> None:

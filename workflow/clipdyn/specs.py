@@ -50,6 +50,7 @@ class EmbeddingSettings:
     compile: bool = False  #: torch.compile the image tower
     worker: str = "auto"  #: persistent embedding worker: auto | on | off
     worker_idle_s: float = 120.0  #: a worker exits after this long without a job
+    saliency_map: str = "cls_attention"  #: how a ViT's per-patch map is formed (clipdyn.saliency_maps.SALIENCY_MAPS)
 
     @classmethod
     def from_config(cls, raw: Optional[Mapping]) -> "EmbeddingSettings":

@@ -133,11 +133,14 @@ def embed_inputs(wc):
 
 def embed_params(wc):
     m = model_of(wc)
+    spatial = STUDY.spatial(wc.dataset)
     return {
         "arch": m.arch,
         "allow_pickle": m.allow_pickle,
-        "spatial": STUDY.spatial(wc.dataset),
+        "spatial": spatial,
         "batch_size": STUDY.batch_size(wc.model),
+        # only datasets with spatial maps carry it: changing it re-embeds just those
+        **({"saliency_map": EMBED.saliency_map} if spatial else {}),
         "provenance": embed_provenance(wc),
     }
 
@@ -237,12 +240,9 @@ def metric_params(wc):
 
 def metric_options(wc):
     m = STUDY.metrics[wc.metric]
-    opts = dict(m.options)
-    if m.kind == "saliency_alignment":
-        # spatial maps cover what the model saw: the centre crop, unless it squashed the image
-        squash = model_of(wc).preprocess.resize_mode == "squash"
-        opts.setdefault("crop", "none" if squash else "center")
-    return opts
+    # defaults live in the evaluator (saliency_alignment's crop: read from the embedding file's
+    # recorded preprocessing), so a notebook calling it gets the same numbers
+    return dict(m.options)
 
 
 # ---- figures stage helpers

@@ -10,7 +10,7 @@ places the model's map on the part of the human map the model saw (:data:`CROPS`
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -20,12 +20,21 @@ from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import l2_normalize
 
 __all__ = ["resize_map", "imresize", "pearson_cc", "nss", "auc_judd", "patch_similarity_map", "center_crop",
-           "CROPS", "crop_for_resize_mode", "human_region", "model_map_on_human"]
+           "CROPS", "crop_for_resize_mode", "human_region", "model_map_on_human", "INTERPOLATIONS",
+           "CC_RESOLUTIONS", "saliency_scores"]
 
 #: how a model map lies on the human map: ``center`` = the central square (open_clip's
 #: ``shortest`` resize + centre crop), ``none`` = the whole image (``squash``),
 #: ``letterbox`` = the whole image padded to a square (``longest`` resize + pad).
 CROPS = ("center", "none", "letterbox")
+
+#: how the model map is enlarged to the human map: ``bicubic`` = MATLAB ``imresize``'s default, as in
+#: the MIT benchmark code; ``bilinear`` a named variant
+INTERPOLATIONS = ("bicubic", "bilinear")
+
+#: where CC is computed: ``map`` = at the human map's resolution (MIT benchmark ``CC.m``);
+#: ``patch_grid`` = the human map shrunk (anti-aliased) to the model's G x G grid (coarse variant)
+CC_RESOLUTIONS = ("map", "patch_grid")
 
 #: open_clip ``resize_mode`` -> the region of the image the model saw
 _CROP_OF_RESIZE_MODE = {"shortest": "center", "squash": "none", "longest": "letterbox"}
@@ -68,10 +77,8 @@ def center_crop(saliency_map: np.ndarray) -> np.ndarray:
                [3, 4]])
     """
     m = np.asarray(saliency_map)
-    h, w = m.shape
-    s = min(h, w)
-    top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
-    return m[top:top + s, left:left + s]
+    rows, cols = human_region(m.shape, "center")
+    return m[rows, cols]
 
 
 def crop_for_resize_mode(resize_mode: str) -> str:
@@ -150,6 +157,8 @@ def imresize(saliency_map: np.ndarray, shape: Tuple[int, int], method: str = "bi
     rows, cols = int(shape[0]), int(shape[1])
     if m.shape == (rows, cols):
         return m.copy()
+    if m.size and (m == m.flat[0]).all():  # exact: rounding noise would give a constant map a spurious std
+        return np.full((rows, cols), m.flat[0])
     return _resize_matrix(m.shape[0], rows, method) @ m @ _resize_matrix(m.shape[1], cols, method).T
 
 
@@ -312,6 +321,58 @@ def patch_similarity_map(patch_tokens: np.ndarray, image_emb: np.ndarray) -> np.
     return (l2_normalize(t) @ l2_normalize(e)).reshape(g, g)
 
 
+def saliency_scores(pred: np.ndarray, density: np.ndarray, fixations: Optional[np.ndarray] = None,
+                    crop: str = "center", interpolation: str = "bicubic", cc_resolution: str = "map") -> dict:
+    """CC, NSS and AUC-Judd of one model map against one image's human maps, as the MIT
+    saliency benchmark computes them, on the part of the image the model saw.
+
+    ``pred`` (G, G) model map; ``density`` the human fixation density map (any shape);
+    ``fixations`` an optional boolean fixation map (nonzero = fixated pixel), the shape of
+    the image. ``crop`` (:data:`CROPS`) says where the model map lies on the human maps
+    (:func:`model_map_on_human`); both human maps are cut to :func:`human_region` and the
+    model map is enlarged onto them with ``interpolation`` (:data:`INTERPOLATIONS`), as
+    ``CC.m``/``NSS.m``/``AUC_Judd.m`` do with ``imresize``. With ``cc_resolution:
+    patch_grid`` CC is instead computed on the model's grid: the human region (for
+    ``letterbox``, zero-padded to the square the model saw) shrunk to G x G with
+    :func:`resize_map`. Returns ``{"cc", "nss", "auc_judd"}``; NSS and AUC-Judd are NaN
+    without fixations.
+
+    Example:
+        >>> d = np.zeros((6, 8)); d[2:4, 3:5] = 1.0          # fixations in the central square
+        >>> s = saliency_scores(imresize(d[:, 1:7], (3, 3), "bilinear"), d, d > 0)
+        >>> round(s["cc"], 2), round(s["auc_judd"], 2)
+        (0.89, 1.0)
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r} (one of {', '.join(INTERPOLATIONS)})")
+    if cc_resolution not in CC_RESOLUTIONS:
+        raise ValueError(f"unknown cc_resolution {cc_resolution!r} (one of {', '.join(CC_RESOLUTIONS)})")
+    pred = np.asarray(pred, dtype=np.float64)
+    density = np.asarray(density, dtype=np.float64)
+    rs, cs = human_region(density.shape, crop)
+    human = density[rs, cs]
+    if cc_resolution == "map":
+        cc = pearson_cc(model_map_on_human(pred, density.shape, crop, interpolation), human)
+    else:
+        if crop == "letterbox":
+            side = max(human.shape)
+            square = np.zeros((side, side))
+            top, left = (side - human.shape[0]) // 2, (side - human.shape[1]) // 2
+            square[top:top + human.shape[0], left:left + human.shape[1]] = human
+            human = square
+        cc = pearson_cc(pred, resize_map(human, pred.shape))
+    out = {"cc": cc, "nss": float("nan"), "auc_judd": float("nan")}
+    if fixations is not None:
+        fix = np.asarray(fixations) != 0
+        frs, fcs = human_region(fix.shape, crop)
+        up = model_map_on_human(pred, fix.shape, crop, interpolation)
+        fix = fix[frs, fcs]
+        if fix.any():
+            out["nss"] = nss(up, fix)
+            out["auc_judd"] = auc_judd(up, fix)
+    return out
+
+
 # ----------------------------------------------------------------------------- evaluator
 
 def _read_gray(path: str) -> np.ndarray:
@@ -333,47 +394,47 @@ def _fixation_mask(fixation_map: np.ndarray) -> np.ndarray:
 
 
 def saliency_alignment_task(*, embeddings, tables, classifier, inputs, options) -> MetricResult:
-    """Agreement of the model's spatial maps (N, G, G) with human saliency.
+    """Agreement of the model's spatial maps (N, G, G) with human saliency, as the MIT
+    saliency benchmark scores it (:func:`saliency_scores`).
 
-    ``cc``: the human density map (``images.map_path``) is resized to the model's G x G
-    grid (anti-aliased bilinear) and correlated with the model map. ``nss``/``auc_judd``
-    (images with a ``fixation_path``; fixations = pixels above half the map's maximum,
-    i.e. the nonzero pixels of a binary map): the model map is
-    upsampled bilinearly to the fixation map's resolution, as in the MIT benchmark, since
-    a binary fixation map cannot be shrunk without losing fixations. With
-    ``options["crop"] == "center"`` the human maps are first cut to their central square,
-    matching a center-cropping preprocessing; the default ``"none"`` assumes the model saw
-    the whole image. Each value is the mean over images where it is defined (a constant
-    map has no CC/NSS); ``n`` counts those images.
+    ``cc`` against the human density map (``images.map_path``); ``nss``/``auc_judd``
+    against the fixations (``fixation_path``; fixated = above half the map's maximum, i.e.
+    the nonzero pixels of a binary map). The model map is enlarged to the human map's
+    resolution (``options["interpolation"]``: ``bicubic``, MATLAB ``imresize``'s default as
+    in the benchmark code, or ``bilinear``), placed on the part of the image the model saw.
+    ``options["crop"]``: ``auto`` (default) derives it from the preprocessing recorded in
+    the embedding file (``shortest`` resize -> ``center``, ``squash`` -> ``none``, ``longest``
+    -> ``letterbox``; open_clip's default ``shortest`` when the file records none), or one of
+    :data:`CROPS`. ``options["cc_resolution"]: patch_grid`` computes CC on the model's grid
+    instead (coarse variant). Each value is the mean over images where it is defined (a
+    constant map has no CC/NSS); ``n`` counts those images.
     """
     name = inputs["dataset"]
-    crop = options.get("crop", "none")
-    if crop not in ("none", "center"):
-        raise ValueError(f"saliency_alignment option crop must be 'none' or 'center', got {crop!r}")
-    if embeddings[name].spatial is None:
+    crop = options.get("crop", "auto")
+    if crop not in ("auto",) + CROPS:
+        raise ValueError(f"saliency_alignment option crop must be one of auto, {', '.join(CROPS)}; got {crop!r}")
+    interpolation = options.get("interpolation", "bicubic")
+    cc_resolution = options.get("cc_resolution", "map")
+    emb = embeddings[name]
+    if emb.spatial is None:
         raise ValueError(f"dataset {name!r}: the embeddings have no spatial maps; embed it with spatial "
                          "maps for saliency_alignment")
+    if crop == "auto":  # what the model saw, as its embedding file records it
+        crop = crop_for_resize_mode(str((emb.meta or {}).get("preprocess", "shortest")).rsplit("-", 1)[-1])
     _, images, spatial = join_images(name, embeddings, tables, ["map_path"])
     no_map = ~images["map_path"].map(lambda v: isinstance(v, str) and bool(v))
     if no_map.any():
         raise ValueError(f"dataset {name!r}: {int(no_map.sum())} image(s) have no 'map_path' (e.g. "
                          f"{images.loc[no_map, 'image_id'].iloc[0]!r})")
-    cut = center_crop if crop == "center" else (lambda m: m)
     has_fix = "fixation_path" in images.columns
     out = {"cc": [], "nss": [], "auc_judd": []}
     for i, row in enumerate(images.itertuples(index=False)):
-        pred = np.asarray(spatial[i], dtype=np.float64)
-        human = cut(_read_gray(row.map_path))
-        out["cc"].append(pearson_cc(pred, resize_map(human, pred.shape)))
         fix_path = getattr(row, "fixation_path", None) if has_fix else None
-        if isinstance(fix_path, str) and fix_path:
-            fix = _fixation_mask(cut(_read_gray(fix_path)))
-            up = resize_map(pred, fix.shape)
-            out["nss"].append(nss(up, fix))
-            out["auc_judd"].append(auc_judd(up, fix))
-        else:
-            out["nss"].append(np.nan)
-            out["auc_judd"].append(np.nan)
+        fix = _fixation_mask(_read_gray(fix_path)) if isinstance(fix_path, str) and fix_path else None
+        scores = saliency_scores(spatial[i], _read_gray(row.map_path), fix, crop=crop,
+                                 interpolation=interpolation, cc_resolution=cc_resolution)
+        for k in out:
+            out[k].append(scores[k])
     rows = []
     for variant, values in out.items():
         v = np.asarray(values, dtype=np.float64)
