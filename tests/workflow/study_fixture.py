@@ -241,3 +241,57 @@ def _add_full(root, hub, scratch, rng, datasets, classsets, metrics) -> None:
         "ood_detection": {"kind": "ood_detection", "inputs": {"in_distribution": "tiny_imagenet",
                                                               "ood": ["ood_noise"]}, "classset": "tiny_mcm"},
     })
+
+
+# --- the other checkpoint sources (clipdyn.sources): a local run, Hub revisions, a final model
+
+
+def write_local_run(run_dir: Path, epochs, seed: int = 7, half_written=None) -> Path:
+    """An open_clip training run folder: ``<run>/checkpoints/epoch_N.pt`` and ``epoch_latest.pt``, its
+    ``out.log``; ``half_written``: an epoch whose file is cut in half, as while ``torch.save`` writes it."""
+    ck = Path(run_dir) / "checkpoints"
+    for e in epochs:
+        make_checkpoint(ck / f"epoch_{e}.pt", e, seed)
+    if half_written is not None:
+        p = ck / f"epoch_{half_written}.pt"
+        make_checkpoint(p, half_written, seed)
+        data = p.read_bytes()
+        p.write_bytes(data[: len(data) // 2])
+    last = max([*epochs, 0])
+    if last:
+        (ck / "epoch_latest.pt").write_bytes((ck / f"epoch_{last}.pt").read_bytes())
+    (Path(run_dir) / "out.log").write_text("".join(f"epoch {e} done\n" for e in epochs))
+    return Path(run_dir)
+
+
+def publish_revisions(hub, repo: str, epochs, seed: int, scratch: Path, filename: str = "checkpoint.pt") -> dict:
+    """One commit per epoch holding ``filename``, each tagged by a branch ``epoch-N``; {epoch: commit}."""
+    out = {}
+    for e in epochs:
+        p = scratch / repo.replace("/", "--") / f"epoch_{e}.pt"
+        make_checkpoint(p, e, seed)
+        out[e] = hub.publish(repo, {filename: p})
+        hub.branch(repo, f"epoch-{e}", out[e])
+    return out
+
+
+def publish_final(hub, repo: str, seed: int, arch: str = ARCH) -> str:
+    """open_clip pretrained weights as on the Hub: ``open_clip_model.safetensors`` (bare state dict) and
+    ``open_clip_config.json`` (``model_cfg``, ``preprocess_cfg``)."""
+    import json
+
+    import open_clip
+    import torch
+    from safetensors.torch import save as save_bytes
+
+    from clipdyn.embed import register_model_configs
+
+    register_model_configs([])
+    torch.manual_seed(seed)
+    model = open_clip.create_model(arch)
+    cfg = json.loads((REPO / "workflow" / "clipdyn" / "model_configs" / f"{arch}.json").read_text())
+    oc = {"model_cfg": cfg, "preprocess_cfg": {"mean": list(model.visual.preprocess_cfg["mean"]),
+                                               "std": list(model.visual.preprocess_cfg["std"])}}
+    return hub.publish(repo, {"open_clip_model.safetensors": save_bytes({k: v.contiguous() for k, v in
+                                                                         model.state_dict().items()}),
+                              "open_clip_config.json": json.dumps(oc), "README.md": "final weights\n"})

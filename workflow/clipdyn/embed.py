@@ -86,6 +86,14 @@ def _skip_random_init():
             setattr(torch.nn.init, name, fn)
 
 
+def _is_safetensors(path) -> bool:
+    """Whether the file is in the safetensors format (an 8-byte header length, then a JSON header), whatever
+    its name: ``results/checkpoints/<m>/epoch_<e>.pt`` may link to a final model's ``open_clip_model.safetensors``."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and head[:2] != b"PK"
+
+
 def read_state_dict(path: str, weights_only: bool = True) -> dict:
     """The model weights of a checkpoint file, memory-mapped (open_clip's ``load_state_dict``
     with ``mmap=True``): the tensors are views of the mapped file, nothing is read until used.
@@ -96,7 +104,7 @@ def read_state_dict(path: str, weights_only: bool = True) -> dict:
     """
     import torch
 
-    if str(path).endswith(".safetensors"):
+    if str(path).endswith(".safetensors") or _is_safetensors(path):
         from safetensors.torch import load_file  # weights only by construction
 
         checkpoint = load_file(path, device="cpu")

@@ -41,11 +41,20 @@ class RemoteFile:
 
 @dataclass(frozen=True)
 class CheckpointFile:
+    """One checkpoint of a model: where it is and what it is (see ``clipdyn.sources``).
+
+    ``path`` is the file's path in the repo (Hub sources) or its absolute path (local
+    sources); ``commit`` the commit it was listed at (empty for local files); ``blob`` its
+    content hash (LFS sha256, git blob id, or the sha256 of a local file); ``revision`` the
+    revision to download it from when it is not the model's (Hub revisions: the commit).
+    """
+
     epoch: int
     path: str
     commit: str
     blob: str
     size: Optional[int] = None  # bytes, from the listing (what `python -m clipdyn plan` adds up)
+    revision: str = ""
 
 
 def is_offline() -> bool:
@@ -210,6 +219,56 @@ def _list_cached(repo_id: str, revision: str, repo_type: str, prefix: str) -> tu
             size = p.stat().st_size if p.exists() else None
             files.append(RemoteFile(str(p.relative_to(snap)), blob, size))
     return commit, files
+
+
+def list_refs(repo_id: str, repo_type: str = "model") -> dict:
+    """Branch and tag names of a repo -> the commit sha each points at (the Hub's refs listing).
+
+    Offline, the cache's ``refs/<name>`` files: every revision that was downloaded by name.
+    """
+    if is_offline():
+        refs = _repo_cache_folder(repo_id, repo_type) / "refs"
+        if not refs.is_dir():
+            raise HubError(f"HF_HUB_OFFLINE is set and {repo_type} repo {repo_id!r} is not in the local cache "
+                           f"{cache_dir()} (no {refs}). Run once with Hub access, point HF_HUB_CACHE at a cache "
+                           "that has it, or unset HF_HUB_OFFLINE.")
+        return {str(p.relative_to(refs)): p.read_text().strip() for p in sorted(refs.rglob("*"))
+                if p.is_file() and p.relative_to(refs).parts[0] != "pr" and not p.name.startswith(".")}
+    from huggingface_hub import HfApi
+
+    what = f"listing the branches and tags of {repo_type} repo {repo_id}"
+    try:
+        refs = with_retries(lambda: HfApi().list_repo_refs(repo_id, repo_type=repo_type), what)
+    except HubError:
+        raise
+    except Exception as err:
+        raise _explain(err, repo_id, repo_type, what) from err
+    return {r.name: r.target_commit for r in [*refs.branches, *refs.tags]}
+
+
+def file_blob(repo_id: str, filename: str, commit: str, repo_type: str = "model") -> str:
+    """The content hash of ``filename`` at ``commit`` (LFS sha256 or git blob id)."""
+    what = f"{filename} in {repo_type} repo {repo_id}@{commit[:12]}"
+    if is_offline():
+        link = _repo_cache_folder(repo_id, repo_type) / "snapshots" / commit / filename
+        if not (link.is_symlink() or link.is_file()):
+            raise HubError(f"HF_HUB_OFFLINE is set and {what} is not in the local cache ({link}); check the "
+                           "checkpoint file name in the config, or run once with Hub access.")
+        return Path(os.readlink(link)).name if link.is_symlink() else ""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    try:
+        info = with_retries(lambda: HfApi().get_paths_info(repo_id, [filename], revision=commit,
+                                                           repo_type=repo_type), f"listing {what}")
+    except HubError:
+        raise
+    except Exception as err:
+        raise _explain(err, repo_id, repo_type, f"listing {what}") from err
+    files = [e for e in info if isinstance(e, RepoFile)]
+    if not files:
+        raise HubError(f"{what}: no such file; check the checkpoint file name in the config.")
+    return files[0].lfs.sha256 if files[0].lfs else files[0].blob_id
 
 
 def epoch_regex(template: str) -> re.Pattern:

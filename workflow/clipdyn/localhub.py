@@ -150,6 +150,17 @@ class LocalHub:
         _write_atomic(tags_file, json.dumps(sorted(tags | {name})))
         return commit
 
+    def branch(self, repo_id: str, name: str, revision: str = "main", repo_type: str = "model") -> str:
+        """Point branch ``name`` at the commit ``revision`` (a branch or a commit sha) resolves to, as
+        ``create_branch`` does on the Hub (epochs published as revisions); returns the commit."""
+        root = repo_folder(self.cache_dir, repo_id, repo_type)
+        commit = revision if (root / "snapshots" / revision).is_dir() else self.head(repo_id, repo_type, revision)
+        if commit is None:
+            raise ValueError(f"{repo_id}: no revision {revision!r} to branch from")
+        (root / "refs" / name).parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(root / "refs" / name, commit)
+        return commit
+
     def publish_folder(self, repo_id: str, folder: os.PathLike, repo_type: str = "model",
                        prefix: str = "", branch: str = "main") -> str:
         """Publish every file under ``folder`` (paths relative to it, under ``prefix``)."""

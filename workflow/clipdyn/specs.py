@@ -160,8 +160,8 @@ class ModelSpec:
 
     name: str
     arch: str
-    repo: str
-    checkpoint: str  #: file template in the repo, with ``{epoch}``
+    repo: Optional[str]
+    checkpoint: str  #: file template in the repo, with ``{epoch}`` (one fixed name for revisions and final models)
     preprocess: Preprocess
     epochs: List[int] = field(default_factory=list)
     files: Dict[int, Any] = field(default_factory=dict)  #: epoch -> :class:`clipdyn.hub.CheckpointFile`
@@ -173,6 +173,12 @@ class ModelSpec:
     total_epochs: Optional[int] = None
     reference_curve: Optional[Dict[str, Any]] = None
     epoch_selection: Any = "auto"  #: the config's ``epochs:`` (auto, a list, or first/last/step)
+    #: where the checkpoints come from (:data:`clipdyn.sources.KINDS`); ``repo`` is None for local ones
+    source: str = "hub_files"
+    local: Optional[str] = None  #: a local run's folder or checkpoint file
+    pretrained: Optional[str] = None  #: ``hf-hub:<org>/<name>`` (open_clip's pretrained weights)
+    revisions: Any = None  #: epochs as Hub revisions: a ``{epoch}`` name template or epoch -> revision
+    epoch: Optional[int] = None  #: the epoch a single-checkpoint model is drawn at
 
     #: config keys that are not plain fields
     _CONFIG_RENAMES = {"epochs": "epoch_selection"}

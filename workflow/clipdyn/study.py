@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from . import hub
+from . import hub, sources
 from .metrics import registry as metric_registry
 from .specs import ClassSetSpec, DatasetSpec, EmbeddingSettings, MetricSpec, ModelSpec, Preprocess
 
@@ -45,6 +45,15 @@ def arch_config(arch: str, extra_dirs: Sequence[str] = ()) -> dict:
                 return json.loads(p.read_text())
     raise ConfigError(f"unknown open_clip architecture {arch!r}: no {arch}.json in open_clip's model configs, "
                       f"clipdyn's, or model_configs {list(extra_dirs)}")
+
+
+def known_arch_configs(extra_dirs: Sequence[str] = ()) -> Dict[str, dict]:
+    """Every open_clip JSON model config known here (open_clip's, clipdyn's, ``model_configs``), by name."""
+    out: Dict[str, dict] = {}
+    for d in _open_clip_config_dirs(extra_dirs):
+        for p in ([d] if d.is_file() else sorted(d.glob("*.json")) if d.is_dir() else []):
+            out.setdefault(p.stem, json.loads(p.read_text()))
+    return out
 
 
 def preprocess_of(arch: str, extra_dirs: Sequence[str] = (), override: Optional[dict] = None) -> Preprocess:
@@ -88,6 +97,9 @@ class Study:
         self._check_datasets()
         self._check_classsets()
         self._check_metrics()
+        #: skipped checkpoints and epochs not written yet (local runs), for the log
+        self.notices: List[str] = []
+        self.hash_cache = sources.HashCache(Path(config.get("results", "results")) / "checkpoints" / "local-sha256.json")
         self.models: Dict[str, ModelSpec] = {
             name: self._resolve_model(name, m, list_epochs) for name, m in config["models"].items()}
         self._check_figures()
@@ -164,26 +176,64 @@ class Study:
                 raise ConfigError(f"figures.scale_models: {m!r} is not a configured model (models: {sorted(names)})")
 
     # ---------------------------------------------------------------- models
-    def _resolve_model(self, name: str, raw: dict, list_epochs) -> ModelSpec:
-        m = ModelSpec.from_config(name, raw, preprocess_of(raw["arch"], self.model_config_paths, raw.get("preprocess")))
-        template = m.checkpoint
-        if template.count("{epoch}") != 1:
-            raise ConfigError(f"models.{name}.checkpoint: {template!r} must contain '{{epoch}}' exactly once, "
-                              "e.g. full_checkpoints/<run>/epoch_{epoch}.pt")
+    def _resolve_model(self, name: str, m: dict, list_epochs) -> ModelSpec:
+        """The model's checkpoints from its source (``clipdyn.sources``), and the epochs selected."""
         try:
-            found = list_epochs(m.repo, template, m.revision, m.repo_type)
+            found = sources.resolve(name, m, self.hash_cache, list_epochs)
+        except sources.SourceError as err:
+            raise ConfigError(str(err)) from err
+        self.notices += found.notices
+        arch, pp = self._arch_of(name, m, found)
+        preprocess = preprocess_of(arch, self.model_config_paths, {**pp, **m.get("preprocess", {})})
+        files = found.files
+        where = f"{m['repo']}@{found.revision}" if found.kind == "hub_files" else \
+            f"{found.repo}" if found.repo else str(m.get("local"))
+        if found.kind in ("hub_final", "local_final"):
+            epochs = sorted(files)
+        else:
+            epochs = hub.select_epochs(m.get("epochs", "auto"), sorted(files))  # the Hub's selection, every source
+        missing = [e for e in epochs if e not in files]
+        if missing and found.kind == "local_run":  # not written yet (or being written): the next run takes them
+            self.notices.append(f"model {name}: epoch(s) {_ranges(missing)} not in {where} yet; evaluating "
+                                f"{_ranges([e for e in epochs if e in files]) or 'none'}")
+            epochs = [e for e in epochs if e in files]
+        elif missing:
+            avail = sorted(files)
+            what = f"as {m['checkpoint']!r}" if found.kind == "hub_files" else f"as revisions {m.get('revisions')!r}"
+            raise ConfigError(f"models.{name}.epochs: epoch(s) {missing} not found in {where} {what}; "
+                              f"available: {_ranges(avail) or 'none'}")
+        if not files:
+            raise ConfigError(f"models.{name}: no checkpoint matches {m.get('checkpoint')!r} in {where}")
+        if not epochs:
+            raise ConfigError(f"models.{name}: no checkpoint of {where} is complete yet, or none matches "
+                              f"models.{name}.epochs ({m.get('epochs', 'auto')!r}); available: "
+                              f"{_ranges(sorted(files)) or 'none'}")
+        spec = ModelSpec.from_config(name, {**m, "arch": arch, "repo": found.repo, "revision": found.revision,
+                                            "checkpoint": m.get("checkpoint", "")}, preprocess)
+        spec.files, spec.epochs, spec.source = files, epochs, found.kind
+        return spec
+
+    def _arch_of(self, name: str, m: dict, found: "sources.Resolved") -> tuple:
+        """The architecture and preprocessing of a model. A ``pretrained: hf-hub:`` model's come from its
+        ``open_clip_config.json`` (``model_cfg``, ``preprocess_cfg``) as in open_clip's factory; ``arch``
+        names the architecture whose config equals ``model_cfg`` (found among the known ones if not given)."""
+        if found.kind != "hub_final" or "pretrained" not in m or not found.open_clip_config:
+            if "arch" not in m:
+                raise ConfigError(f"models.{name}.arch: missing (the open_clip architecture, e.g. ViT-B-16)")
+            return m["arch"], {}
+        try:
+            oc = sources.open_clip_config(found.repo, found.revision)
         except hub.HubError as err:
-            raise ConfigError(f"models.{name}: {err}") from err
-        m.files = {f.epoch: f for f in found}
-        m.epochs = hub.select_epochs(m.epoch_selection, sorted(m.files))
-        missing = [e for e in m.epochs if e not in m.files]
-        if missing:
-            avail = sorted(m.files)
-            raise ConfigError(f"models.{name}.epochs: epoch(s) {missing} not found in {m.repo}@{m.revision} "
-                              f"as {template!r}; available: {_ranges(avail) or 'none'}")
-        if not m.epochs:
-            raise ConfigError(f"models.{name}: no checkpoint matches {template!r} in {m.repo}@{m.revision}")
-        return m
+            raise ConfigError(f"models.{name}.pretrained: {err}") from err
+        pp = {k: v for k, v in oc.get("preprocess_cfg", {}).items() if k in ("size", "interpolation", "resize_mode")}
+        if isinstance(pp.get("size"), (list, tuple)):
+            pp["size"] = pp["size"][0]
+        arch = m.get("arch") or sources.arch_for(oc.get("model_cfg", oc), known_arch_configs(self.model_config_paths))
+        if arch is None:
+            raise ConfigError(f"models.{name}: the model_cfg in {sources.OPEN_CLIP_CONFIG} of {found.repo} is not one "
+                              "of the open_clip architectures known here; set `arch`, or save its model_cfg as "
+                              "<name>.json in a folder listed in `model_configs` and set `arch: <name>`")
+        return arch, pp
 
     # ---------------------------------------------------------------- queries
     @property

@@ -23,6 +23,8 @@ try:
     STUDY = Study(config)
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
+for _notice in STUDY.notices:  # checkpoints skipped for now (still being written), epochs not there yet
+    print(_notice, file=sys.stderr)
 
 R = STUDY.results
 DOWNLOADED = STUDY.downloaded_datasets
@@ -71,7 +73,7 @@ def checkpoint_params(wc):
     return {
         "repo": m.repo,
         "repo_type": m.repo_type,
-        "revision": m.revision,
+        "revision": f.revision or m.revision,  # Hub revisions as epochs: the commit listed
         "filename": f.path,
         "blob": f.blob,
     }
@@ -90,7 +92,13 @@ def checkpoint_priority(wc):
     return len(_CHECKPOINT_RANK) - _CHECKPOINT_RANK.get((wc.model, int(wc.epoch)), len(_CHECKPOINT_RANK))
 
 
+LOCAL_SOURCES = ("local_run", "local_final")
+
+
 def checkpoint_path(wc):
+    if model_of(wc).source in LOCAL_SOURCES:
+        # a local run's checkpoint is read where it is: never copied, linked, moved or deleted
+        return ckpt_file(wc).path
     return f"{R}/checkpoints/{wc.model}/epoch_{wc.epoch}.pt"
 
 
