@@ -7,7 +7,7 @@ DEMO_ENV := HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(abspath $(DEMO_HUB))
 SNAKEMAKE_DEMO := $(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/demo.yaml
 
 PLAN_ARGS ?=
-.PHONY: plan venv test test-fast demo demo-hub demo-more-epochs report lint clean-demo
+.PHONY: plan venv test test-fast demo demo-hub demo-more-epochs demo-local-run demo-sources watch report lint clean-demo
 
 $(BIN)/snakemake: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,39 @@ demo-more-epochs: demo-hub
 plan: venv
 	$(BIN)/python -m clipdyn plan $(PLAN_ARGS)
 
+# A local training run followed while it trains: demo-S is trained into demo-runs/logs/demo-s (as
+# open_clip writes it; epoch 2's file stays half-written for a while) and clipdyn.watch reruns the
+# workflow every 15 s until training is done; each round evaluates only the epochs new since the last.
+DEMO_RUN := demo-runs/logs/demo-s
+demo-local-run: demo-hub
+	rm -rf $(DEMO_RUN) demo-runs/watch.lock results-demo-local-run
+	mkdir -p demo-runs
+	@echo "== training demo-S into $(DEMO_RUN) (log: demo-runs/train.log); following it with clipdyn.watch"
+	$(BIN)/python -m clipdyn.demo local-run --hub $(DEMO_HUB) --out $(DEMO_RUN) --epochs 4 --epoch-pause 20 \
+	  --half-written 2 --half-pause 45 > demo-runs/train.log 2>&1 & pid=$$!; \
+	  until test -e $(DEMO_RUN)/checkpoints/epoch_1.pt; do \
+	    kill -0 $$pid 2>/dev/null || { cat demo-runs/train.log; exit 1; }; sleep 2; done; \
+	  $(DEMO_ENV) $(BIN)/python -m clipdyn.watch --every 0.25 --until $(DEMO_RUN)/done --lock demo-runs/watch.lock \
+	    -- $(SNAKEMAKE_DEMO:demo.yaml=demo-local-run.yaml); wait $$pid
+	@echo "== figures: results-demo-local-run/figures/"
+
+# The demo's other sources: demo-S's epochs as Hub revisions, the three models' last epochs as
+# open_clip pretrained weights (a final-model zoo with a robust fit in the robustness view).
+demo-sources: demo-hub
+	@test -e $(DEMO_HUB)/models--clipdyn-demo--demo-s-final || { \
+	  $(BIN)/python -m clipdyn.demo publish-revisions --hub $(DEMO_HUB) --run demo-s && \
+	  $(BIN)/python -m clipdyn.demo publish-final --hub $(DEMO_HUB); }
+	$(DEMO_ENV) $(SNAKEMAKE_DEMO:demo.yaml=demo-sources.yaml)
+	@echo "== figures: results-demo-sources/figures/ (robustness.png: the zoo)"
+
+# Keep a study current while training goes on: rerun every EVERY minutes (rounds never overlap;
+# Ctrl-C stops cleanly). WATCH_CONFIG: your config, e.g. one with `local: logs/<run>`.
+WATCH_CONFIG ?= config/config.yaml
+EVERY ?= 10
+CORES ?= all
+watch: venv
+	$(BIN)/python -m clipdyn.watch --every $(EVERY) -- $(BIN)/snakemake --cores $(CORES) --configfile $(WATCH_CONFIG)
+
 report: venv
 	$(BIN)/snakemake --report results/report.html
 
@@ -51,4 +84,4 @@ lint: demo-hub
 	$(DEMO_ENV) $(BIN)/snakemake --lint --configfile config/demo.yaml
 
 clean-demo:
-	rm -rf $(DEMO_HUB) results-demo
+	rm -rf $(DEMO_HUB) results-demo results-demo-local-run results-demo-sources demo-runs

@@ -195,3 +195,44 @@ def test_pretrained_hf_hub_name_picks_open_clip_weights(tmp_path, monkeypatch):
         sources.resolve("e", {"pretrained": "laion/CLIP-x"})
     with pytest.raises(SourceError, match="'final.pt' is not in model repo laion/CLIP-x@main"):
         sources.resolve("e", {"repo": "laion/CLIP-x", "checkpoint": "final.pt"})
+
+
+# ------------------------------------------------------------------------------ the study
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_few_lines_evaluate_a_local_run_on_the_studys_datasets(run, tmp_path, monkeypatch):
+    """The README's config: `base: config/config.yaml` + one local model (schema-valid, resolved)."""
+    import yaml
+    from snakemake.utils import validate
+
+    from clipdyn.study import Study, apply_base
+
+    monkeypatch.chdir(tmp_path)
+    mine = {"base": "config/config.yaml", "results": "results-my-run",
+            "models": {"my-run": {"arch": "ViT-B-32", "local": str(run),
+                                  "epochs": {"auto": True, "step": 2, "include_last": True}}}}
+    cfg = apply_base(mine, [REPO])
+    validate(cfg, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    shipped = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert set(cfg["datasets"]) == set(shipped["datasets"]) and set(cfg["metrics"]) == set(shipped["metrics"])
+    assert "base_model" not in cfg["figures"] and cfg["figures"]["x_axis"] == shipped["figures"]["x_axis"]
+    study = Study(cfg)
+    m = study.models["my-run"]
+    assert list(study.models) == ["my-run"] and m.source == "local_run" and m.epochs == [1, 3, 5]
+    assert (tmp_path / "results-my-run" / "checkpoints" / "local-sha256.json").exists()
+    from clipdyn.study import ConfigError
+
+    with pytest.raises(ConfigError, match="base: 'nope.yaml' not found"):
+        apply_base({"base": "nope.yaml"}, [REPO])
+
+
+def test_local_run_epochs_not_written_yet_are_noticed_not_fatal(run, tmp_path, monkeypatch):
+    from clipdyn.study import Study
+
+    monkeypatch.chdir(tmp_path)
+    cfg = {"models": {"r": {"arch": "ViT-B-32", "local": str(run), "epochs": [2, 4, 6, 8]}},
+           "datasets": {}, "metrics": {}}
+    study = Study(cfg)
+    assert study.models["r"].epochs == [2, 4]
+    assert study.notices == [f"model r: epoch(s) 6, 8 not in {run} yet; evaluating 2, 4"]

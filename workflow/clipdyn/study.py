@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -268,3 +269,26 @@ def _ranges(xs: Sequence[int]) -> str:
         if x is not None:
             start = prev = x
     return ", ".join(out)
+
+
+def apply_base(config: dict, search: Sequence[os.PathLike] = ()) -> dict:
+    """The config with ``base: <another config>`` filled in: every top-level key of this config replaces
+    the base's (``models`` replaces the base's models), the rest comes from the base. A base's
+    ``figures`` lose ``base_model``/``scale_models`` when ``models`` is replaced (they named its models).
+    A relative ``base`` is looked up in the working folder, then in ``search`` (the repo)."""
+    if "base" not in config:
+        return config
+    import yaml
+
+    name = Path(config["base"])
+    cands = [name] + [Path(d) / name for d in search if not name.is_absolute()]
+    path = next((p for p in cands if p.is_file()), None)
+    if path is None:
+        raise ConfigError(f"base: {str(name)!r} not found (looked in {', '.join(str(c) for c in cands)})")
+    base = yaml.safe_load(path.read_text()) or {}
+    if "base" in base:
+        raise ConfigError(f"base: {path} has a base itself; give the config it builds on instead")
+    own = {k: v for k, v in config.items() if k != "base"}
+    if "models" in own and "figures" not in own and isinstance(base.get("figures"), dict):
+        base["figures"] = {k: v for k, v in base["figures"].items() if k not in ("base_model", "scale_models")}
+    return {**base, **own}

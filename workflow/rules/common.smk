@@ -9,7 +9,16 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from clipdyn.codeid import code_hash  # noqa: E402
 from clipdyn.metrics import registry as metric_registry  # noqa: E402
-from clipdyn.study import ConfigError, Study  # noqa: E402
+from clipdyn.study import ConfigError, Study, apply_base  # noqa: E402
+
+# `base: config/config.yaml`: a few-line config (your own models) on top of the study's datasets and metrics
+try:
+    _full = apply_base(config, [workflow.basedir])
+except ConfigError as err:
+    raise WorkflowError(f"config error: {err}") from None
+if _full is not config:
+    config.clear()
+    config.update(_full)
 
 validate(config, "../schemas/config.schema.yaml")
 

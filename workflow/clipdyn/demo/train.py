@@ -176,13 +176,15 @@ def train_run(
     resume: Optional[os.PathLike] = None,
     probe_data: Optional[ProbeData] = None,
     log: Callable[[str], None] = print,
+    on_checkpoint: Optional[Callable[[int, Path], None]] = None,
 ) -> List[dict]:
     """Train ``arch`` up to epoch ``epochs``, writing ``out_dir/epoch_{n}.pt`` after each epoch.
 
     Starts from scratch (seeded) or, with ``resume``, from that checkpoint's model and
     optimizer state and epoch. Batches of epoch n come from a permutation seeded by
     (seed, n), so a resumed run sees the same data as an uninterrupted one. Returns one
-    dict per trained epoch: epoch, loss, lr, and the probe's numbers.
+    dict per trained epoch: epoch, loss, lr, and the probe's numbers. ``on_checkpoint(epoch,
+    path)`` is called after each checkpoint is saved (the demo's local run publishes it).
     """
     register_model_configs()
     torch.manual_seed(seed)
@@ -217,11 +219,13 @@ def train_run(
             with torch.no_grad():  # as open_clip_train: clamp to 100
                 model.logit_scale.clamp_(0, math.log(100))
             total += loss.item()
-        save_checkpoint(Path(out_dir) / f"epoch_{epoch}.pt", model, optimizer, epoch, run_name)
+        saved = save_checkpoint(Path(out_dir) / f"epoch_{epoch}.pt", model, optimizer, epoch, run_name)
         row = {"epoch": epoch, "loss": total / max(1, steps_per_epoch), "lr": lr}
         if probe_data is not None:
             row.update(probe(model, tokenizer, probe_data))
         history.append(row)
         log(f"[{run_name}] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in row.items()) + f" (cpu {time.process_time() - cpu0:.0f} s)")
+        if on_checkpoint is not None:
+            on_checkpoint(epoch, saved)
     return history

@@ -27,6 +27,7 @@ def _pairs(metrics: pd.DataFrame, model: str, x: Series, y: Series, factor: floa
 
 def _scatter(ax: Axes, pts: pd.DataFrame, colour: str, marker: str, filled: bool = True) -> None:
     # A faint line in epoch order shows where training went; the points are the checkpoints.
+    ax._clipdyn_points = getattr(ax, "_clipdyn_points", []) + list(zip(pts["x"], pts["y"]))
     ax.plot(pts["x"], pts["y"], color=colour, lw=0.6, alpha=0.35, zorder=2)
     ax.scatter(pts["x"], pts["y"], s=16, marker=marker, zorder=3, linewidths=0.9,
                facecolors=colour if filled else "white", edgecolors=colour)
@@ -41,7 +42,10 @@ def robustness_figures(metrics: pd.DataFrame, spec: SpecLike = None,
     ``ece_datasets`` (one marker shape per set); (b) OOD detection AUROC (variant
     ``mcm``) on each of ``ood_datasets`` (one marker shape per set), with chance at
     0.5; (c) shape bias on the cue-conflict stimuli, with the human value. Colour is
-    the model; a faint line joins a model's checkpoints in epoch order.
+    the model; a faint line joins a model's checkpoints in epoch order. A zoo of final
+    models (one checkpoint each) is one point per model; ``robust_fit: theil_sen`` adds a
+    robust linear fit through each panel's points, as the robustness study relates each
+    metric to ImageNet accuracy across models.
     """
     spec = FigureSpec.from_config(spec)
     metrics = check_metrics(metrics)
@@ -127,12 +131,45 @@ def robustness_figures(metrics: pd.DataFrame, spec: SpecLike = None,
                ", ".join(p for p in (shape.dataset, VARIANT_NAMES.get(shape.variant, shape.variant)) if p)
                if shape else "", measure_info("shape_bias").axis_label(), missing, spec, len(models))
 
+        if spec.robust_fit:
+            for ax in (ax_ece, ax_ood, ax_shape):
+                robust_line(ax, getattr(ax, "_clipdyn_points", []))
         fig.supxlabel(x_label, fontsize=8)
         handles, ncols = _two_row_legend(model_key, key)
         fig.legend(handles=handles, loc="outside upper center", ncols=ncols)
     if out_pdf is not None or out_png is not None:
         save(fig, out_pdf, out_png, dpi=spec.dpi)
     return fig
+
+
+def theil_sen(x, y) -> Optional[tuple]:
+    """(slope, intercept) of the Theil-Sen fit (median of pairwise slopes; scipy.stats.theilslopes),
+    or None with fewer than three points or no spread in x."""
+    import numpy as np
+    from scipy.stats import theilslopes
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 3 or np.ptp(x) == 0:
+        return None
+    slope, intercept, _, _ = theilslopes(y, x, method="joint")  # intercept: median of y - slope x
+    return float(slope), float(intercept)
+
+
+def robust_line(ax: Axes, points: list) -> None:
+    """Draw the Theil-Sen line through ``points`` across the panel, with its slope."""
+    import numpy as np
+
+    fit = theil_sen([p[0] for p in points], [p[1] for p in points]) if points else None
+    if fit is None:
+        return
+    lo, hi = ax.get_xlim()
+    xs = np.array([lo, hi])
+    ax.plot(xs, fit[0] * xs + fit[1], color=REFERENCE_GREY, lw=0.9, ls="-.", zorder=1)
+    ax.set_xlim(lo, hi)
+    ax.annotate(f"Theil-Sen slope {fit[0]:.3g} (n={len(points)})", xy=(0.01, 0.01), xycoords="axes fraction",
+                ha="left", va="bottom", fontsize=6, color=REFERENCE_GREY)
 
 
 def _ece_sets(metrics: pd.DataFrame, spec: FigureSpec, acc: Optional[Series]) -> list:

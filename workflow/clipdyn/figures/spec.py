@@ -56,6 +56,10 @@ Keys of the ``figures:`` config block (all optional):
 ``ece_datasets`` (list of str)
     Sets whose ECE is drawn in the robustness figure. Default: the ImageNet set of
     the accuracy panel when ECE was measured on it, else every set with ECE.
+``robust_fit`` (``theil_sen`` or None)
+    A robust linear fit through every point of each robustness panel (Theil-Sen:
+    the median of pairwise slopes, insensitive to a few outlying models), drawn
+    with its slope; for a zoo of final models, one point per model. Default: none.
 ``dpi`` (int)
     Resolution of the PNG files. Default 200.
 """
@@ -138,11 +142,14 @@ class FigureSpec:
     table_measures: list = field(default_factory=lambda: list(DEFAULT_TABLE_MEASURES))
     ood_datasets: Optional[list] = None
     ece_datasets: Optional[list] = None
+    robust_fit: Optional[str] = None
     dpi: int = 200
 
     def __post_init__(self) -> None:
         if self.x_axis not in ("epoch", "fraction"):
             raise ValueError(f"figures.x_axis must be 'epoch' or 'fraction', not {self.x_axis!r}")
+        if self.robust_fit not in (None, "theil_sen"):
+            raise ValueError(f"figures.robust_fit must be 'theil_sen' or null, not {self.robust_fit!r}")
         if self.accuracy_scale not in _ACC_SCALES:
             raise ValueError(f"figures.accuracy_scale must be one of {_ACC_SCALES}, not {self.accuracy_scale!r}")
         h = self.human_texture_bias
