@@ -153,6 +153,7 @@ def test_revisions_as_epochs_resolve_to_commits(revision_hub):
         f = res.files[e]
         assert f.commit == commits[e] == f.revision and f.path == "model.pt"
         assert f.blob == hashlib.sha256(f"weights of epoch {e}".encode()).hexdigest()
+        assert f.size == len(f"weights of epoch {e}")  # what `clipdyn plan` adds up
     explicit = sources.resolve("s", {"repo": "org/steps", "revisions": {7: "v1.0", 1: "epoch-1"},
                                      "checkpoint": "model.pt"})
     assert sorted(explicit.files) == [1, 7] and explicit.files[7].commit == commits[3]
@@ -182,7 +183,7 @@ def test_pretrained_hf_hub_name_picks_open_clip_weights(tmp_path, monkeypatch):
     res = sources.resolve("x", {"pretrained": "hf-hub:laion/CLIP-x"})
     assert res.kind == "hub_final" and list(res.files) == [0]
     assert res.files[0].path == "open_clip_model.safetensors"  # open_clip tries safetensors first
-    assert res.files[0].blob == hashlib.sha256(b"st").hexdigest()
+    assert res.files[0].blob == hashlib.sha256(b"st").hexdigest() and res.files[0].size == 2
     assert res.open_clip_config == "open_clip_config.json"
     assert sources.open_clip_config("laion/CLIP-x", "main") == cfg
     assert sources.arch_for(cfg["model_cfg"], {"a": {"embed_dim": 4}, "b": {"embed_dim": 8}}) == "b"

@@ -30,8 +30,8 @@ def test_zoo_robustness_view_has_one_point_per_model_and_the_fit(tmp_path):
     ax_shape = fig.axes[2]
     pts = ax_shape.collections  # one scatter per model, one point each
     assert len(pts) == 4 and all(len(c.get_offsets()) == 1 for c in pts)
-    acc = metrics.query("metric == 'zeroshot_top1'").set_index("model")["value"] * 100
-    sb = metrics.query("metric == 'shape_bias' and variant == 'imagenet_mapping'").set_index("model")["value"]
+    acc = metrics.query("measure == 'zeroshot_top1'").set_index("model")["value"] * 100
+    sb = metrics.query("measure == 'shape_bias' and variant == 'imagenet_mapping'").set_index("model")["value"]
     slope = stats.theilslopes(sb[list(ZOO)].to_numpy(), acc[list(ZOO)].to_numpy())[0]
     texts = [t.get_text() for t in ax_shape.texts]
     assert f"Theil-Sen slope {slope:.3g} (n=4)" in texts, texts

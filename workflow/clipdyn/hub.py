@@ -246,15 +246,16 @@ def list_refs(repo_id: str, repo_type: str = "model") -> dict:
     return {r.name: r.target_commit for r in [*refs.branches, *refs.tags]}
 
 
-def file_blob(repo_id: str, filename: str, commit: str, repo_type: str = "model") -> str:
-    """The content hash of ``filename`` at ``commit`` (LFS sha256 or git blob id)."""
+def file_info(repo_id: str, filename: str, commit: str, repo_type: str = "model") -> tuple:
+    """(content hash, size in bytes or None) of ``filename`` at ``commit`` (the hash: LFS sha256 or git blob id)."""
     what = f"{filename} in {repo_type} repo {repo_id}@{commit[:12]}"
     if is_offline():
         link = _repo_cache_folder(repo_id, repo_type) / "snapshots" / commit / filename
         if not (link.is_symlink() or link.is_file()):
             raise HubError(f"HF_HUB_OFFLINE is set and {what} is not in the local cache ({link}); check the "
                            "checkpoint file name in the config, or run once with Hub access.")
-        return Path(os.readlink(link)).name if link.is_symlink() else ""
+        return (Path(os.readlink(link)).name if link.is_symlink() else "",
+                link.stat().st_size if link.exists() else None)
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
 
@@ -268,7 +269,7 @@ def file_blob(repo_id: str, filename: str, commit: str, repo_type: str = "model"
     files = [e for e in info if isinstance(e, RepoFile)]
     if not files:
         raise HubError(f"{what}: no such file; check the checkpoint file name in the config.")
-    return files[0].lfs.sha256 if files[0].lfs else files[0].blob_id
+    return (files[0].lfs.sha256 if files[0].lfs else files[0].blob_id), files[0].size
 
 
 def epoch_regex(template: str) -> re.Pattern:

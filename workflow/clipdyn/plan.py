@@ -107,7 +107,7 @@ def _assumed_listing(config: dict):
 
     def list_epochs(repo, template, revision, repo_type):
         for name, m in config["models"].items():
-            if m["repo"] == repo and m["checkpoint"] == template:
+            if m.get("repo") == repo and m.get("checkpoint") == template:
                 if "total_epochs" not in m:
                     raise hub.HubError(f"--no-hub needs models.{name}.total_epochs to know the epochs")
                 return [hub.CheckpointFile(e, template.format(epoch=e), "unknown", "")
@@ -342,6 +342,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = ap.parse_args(argv)
     config = yaml.safe_load(Path(args.configfile).read_text())
     from snakemake.utils import validate
+
+    from .study import apply_base
+
+    config = apply_base(config, [Path(__file__).resolve().parents[2]])  # `base:` as the workflow reads it
 
     validate(config, str(Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"))
     try:

@@ -167,7 +167,8 @@ def _hub_revisions(name: str, m: dict) -> Resolved:
         if commit is None:
             raise SourceError(f"{where}: epoch {epoch}: revision {rev!r} does not exist in {rt} repo {repo}; its "
                               f"branches and tags: {_some(sorted(refs))}")
-        files[epoch] = CheckpointFile(epoch, fname, commit, hub.file_blob(repo, fname, commit, rt), revision=commit)
+        blob, size = hub.file_info(repo, fname, commit, rt)
+        files[epoch] = CheckpointFile(epoch, fname, commit, blob, size, revision=commit)
     return Resolved("hub_revisions", files, repo=repo)
 
 
@@ -179,6 +180,7 @@ def _hub_final(name: str, m: dict) -> Resolved:
         repo, rt, rev = m["repo"], m.get("repo_type", "model"), str(m.get("revision", "main"))
     commit, listing = hub.list_repo(repo, rev, rt)
     blobs = {f.path: f.blob for f in listing}
+    sizes = {f.path: f.size for f in listing}
     if "pretrained" in m:
         fname = next((w for w in OPEN_CLIP_WEIGHTS if w in blobs), None)
         if fname is None:
@@ -190,7 +192,7 @@ def _hub_final(name: str, m: dict) -> Resolved:
             raise SourceError(f"models.{name}.checkpoint: {fname!r} is not in {rt} repo {repo}@{rev}; its files: "
                               f"{_some(sorted(blobs))}")
     epoch = int(m.get("epoch", 0))
-    return Resolved("hub_final", {epoch: CheckpointFile(epoch, fname, commit, blobs[fname])}, repo=repo,
+    return Resolved("hub_final", {epoch: CheckpointFile(epoch, fname, commit, blobs[fname], sizes[fname])}, repo=repo,
                     revision=rev, open_clip_config=OPEN_CLIP_CONFIG if OPEN_CLIP_CONFIG in blobs else None)
 
 
