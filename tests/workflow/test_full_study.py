@@ -69,6 +69,25 @@ def test_saliency_embeddings_keep_spatial_maps_and_others_do_not(full_study):
     sal = read_embeddings(r / "saliency.parquet", spatial=True)
     assert sal.spatial.shape == (6, 4, 4)  # 32 px / patch 8
     assert "grid" not in read_meta(r / "tiny_imagenet.parquet")
+    assert read_meta(r / "saliency.parquet")["saliency_map"] == "cls_attention"  # the default, recorded
+    assert "saliency_map" not in read_meta(r / "tiny_imagenet.parquet")
+
+
+def test_saliency_map_variant_reembeds_only_the_saliency_datasets(full_study):
+    """embedding.saliency_map reaches only the embedding jobs of datasets with spatial maps."""
+    backup = full_study.read_config()
+    cfg = full_study.read_config()
+    cfg.setdefault("embedding", {})["saliency_map"] = "attention_rollout"
+    full_study.write_config(cfg)
+    try:
+        jobs = full_study.dry_run_jobs()
+    finally:
+        full_study.write_config(backup)
+    spatial = list((full_study.workdir / "results" / "embeddings").glob("*/epoch_*/saliency.parquet"))
+    saliency_metrics = [n for n, m in cfg["metrics"].items() if m["kind"] == "saliency_alignment"]
+    assert spatial and saliency_metrics
+    assert jobs == {"embed_images": len(spatial), "compute_metric": len(saliency_metrics) * len(cfg["models"]),
+                    "collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
 
 
 def _valid_png(path):
