@@ -34,7 +34,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["GAUSSIAN_NOISE_SIGMA", "gaussian_noise", "noise_seed", "GEOMETRIES", "IMAGENET_C_RESIZE",
+__all__ = ["CORRUPTIONS", "GAUSSIAN_NOISE_SIGMA", "gaussian_noise", "noise_seed", "GEOMETRIES", "IMAGENET_C_RESIZE",
            "IMAGENET_C_CROP", "IMAGENET_C_JPEG_QUALITY", "imagenet_c_crop", "jpeg_roundtrip", "corrupt_for_model"]
 
 #: where the noise is added: ``imagenet_c`` = on ImageNet-C's Resize(256) + CenterCrop(224),
@@ -111,12 +111,16 @@ def _batch_seeds(seed, n: int) -> list:
     return seeds
 
 
+#: corruption name (a derived dataset's ``corruption``) -> function(pixels, severity, seed)
+CORRUPTIONS = {"gaussian_noise": gaussian_noise}
+
+
 def corrupt_image(pixels: np.ndarray, image_id: str, severity: int, corruption: str = "gaussian_noise",
                   seed: Optional[int] = None) -> np.ndarray:
     """Corrupt one image by name; the seed defaults to ``noise_seed(image_id, severity)``."""
-    if corruption != "gaussian_noise":
-        raise ValueError(f"unsupported corruption {corruption!r}; only 'gaussian_noise' is implemented")
-    return gaussian_noise(pixels, severity, noise_seed(image_id, severity) if seed is None else seed)
+    if corruption not in CORRUPTIONS:
+        raise ValueError(f"unsupported corruption {corruption!r}; implemented: {sorted(CORRUPTIONS)}")
+    return CORRUPTIONS[corruption](pixels, severity, noise_seed(image_id, severity) if seed is None else seed)
 
 
 def imagenet_c_crop(img):

@@ -33,6 +33,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 
 from .saliency_maps import DEFAULT_SALIENCY_MAP, check_saliency_map, forward_with_maps
+from .specs import EmbeddingSettings
 
 
 class CheckpointError(RuntimeError):
@@ -171,7 +172,6 @@ def load_model(arch: str, checkpoint: str, device="cpu", allow_pickle: bool = Fa
     ``what`` names the model and epoch in error messages.
     """
     import open_clip
-    import torch
 
     ckpt = Path(checkpoint)
     where = f"{what + ': ' if what else ''}checkpoint {checkpoint}"
@@ -418,8 +418,8 @@ def _embed_batch(tower, project, chunk, device, fmt, mean, std, dtype, saliency_
             return (project(pooled) if project is not None else pooled), None
 
 
-def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = 256, spatial: bool = False,
-                 precision: str = "auto", log=print, channels_last: bool = True, compile: bool = False,
+def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = EmbeddingSettings.batch_size,
+                 spatial: bool = False, precision: str = EmbeddingSettings.precision, log=print, channels_last: bool = True, compile: bool = False,
                  info: Optional[dict] = None, saliency_map: str = DEFAULT_SALIENCY_MAP
                  ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Embed (N,H,W,3) uint8 pixels with ``model.encode_image``.

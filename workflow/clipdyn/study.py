@@ -22,9 +22,6 @@ from .specs import ClassSetSpec, DatasetSpec, EmbeddingSettings, MetricSpec, Mod
 __all__ = ["Study", "ConfigError", "Preprocess", "ModelSpec", "DatasetSpec", "ClassSetSpec",
            "MetricSpec", "EmbeddingSettings", "arch_config", "preprocess_of"]
 
-CORRUPTIONS = {"gaussian_noise"}
-
-
 class ConfigError(ValueError):
     """The config is wrong; the message names the key."""
 
@@ -88,6 +85,8 @@ class Study:
         self.checkpoint_budget: Optional[int] = config.get("checkpoint_budget")
         self.model_config_paths = [str(p) for p in config.get("model_configs") or []]
         self.embedding = EmbeddingSettings.from_config(config.get("embedding"))
+        #: the ``figures:`` block (its defaults: clipdyn.figures.spec.FigureSpec), and whether to draw them
+        self.figures: dict = {k: v for k, v in (config.get("figures") or {}).items() if k != "enabled"}
         self.figures_enabled = bool((config.get("figures") or {}).get("enabled", True))
         self.datasets: Dict[str, DatasetSpec] = {
             name: DatasetSpec.from_config(name, d) for name, d in (config.get("datasets") or {}).items()}
@@ -118,6 +117,8 @@ class Study:
                                       f"(configured: {sorted(ds)})")
                 if ds[src].derived:
                     raise ConfigError(f"datasets.{name}.derived_from: {src!r} is itself derived; derive from a downloaded dataset")
+                from .corruptions import CORRUPTIONS
+
                 if d.corruption not in CORRUPTIONS:
                     raise ConfigError(f"datasets.{name}.corruption: {d.corruption!r} unknown; known: {sorted(CORRUPTIONS)}")
             else:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .codeid import package_hash  # hashes the package's files without importing them
+from .specs import EmbeddingSettings
 
 MODES = ("auto", "on", "off")
 MAX_SLOTS = 64
@@ -142,7 +143,7 @@ def _start(sock: Path, lock: Path, wlog: Path, idle_s: float) -> Connection:
 
 
 def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = "auto",
-             idle_s: float = 120.0, outputs: tuple = ("out",)) -> Any:
+             idle_s: float = EmbeddingSettings.worker_idle_s, outputs: tuple = ("out",)) -> Any:
     """Run ``step`` (``"module:function"``, e.g. ``"clipdyn.embed:embed_images"``) with
     ``kwargs`` in a persistent worker, or in this process when the worker is off. Returns what the
     function returns; raises :class:`WorkerError` carrying the step's error and traceback.

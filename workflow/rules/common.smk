@@ -267,7 +267,7 @@ def metric_options(wc):
 
 def figure_spec():
     """The config's `figures:` mapping plus what the models section says about each model."""
-    spec = {k: v for k, v in config.get("figures", {}).items() if k != "enabled"}
+    spec = dict(STUDY.figures)
     spec.setdefault("labels", {})
     spec.setdefault("total_epochs", {})
     spec.setdefault("reference_curves", {})
