@@ -194,6 +194,8 @@ def test_pretrained_hf_hub_name_picks_open_clip_weights(tmp_path, monkeypatch):
         sources.resolve("e", {"pretrained": "hf-hub:laion/empty"})
     with pytest.raises(SourceError, match="not an open_clip hf-hub name"):
         sources.resolve("e", {"pretrained": "laion/CLIP-x"})
+    with pytest.raises(SourceError, match=r"models.e.checkpoint: missing \(the file name in the repo"):
+        sources.resolve("e", {"repo": "laion/CLIP-x"})
     with pytest.raises(SourceError, match="'final.pt' is not in model repo laion/CLIP-x@main"):
         sources.resolve("e", {"repo": "laion/CLIP-x", "checkpoint": "final.pt"})
 

@@ -89,11 +89,12 @@ def check_keys(name: str, m: dict) -> str:
         raise SourceError(f"{where}: give exactly one of `repo` (a Hub repo), `local` (a folder or file on this "
                           f"machine) or `pretrained` (hf-hub:<org>/<name>); found {given or 'none'}")
     kind = kind_of(m)
+    if "repo" in m and "checkpoint" not in m:
+        raise SourceError(f"{where}.checkpoint: missing (the file name in the repo: with {{epoch}} for one file per "
+                          "epoch, or one fixed name with `revisions` or for a final model)")
     if kind == "hub_files" and m["checkpoint"].count("{epoch}") != 1:
         raise SourceError(f"{where}.checkpoint: {m['checkpoint']!r} must contain '{{epoch}}' exactly once, "
                           "e.g. full_checkpoints/<run>/epoch_{epoch}.pt")
-    if kind in ("hub_files", "hub_revisions") and "checkpoint" not in m:
-        raise SourceError(f"{where}.checkpoint: missing (the file name in the repo)")
     if kind == "hub_revisions":
         if "{epoch}" in m["checkpoint"]:
             raise SourceError(f"{where}.checkpoint: with `revisions`, the checkpoint is one fixed file name in every "
