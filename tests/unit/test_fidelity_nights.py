@@ -153,3 +153,16 @@ def test_evaluator_dreamsim_protocol():
     expected = dreamsim_nights_2afc(take(ref), take(left), take(right), rv, votes, split)
     assert rows["2afc"] == (pytest.approx(expected, abs=1e-12), int(((votes >= 6) & (split == "test")).sum()))
     assert "unanimous" not in rows
+
+
+def test_all_equal_votes():
+    from clipdyn.metrics.mid_level_alignment import majority_accuracy
+
+    d_left, d_right = [0.1, 0.4, 0.2], [0.3, 0.2, 0.2]
+    half = [0.5, 0.5, 0.5]                       # every vote split evenly: no unanimous, no majority
+    assert unanimous_accuracy(d_left, d_right, half) == 0.0
+    assert np.isnan(majority_accuracy(d_left, d_right, half))
+    assert two_afc_score(d_left, d_right, half) == 0.5
+    right = [1.0, 1.0, 1.0]                      # every observer chose right
+    assert unanimous_accuracy(d_left, d_right, right) == pytest.approx(1 / 3)   # one right pick, one tie (0)
+    assert two_afc_score(d_left, d_right, right) == pytest.approx(1.5 / 3)      # the tie earns 0.5
