@@ -82,11 +82,6 @@ def test_text_classifier_edit_reruns_classifiers_not_embeddings(full_study, tmp_
     assert jobs.get("compute_metric", 0) > 0  # the kinds that read a classifier
 
 
-UNTIL_REGISTRY = pytest.mark.xfail(strict=True, reason="every evaluator still lives in metrics/tasks.py, which "
-                                   "imports every metric module; lands with the metric-kind registry")
-
-
-@UNTIL_REGISTRY
 def test_one_metric_module_edit_reruns_that_metric_only(full_study, tmp_path):
     cfg = full_study.read_config()
     ood = [n for n, m in cfg["metrics"].items() if m["kind"] == "ood_detection"]
@@ -108,7 +103,6 @@ def test_figure_module_edit_redraws_the_figures_only(full_study, tmp_path):
     assert jobs == {"figure": 4, "table1": 1, "all": 1}
 
 
-@UNTIL_REGISTRY
 def test_package_data_file_edit_reruns_its_readers(full_study, tmp_path):
     """The shipped 16-category mapping is read by the shape-bias code: its jobs rerun, others do not."""
     cfg = full_study.read_config()
