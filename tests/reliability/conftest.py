@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent / "workflow"))  # study_fixture
-sys.path.insert(0, str(HERE))  # fakehub
+sys.path.insert(0, str(HERE))  # fakehub, runs
 
 
 def pytest_configure(config):
@@ -33,7 +32,7 @@ def pytest_collection_modifyitems(config, items):
 def tiny_checkpoint() -> Path:
     """A good open_clip training checkpoint of the tiny architecture (as open_clip_train writes it)."""
     from runs import own_tmp
-    from study_fixture import make_checkpoint
+    from clipdyn.testing import make_checkpoint
 
     with own_tmp("ckpt") as root:
         path = root / "epoch_1.pt"

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from study_fixture import REPO, TinyStudy, build_tiny_study, tiny_image
+from clipdyn.testing import TinyStudy, build_tiny_study, tiny_image
 
 #: looks like a real token; must never appear in any file the workflow writes
 TOKEN = "hf_test_secret_" + "Zq7RkX2mVw9LpT4yNc8B"
@@ -32,11 +31,6 @@ class TokenStudy(TinyStudy):
         env = TinyStudy.env.fget(self)
         env["HF_TOKEN"] = TOKEN
         return env
-
-    def cmd(self, *args) -> list:
-        return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                "--directory", str(self.workdir), "--configfile", str(self.config), "--cores", "2",
-                "--resources", "gpu=1", "--show-failed-logs", *args]
 
     def start(self, *args, log: Path) -> subprocess.Popen:
         """Start snakemake in its own process group (so the whole group can be killed)."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clipdyn.embed import CheckpointError, load_model
-from study_fixture import ARCH, make_checkpoint
+from clipdyn.testing import ARCH, make_checkpoint
 
 WHAT = "model tiny_a epoch 1"
 

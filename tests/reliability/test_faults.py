@@ -20,7 +20,7 @@ from PIL import Image
 from clipdyn import io
 from clipdyn.pixels import build_pixel_cache
 from clipdyn.study import Preprocess
-from study_fixture import ARCH
+from clipdyn.testing import ARCH
 
 KILL_WRITER = textwrap.dedent(r"""
     import sys, time

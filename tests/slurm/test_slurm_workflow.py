@@ -1,13 +1,11 @@
-"""clipdyn itself on SLURM: the tiny local-hub study (tests/workflow/study_fixture.py)
+"""clipdyn itself on SLURM: the tiny local-hub study (clipdyn.testing)
 run with `--executor slurm --profile workflow/profiles/slurm` on the local test
 cluster must submit every non-local job through sbatch (GPU rules with a GPU gres)
 and produce the same results/metrics.parquet as a local run of the same study."""
 
 import os
 import re
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,11 +21,8 @@ CLUSTER_RULES = GPU_RULES | {"download_checkpoint", "download_dataset",
 
 
 def _study_builder():
-    sys.path.insert(0, str(REPO / "tests" / "workflow"))
-    try:
-        from study_fixture import build_tiny_study, parse_job_counts
-    except ImportError as e:  # the workflow tests moved or are not there yet
-        pytest.skip(f"tests/workflow/study_fixture.py not importable: {e}")
+    from clipdyn.testing import build_tiny_study, parse_job_counts
+
     return build_tiny_study, parse_job_counts
 
 

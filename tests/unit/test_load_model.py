@@ -1,13 +1,8 @@
 """load_model builds the architecture without random init and loads every tensor of the checkpoint."""
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-from study_fixture import make_checkpoint  # noqa: E402
-
-from clipdyn.embed import load_model  # noqa: E402
+from clipdyn.embed import load_model
+from clipdyn.testing import make_checkpoint
 
 
 def test_loaded_model_holds_exactly_the_checkpoint_and_init_is_restored(tmp_path):

@@ -194,12 +194,10 @@ def test_embeddings_through_the_worker_equal_in_process(wdir, tmp_path):
     import pandas as pd
     from PIL import Image
 
-    sys.path.insert(0, str(HERE.parent / "workflow"))
-    from study_fixture import make_checkpoint
-
     from clipdyn.io import read_embeddings
     from clipdyn.pixels import build_pixel_cache
     from clipdyn.study import Preprocess
+    from clipdyn.testing import make_checkpoint
 
     d, pids = wdir
     rng = np.random.default_rng(0)

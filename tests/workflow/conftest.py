@@ -1,13 +1,10 @@
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from study_fixture import TinyStudy, build_tiny_study  # noqa: E402
+from clipdyn.testing import TinyStudy, build_tiny_study
 
 
 def _own_tmp(name: str) -> Path:

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from study_fixture import build_tiny_study
+from clipdyn.testing import build_tiny_study
 
 pytestmark = pytest.mark.workflow
 
@@ -69,7 +69,7 @@ def test_configfile_replaces_the_shipped_study_config(study):
     import subprocess
     import sys
 
-    from study_fixture import REPO
+    from clipdyn.testing import REPO
 
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
                            "--configfile", str(study.config), "-n", "--cores", "1"],

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from study_fixture import REPO
+from clipdyn.testing import REPO
 
 pytestmark = pytest.mark.workflow
 
@@ -151,13 +151,7 @@ def test_unrelated_changes_do_not_redraw(full_study, tmp_path):
     cfg = full_study.read_config()
     cfg["embedding"]["mem_mb"] = 1234
     full_study.write_config(cfg)
-    import study_fixture
-
-    orig, study_fixture.REPO = study_fixture.REPO, copy
-    try:
-        proc = full_study.snakemake("-n")
-    finally:
-        study_fixture.REPO = orig
+    proc = full_study.snakemake("-n", repo=copy)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study_fixture import ARCH, REPO, publish_epochs
+from clipdyn.testing import ARCH, REPO, publish_epochs
 
 pytestmark = pytest.mark.workflow
 
@@ -96,14 +96,7 @@ def test_editing_a_metric_module_reruns_only_metric_collection_and_figures(spine
     shutil.copytree(REPO / "config", copy / "config")
     zs = copy / "workflow" / "clipdyn" / "metrics" / "zeroshot.py"
     zs.write_text(zs.read_text() + "\n_an_edit = 1\n")  # code, not a comment: the hash is over the syntax tree
-    import study_fixture
-
-    orig = study_fixture.REPO
-    study_fixture.REPO = copy
-    try:
-        jobs = spine_study.dry_run_jobs()
-    finally:
-        study_fixture.REPO = orig
+    jobs = spine_study.dry_run_jobs(repo=copy)
     assert jobs.pop("compute_metric") == 2 * 2  # (model, metric) jobs; each recomputes its 3 epochs
     assert jobs == {"collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
 

@@ -25,6 +25,8 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from .atomic import publish
+
 MARKER = ".clipdyn_extracted.json"
 
 __all__ = ["safe_extract", "UnsafeArchiveError", "MARKER"]
@@ -186,11 +188,11 @@ def safe_extract(archive: os.PathLike, dest: os.PathLike) -> Path:
             # A stale or partial folder: move it aside, then swap in the new one.
             trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
             os.rename(dest, trash / dest.name)
-            os.rename(tmp, dest)
+            publish(tmp, dest)
             shutil.rmtree(trash, ignore_errors=True)
         else:
             try:
-                os.rename(tmp, dest)
+                publish(tmp, dest)
             except OSError:
                 if _marker_ok(dest, ident):  # lost a race to an identical extraction
                     shutil.rmtree(tmp, ignore_errors=True)

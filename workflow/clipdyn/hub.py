@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, TypeVar
 
+from .atomic import publish
+
 T = TypeVar("T")
 
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -401,7 +403,7 @@ def link(target: Path, dest: Path) -> None:
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(os.path.abspath(target))  # the snapshots/<commit>/ path: keeps the commit visible
-    os.replace(tmp, dest)
+    publish(tmp, dest)
 
 
 def download_snapshot(repo_id: str, revision: str = "main", repo_type: str = "dataset",

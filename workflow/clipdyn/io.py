@@ -2,19 +2,20 @@
 
 Every Parquet file carries its provenance as JSON under the schema metadata key
 ``clipdyn`` (model, epoch, checkpoint revision and blob, dataset revision,
-preprocessing, library version). Writes are atomic: a file is written next to
-its target and renamed into place, so a killed job never leaves a file that a
-later job would trust.
+preprocessing, library version). Writes are atomic (:mod:`clipdyn.atomic`): a
+file is written next to its target and renamed into place, so a killed job never
+leaves a file that a later job would trust, and it gets the permissions a plain
+``open()`` would give it. A file that is there but cannot be read (truncated by an
+interrupted copy, say) raises :class:`DamagedFileError`, which names it and the fix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
+from .atomic import atomic_path
 
 META_KEY = b"clipdyn"
 
@@ -58,6 +60,29 @@ class Classifier:
     meta: dict = field(default_factory=dict)
 
 
+class DamagedFileError(ValueError):
+    """A file an earlier job wrote is there but cannot be read (truncated by an interrupted copy,
+    overwritten, or not written by this workflow). Deleting it makes Snakemake recompute it."""
+
+    def __init__(self, path: os.PathLike, reason: str):
+        self.path = str(path)
+        super().__init__(f"{path} cannot be read ({reason}). It is a result of an earlier run, damaged (for example "
+                         "truncated by an interrupted copy) or not written by this workflow: delete it and run the "
+                         "workflow again, which recomputes it.")
+
+
+@contextlib.contextmanager
+def reading(path: os.PathLike) -> Iterator[None]:
+    """Turn a failure to parse ``path`` inside the block into a :class:`DamagedFileError` naming it.
+    A missing or unreadable (permissions) file keeps its own error, which says so already."""
+    try:
+        yield
+    except (FileNotFoundError, PermissionError, IsADirectoryError, DamagedFileError):
+        raise
+    except (pa.ArrowException, OSError, EOFError, ValueError, KeyError) as err:  # ArrowInvalid is a ValueError
+        raise DamagedFileError(path, f"{type(err).__name__}: {err}") from err
+
+
 def provenance(**fields: Any) -> dict:
     """Provenance dict with the library version added."""
     out = {k: v for k, v in fields.items() if v is not None}
@@ -72,31 +97,25 @@ def _meta_of(schema: pa.Schema) -> dict:
 
 def read_meta(path: os.PathLike) -> dict:
     """The ``clipdyn`` provenance of a Parquet file (empty dict if none)."""
-    return _meta_of(pq.read_schema(path))
+    with reading(path):
+        return _meta_of(pq.read_schema(path))
 
 
 def read_frame(path: os.PathLike) -> Tuple[pd.DataFrame, dict]:
     """A Parquet file as a DataFrame, with its ``clipdyn`` provenance (one read)."""
-    table = pq.read_table(path)
-    return table.to_pandas(), _meta_of(table.schema)
+    with reading(path):
+        table = pq.read_table(path)
+        return table.to_pandas(), _meta_of(table.schema)
 
 
 def write_table_atomic(table: pa.Table, path: os.PathLike, meta: Optional[Mapping] = None) -> None:
     """Write ``table`` to ``path`` with provenance ``meta``, atomically (tmp + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if meta is not None:
         md = dict(table.schema.metadata or {})
         md[META_KEY] = json.dumps(dict(meta), sort_keys=True, default=str).encode()
         table = table.replace_schema_metadata(md)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_frame(df: pd.DataFrame, path: os.PathLike, meta: Optional[Mapping] = None) -> None:
@@ -144,14 +163,15 @@ def write_embeddings(path: os.PathLike, ids: Sequence[str], X: np.ndarray, meta:
 def read_embeddings(path: os.PathLike, spatial: bool = False) -> EmbeddingTable:
     """Read an embedding file; ``spatial=True`` also reads the per-patch maps."""
     cols = ["image_id", "embedding"] + (["spatial_map"] if spatial else [])
-    t = pq.read_table(path, columns=cols)
-    meta = read_meta(path)
-    sp = None
-    if spatial:
-        grid = meta.get("grid")
-        sp = _from_fixed_list(t.column("spatial_map")).reshape(-1, *grid)
-    return EmbeddingTable(ids=t.column("image_id").to_numpy(zero_copy_only=False),
-                          X=_from_fixed_list(t.column("embedding")), spatial=sp, meta=meta)
+    with reading(path):
+        t = pq.read_table(path, columns=cols)
+        meta = _meta_of(t.schema)
+        sp = None
+        if spatial:
+            grid = meta["grid"]
+            sp = _from_fixed_list(t.column("spatial_map")).reshape(-1, *grid)
+        return EmbeddingTable(ids=t.column("image_id").to_numpy(zero_copy_only=False),
+                              X=_from_fixed_list(t.column("embedding")), spatial=sp, meta=meta)
 
 
 def write_classifier(path: os.PathLike, W: np.ndarray, classnames: Sequence[str], logit_scale: float,
@@ -168,11 +188,13 @@ def write_classifier(path: os.PathLike, W: np.ndarray, classnames: Sequence[str]
 
 
 def read_classifier(path: os.PathLike) -> Classifier:
-    t = pq.read_table(path)
-    meta = read_meta(path)
-    return Classifier(W=_from_fixed_list(t.column("weight")),
-                      classnames=t.column("classname").to_pylist(),
-                      logit_scale=float(meta["logit_scale"]), meta=meta)
+    """Read a zero-shot classifier written by :func:`write_classifier`."""
+    with reading(path):
+        t = pq.read_table(path)
+        meta = _meta_of(t.schema)
+        return Classifier(W=_from_fixed_list(t.column("weight")),
+                          classnames=t.column("classname").to_pylist(),
+                          logit_scale=float(meta["logit_scale"]), meta=meta)
 
 
 def metric_frame(rows: Sequence[Mapping] | pd.DataFrame, model: str, epoch: int, metric: str) -> pd.DataFrame:

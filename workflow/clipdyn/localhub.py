@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Mapping, Union
 
+from .atomic import publish
+
 Content = Union[bytes, str, os.PathLike]
 
 _PREFIX = {"model": "models", "dataset": "datasets", "space": "spaces"}
@@ -110,14 +112,14 @@ class LocalHub:
                 if not (blobs / etag).exists():
                     tmp = blobs / f"{etag}.incomplete"
                     tmp.write_bytes(content)
-                    tmp.replace(blobs / etag)
+                    publish(tmp, blobs / etag)
             else:
                 src = Path(content)
                 etag = _sha256_file(src)
                 if not (blobs / etag).exists():
                     tmp = blobs / f"{etag}.incomplete"
                     shutil.copyfile(src, tmp)
-                    tmp.replace(blobs / etag)
+                    publish(tmp, blobs / etag)
             tree[path] = etag
         listing = "\n".join(f"{p}\t{e}" for p, e in sorted(tree.items()))
         commit = hashlib.sha1(f"{parent}\n{listing}".encode()).hexdigest()

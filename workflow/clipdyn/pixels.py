@@ -22,7 +22,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from .io import read_meta, write_frame
+from .atomic import publish
+from .io import read_frame, reading, write_frame
 from .specs import Preprocess
 
 
@@ -176,12 +177,12 @@ def build_pixel_cache(images: pd.DataFrame, pp: Preprocess, out_npy: os.PathLike
                 compact[s:s + 1024] = full[keep[s:s + 1024]]
             compact.flush()
             del full, compact
-            os.replace(tmp2, tmp)
+            publish(tmp2, tmp)
         ids = images["image_id"].astype(str).to_numpy()
         skipped = [{"image_id": ids[i], "reason": r} for i, r in bad]
         index_meta = dict(meta or {}, preprocess=pp.id, n_images=int(len(keep)), n_skipped=len(skipped),
                           skipped=skipped[:1000])
-        os.replace(tmp, out_npy)
+        publish(tmp, out_npy)
         write_frame(pd.DataFrame({"image_id": ids[keep]}), out_index, index_meta)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -192,10 +193,18 @@ def build_pixel_cache(images: pd.DataFrame, pp: Preprocess, out_npy: os.PathLike
 
 
 def open_pixels(npy: os.PathLike, index: os.PathLike) -> Tuple[np.ndarray, np.ndarray, dict]:
-    """Memory-map a pixel cache: (pixels (N,H,W,3) uint8, image ids, index metadata)."""
-    arr = np.load(npy, mmap_mode="r")
-    ids = pd.read_parquet(index, columns=["image_id"])["image_id"].to_numpy()
+    """Memory-map a pixel cache: (pixels (N,H,W,3) uint8, image ids, index metadata).
+
+    A cache that cannot be read (a truncated ``.npy``, a damaged index) raises
+    :class:`clipdyn.io.DamagedFileError` naming the file."""
+    with reading(npy):
+        arr = np.load(npy, mmap_mode="r")
+        if arr.ndim != 4 or arr.dtype != np.uint8:
+            raise ValueError(f"holds {arr.dtype} of shape {arr.shape}, not (N, H, W, 3) uint8 images")
+    with reading(index):
+        index_df, meta = read_frame(index)
+        ids = index_df["image_id"].to_numpy()
     if len(ids) != len(arr):
         raise ValueError(f"{npy}: {len(arr)} images but its index {index} lists {len(ids)}; "
                          "delete both and rerun to rebuild the pixel cache")
-    return arr, ids, read_meta(index)
+    return arr, ids, meta

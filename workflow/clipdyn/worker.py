@@ -48,6 +48,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Optional
 
+from .atomic import publish
 from .codeid import package_hash  # hashes the package's files without importing them
 from .specs import EmbeddingSettings
 
@@ -166,7 +167,7 @@ def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = 
     try:
         value = _run_in_worker(step, kwargs, log, idle_s)
         for name, p in final.items():
-            os.replace(kwargs[name], p)
+            publish(kwargs[name], p)
         return value
     finally:
         for name in final:

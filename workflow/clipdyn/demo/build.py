@@ -59,6 +59,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..localhub import LocalHub, repo_folder
 from . import world
 
@@ -408,9 +409,8 @@ def build(hub_dir: os.PathLike, epochs: Optional[int] = None, scale: Union[str, 
 def _write_manifest(hub_dir: Path, manifest: dict) -> dict:
     """Write the manifest atomically; returns it as read back (JSON types)."""
     text = json.dumps(manifest, indent=1) + "\n"
-    tmp = hub_dir / f"{MANIFEST}.tmp"
-    tmp.write_text(text)
-    tmp.replace(hub_dir / MANIFEST)
+    with atomic_path(hub_dir / MANIFEST) as tmp:
+        tmp.write_text(text)
     return json.loads(text)
 
 

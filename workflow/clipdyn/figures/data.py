@@ -1,13 +1,7 @@
-"""The tidy metric table in, files out: reading series for the figures and Table 1, and
-writing their files atomically (a killed job never leaves a half-written figure)."""
+"""The tidy metric table in: reading series for the figures and Table 1 (their files are
+written with :func:`clipdyn.atomic.atomic_path`: a killed job never leaves a half-written figure)."""
 
 from __future__ import annotations
-
-import contextlib
-import os
-import tempfile
-from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -66,27 +60,3 @@ def x_of(epochs, model: str, spec: FigureSpec, metrics: pd.DataFrame, x_axis: st
     return epochs / (total if total is not None else spec.total_epochs_of(model, metrics))
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_target(path: os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path``.
-
-    The result gets the usual permissions (0666 less the umask), not the private
-    0600 of a temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .data import atomic_target
+from ..atomic import atomic_path
 
 #: Okabe & Ito (2008) colour-blind-safe palette, black last (it is kept for "mean" lines).
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -147,7 +147,7 @@ def save(fig: Figure, out_pdf: Optional[os.PathLike], out_png: Optional[os.PathL
         for path, fmt, meta in ((out_pdf, "pdf", {"CreationDate": None}), (out_png, "png", {"Software": None})):
             if path is None:
                 continue
-            with atomic_target(path, suffix=f".{fmt}") as tmp:
+            with atomic_path(path, suffix=f".{fmt}") as tmp:
                 fig.savefig(tmp, format=fmt, dpi=dpi, metadata=meta)
             written.append(Path(path))
     return written

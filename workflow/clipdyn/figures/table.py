@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .data import atomic_target, check_metrics, values
+from ..atomic import atomic_path
+from .data import check_metrics, values
 from .spec import ACCURACY_MEASURES, VARIANT_NAMES, FigureSpec, SpecLike, measure_info
 
 #: Columns of :func:`table1`, in order.
@@ -204,7 +205,7 @@ def to_latex(df: pd.DataFrame, caption: str = "", label: str = "tab:texture-bias
 
 
 def _write_text(path: os.PathLike, text: str) -> Path:
-    with atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 

@@ -1,8 +1,12 @@
-"""Build a tiny study in a temp folder: a Hugging Face cache with tiny open_clip training
-checkpoints and small datasets in the real repos' layouts, and a config that points at it.
+"""Tiny studies for the tests and the benchmarks (as ``numpy.testing`` is for NumPy's).
 
+Builds a study in a temp folder: a Hugging Face cache with tiny open_clip training
+checkpoints and small datasets in the real repos' layouts, and a config that points at it.
 Everything is seeded. Used with ``HF_HUB_OFFLINE=1`` and ``HF_HUB_CACHE=<hub>``, so the
 workflow goes through the real ``huggingface_hub`` code path.
+
+It runs the workflow of the source tree it lives in (``REPO``: the folder holding the
+``Snakefile``); no rule script imports it, so editing it reruns nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import yaml
@@ -37,19 +42,24 @@ class TinyStudy:
         env.pop("HF_TOKEN", None)
         return env
 
-    def snakemake(self, *args, check=True, timeout=900) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-               "--directory", str(self.workdir), "--configfile", str(self.config), "--cores", "2",
-               "--resources", "gpu=1", "--show-failed-logs", *args]
-        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+    def cmd(self, *args, repo: Optional[Path] = None) -> list:
+        """The snakemake command line for this study; ``repo``: a copy of the workflow to run
+        instead of ``REPO``'s (the benchmarks run a snapshot)."""
+        return [sys.executable, "-m", "snakemake", "--snakefile", str((repo or REPO) / "Snakefile"),
+                "--directory", str(self.workdir), "--configfile", str(self.config), "--cores", "2",
+                "--resources", "gpu=1", "--show-failed-logs", *args]
+
+    def snakemake(self, *args, check=True, timeout=900, repo: Optional[Path] = None) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.cmd(*args, repo=repo), env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
                                  f"{(proc.stdout + proc.stderr)[-4000:]}")
         return proc
 
-    def dry_run_jobs(self, *args) -> dict:
+    def dry_run_jobs(self, *args, repo: Optional[Path] = None) -> dict:
         """{rule: count} of the jobs a dry run would run."""
-        proc = self.snakemake("-n", "--quiet", "rules", *args)
+        proc = self.snakemake("-n", "--quiet", "rules", *args, repo=repo)
         return parse_job_counts(proc.stdout + proc.stderr)
 
     def write_config(self, cfg: dict) -> None:
@@ -96,14 +106,15 @@ def make_checkpoint(path: Path, epoch: int, seed: int, arch: str = ARCH) -> None
     import open_clip
     import torch
 
+    from clipdyn.atomic import atomic_path
     from clipdyn.embed import register_model_configs
 
     register_model_configs([])
     torch.manual_seed(seed * 1000 + epoch)
     model = open_clip.create_model(arch)
     sd = {f"module.{k}": v for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"epoch": epoch, "name": path.parent.name, "state_dict": sd, "optimizer": {}}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"epoch": epoch, "name": path.parent.name, "state_dict": sd, "optimizer": {}}, tmp)
 
 
 def publish_epochs(hub, run: str, epochs, seed: int, scratch: Path) -> str:

@@ -1,0 +1,70 @@
+"""Files that appear whole, with the permissions a plain ``open()`` would give them.
+
+Every output is written under a temporary name next to its target and renamed into place, so a
+killed job never leaves a file that a later job would trust. A temporary file made safely
+(``tempfile.mkstemp``: mode 0600; ``mkdtemp``: 0700) is private, though, and a rename keeps the
+mode: results renamed as they are would be unreadable to the rest of a group that shares the
+results folder. So everything renamed into place goes through :func:`publish`, which first gives
+it the mode that ``open()`` / ``mkdir()`` would have given it: 0666 / 0777 less the umask (as
+``huggingface_hub`` does for the blobs of its cache).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Iterator
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it where Linux says it (/proc/self/status)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # elsewhere the only way to read it is to set it, briefly
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode ``open(path, "w")`` (or ``mkdir`` for a directory) gives a new file here."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def publish(tmp: os.PathLike, path: os.PathLike) -> None:
+    """Rename the finished ``tmp`` onto ``path`` (atomically: same folder) after giving it the
+    default permissions. A directory gets them too (its contents keep theirs); a symlink is
+    renamed as it is (it has no permissions of its own, and chmod would change its target)."""
+    tmp = os.fspath(tmp)
+    if not os.path.islink(tmp):
+        os.chmod(tmp, default_mode(os.path.isdir(tmp)))
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (its folder is created); when the block finishes,
+    it is published onto ``path``; when it raises, it is removed and ``path`` is left as it was.
+
+    ``suffix``: for writers that pick the format from the file name (``savefig``, ``np.save``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
