@@ -99,7 +99,7 @@ def test_parquet_artifacts_get_plain_open_permissions(umask, tmp_path):
 def test_pixel_caches_get_plain_open_permissions(umask, tmp_path):
     from PIL import Image
 
-    from clipdyn.pixels import build_pixel_cache, derive_corrupted
+    from clipdyn.pixels import build_pixel_cache
     from clipdyn.study import Preprocess
 
     rng = np.random.default_rng(0)
@@ -111,8 +111,7 @@ def test_pixel_caches_get_plain_open_permissions(umask, tmp_path):
     rows.append({"image_id": "gone", "path": str(tmp_path / "missing.png"), "member": ""})  # the compaction path
     pp = Preprocess(16, "bicubic", "shortest")
     build_pixel_cache(pd.DataFrame(rows), pp, tmp_path / "px.npy", tmp_path / "px.parquet", on_bad_image="skip")
-    derive_corrupted(tmp_path / "px.npy", tmp_path / "px.parquet", [1, 2], tmp_path / "c.npy", tmp_path / "c.parquet")
-    for name in ("px.npy", "px.parquet", "c.npy", "c.parquet"):
+    for name in ("px.npy", "px.parquet"):
         assert mode(tmp_path / name) == plain_file_mode(tmp_path), name
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
@@ -154,7 +153,9 @@ def test_local_hub_blobs_and_demo_manifest_get_plain_open_permissions(umask, tmp
     src.write_bytes(b"w" * 10)
     hub.publish("org/run", {"a.txt": b"bytes", "w.bin": src})
     blobs = list((tmp_path / "hub").rglob("blobs/*"))
-    assert len(blobs) == 2 and all(mode(b) == plain_file_mode(tmp_path) for b in blobs)
+    refs = list((tmp_path / "hub").rglob("refs/main"))
+    assert len(blobs) == 2 and len(refs) == 1
+    assert all(mode(b) == plain_file_mode(tmp_path) for b in blobs + refs)
     _write_manifest(tmp_path, {"k": 1})
     assert mode(tmp_path / "demo-manifest.json") == plain_file_mode(tmp_path)
 
@@ -164,3 +165,34 @@ def test_test_checkpoints_get_plain_open_permissions(umask, tmp_path):
 
     make_checkpoint(tmp_path / "run" / "epoch_1.pt", 1, seed=0)
     assert mode(tmp_path / "run" / "epoch_1.pt") == plain_file_mode(tmp_path)
+
+
+def test_metric_collection_and_dataset_snapshot_get_plain_open_permissions(umask, tmp_path):
+    from clipdyn.io import metric_frame, write_frame
+    from clipdyn.manifests import fetch_dataset
+    from clipdyn.metrics.compute import collect_metrics
+
+    rows = metric_frame([{"metric": "acc", "dataset": "d", "value": 0.5, "n": 3}], "m", 1)
+    write_frame(rows, tmp_path / "m1.parquet")
+    collect_metrics([str(tmp_path / "m1.parquet")], str(tmp_path / "metrics.parquet"), str(tmp_path / "metrics.csv"))
+    (tmp_path / "images").mkdir()
+    fetch_dataset(path=str(tmp_path / "images"), repo=None, repo_type="dataset", revision="main", files=[],
+                  extra_files={}, out=str(tmp_path / "snapshot.json"))
+    for name in ("metrics.parquet", "metrics.csv", "snapshot.json"):
+        assert mode(tmp_path / name) == plain_file_mode(tmp_path), name
+
+
+def test_http_downloads_get_plain_open_permissions(umask, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from archive_server import ArchiveServer
+
+    from clipdyn.downloads import Archive, download
+
+    with ArchiveServer({"/data.csv": b"a,b\n1,2\n"}) as srv:
+        got = download(Archive(srv.url("/data.csv")), tmp_path / "dl", base_delay=0.0, progress_s=0.0, log=print)
+    files = sorted((tmp_path / "dl").iterdir())
+    assert got in files and len(files) == 3  # the file, its .ok record and its trust-on-first-use .sha256
+    assert all(mode(f) == plain_file_mode(tmp_path) for f in files), [(f.name, oct(mode(f))) for f in files]

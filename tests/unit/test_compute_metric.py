@@ -1,5 +1,6 @@
 """The metric step: one metric of one model over all epochs, unchanged epochs read back, not recomputed."""
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -95,3 +96,18 @@ def test_a_missing_or_foreign_memo_file_is_recomputed(study):
     rows3, _ = metric_memo_paths(kw["out"], "zs", 3)
     write_frame(pd.read_parquet(rows3), rows3, provenance(memo_key="something else"))
     assert compute_metric(**kw) == {"computed": [1, 3], "reused": [2]}
+
+
+def test_a_damaged_embedding_fails_the_step_naming_it_and_a_damaged_kept_epoch_is_recomputed(study):
+    from clipdyn.io import DamagedFileError
+
+    tmp, kw = study
+    compute_metric(**kw)
+    rows, _ = metric_memo_paths(kw["out"], "zs", 1)
+    rows.write_bytes(rows.read_bytes()[:50])  # a kept epoch's rows, truncated
+    assert compute_metric(**kw) == {"computed": [1], "reused": [2, 3]}
+    emb = next(p for k, p in kw["inputs"].items() if k.startswith("emb") and k.endswith("__2"))
+    Path(emb).write_bytes(Path(emb).read_bytes()[:100])  # an interrupted copy
+    with pytest.raises(DamagedFileError, match="delete it and run the workflow again") as err:
+        compute_metric(**kw)
+    assert err.value.path == emb

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from study_fixture import build_tiny_study
+from clipdyn.testing import build_tiny_study
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 

@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlparse
 
+from .atomic import atomic_path, publish
+
 __all__ = ["DownloadError", "Archive", "download", "file_name", "human_bytes"]
 
 _CHUNK = 1 << 20
@@ -262,9 +264,8 @@ def _check(url: str, part: Path, archive: Archive, record: Path, log: Callable[[
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 def download(archive: Archive, folder: os.PathLike, *, progress_s: float = 10.0, timeout: float = 60.0,
@@ -325,7 +326,7 @@ def download(archive: Archive, folder: os.PathLike, *, progress_s: float = 10.0,
 
 
 def _finish(part: Path, dest: Path, ok: Path, url: str, sha256: str) -> Path:
-    os.replace(part, dest)
+    publish(part, dest)
     st = dest.stat()
     _write_json(ok, {"url": url, "size": st.st_size, "mtime": st.st_mtime, "sha256": sha256})
     return dest
@@ -371,10 +372,10 @@ def fetch_archives(archives, download_dir: os.PathLike, extract_dir: os.PathLike
     if files.exists() or files.is_symlink():
         old = extract_dir / f".files.old{os.getpid()}"
         os.rename(files, old)
-        os.rename(tmp, files)
+        publish(tmp, files)
         shutil.rmtree(old)
     else:
-        os.rename(tmp, files)
+        publish(tmp, files)
     return files, records
 
 

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
+from .atomic import atomic_path
 from .localhub import META_DIR, repo_folder
 
 #: URL prefix of each repo type in resolve URLs, and its folder prefix in the cache
@@ -584,11 +585,10 @@ def serve(root: os.PathLike, port: int = 0, url_file: Optional[os.PathLike] = No
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *a: stop.set())
+    if url_file:  # before the URL is printed: whoever reads the URL may read the file next
+        with atomic_path(url_file) as tmp:
+            tmp.write_text(server.url + "\n")
     print(server.url, file=out, flush=True)
-    if url_file:
-        tmp = Path(f"{url_file}.tmp")
-        tmp.write_text(server.url + "\n")
-        tmp.replace(url_file)
     try:
         stop.wait()
     finally:

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Union
 
-from .atomic import publish
+from .atomic import atomic_path, publish
 
 Content = Union[bytes, str, os.PathLike]
 
@@ -45,10 +45,8 @@ def repo_folder(cache_dir: os.PathLike, repo_id: str, repo_type: str = "model") 
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _sha256_file(path: Path) -> str:

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
+from .atomic import atomic_path
 from .datasets import DatasetFormatError, read_dataset
 from .io import provenance, read_meta, write_frame
 from .pixels import stratified_subset
@@ -48,9 +49,8 @@ def fetch_dataset(*, path: Optional[str], repo: Optional[str], repo_type: str, r
         f = hub.download_file(spec["repo"], spec["file"], revision=str(spec.get("revision", "main")),
                               repo_type=spec.get("repo_type", "dataset"))
         record["extra_files"][option] = str(f)
-    tmp = Path(out).with_name(f".{Path(out).name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
     return record
 
 

@@ -12,7 +12,8 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from ..io import metric_frame, read_classifier, read_embeddings, read_frame, read_meta, write_frame
+from ..atomic import atomic_path
+from ..io import DamagedFileError, metric_frame, read_classifier, read_embeddings, read_frame, read_meta, write_frame
 from ..io import provenance as prov
 
 
@@ -23,9 +24,9 @@ def _log(msg: str) -> None:
 def load_tables(manifest: str, trials: str):
     from ..datasets import DatasetTables
 
-    meta = read_meta(manifest)
-    tr = pd.read_parquet(trials)
-    return DatasetTables(images=pd.read_parquet(manifest), trials=tr if len(tr.columns) else None,
+    images, meta = read_frame(manifest)
+    tr, _ = read_frame(trials)
+    return DatasetTables(images=images, trials=tr if len(tr.columns) else None,
                          classnames=meta.get("classnames"), templates=meta.get("templates"), info=meta)
 
 
@@ -84,7 +85,11 @@ def compute_metric(*, files: Mapping, kind: str, roles: dict, options: dict, spa
         }, sort_keys=True, default=str).encode()).hexdigest()
         rows_path, details_path = metric_memo_paths(out, metric, epoch)
         if rows_path.exists() and details_path.exists():
-            kept, kept_meta = read_frame(rows_path)
+            try:
+                kept, kept_meta = read_frame(rows_path)
+            except DamagedFileError:  # our own cache, not a Snakemake output: recompute it
+                _log(f"epoch {epoch}: the kept result {rows_path} cannot be read; computing it again")
+                kept_meta = {}
             if kept_meta.get("memo_key") == key:
                 frames.append(kept)
                 done["reused"].append(int(epoch))
@@ -133,12 +138,11 @@ def _ranges(xs: Sequence[int]) -> str:
 
 
 def collect_metrics(paths: Sequence[str], out_parquet: str, out_csv: str) -> int:
-    frames = [pd.read_parquet(p) for p in paths]
+    frames = [read_frame(p)[0] for p in paths]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if len(df):
         df = df.sort_values(["model", "metric", "measure", "dataset", "variant", "epoch"]).reset_index(drop=True)
     write_frame(df, out_parquet, prov(n_files=len(paths)))
-    tmp = Path(out_csv).with_name(f".{Path(out_csv).name}.tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(out_csv)
+    with atomic_path(out_csv) as tmp:
+        df.to_csv(tmp, index=False)
     return len(df)
