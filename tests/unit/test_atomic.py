@@ -172,7 +172,7 @@ def test_metric_collection_and_dataset_snapshot_get_plain_open_permissions(umask
     from clipdyn.manifests import fetch_dataset
     from clipdyn.metrics.compute import collect_metrics
 
-    rows = metric_frame([{"metric": "acc", "dataset": "d", "value": 0.5, "n": 3}], "m", 1)
+    rows = metric_frame([{"measure": "acc", "dataset": "d", "value": 0.5, "n": 3}], "m", 1, "zs")
     write_frame(rows, tmp_path / "m1.parquet")
     collect_metrics([str(tmp_path / "m1.parquet")], str(tmp_path / "metrics.parquet"), str(tmp_path / "metrics.csv"))
     (tmp_path / "images").mkdir()

@@ -1,4 +1,6 @@
 """load_model builds the architecture without random init and loads every tensor of the checkpoint."""
+from pathlib import Path
+
 import torch
 
 from clipdyn.embed import load_model
