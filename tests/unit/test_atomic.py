@@ -100,7 +100,7 @@ def test_pixel_caches_get_plain_open_permissions(umask, tmp_path):
     from PIL import Image
 
     from clipdyn.pixels import build_pixel_cache
-    from clipdyn.study import Preprocess
+    from clipdyn.specs import Preprocess
 
     rng = np.random.default_rng(0)
     rows = []

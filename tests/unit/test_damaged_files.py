@@ -8,7 +8,7 @@ import pytest
 from clipdyn.io import (DamagedFileError, provenance, read_classifier, read_embeddings, read_frame, read_meta,
                         write_classifier, write_embeddings, write_frame)
 from clipdyn.pixels import build_pixel_cache, open_pixels
-from clipdyn.study import Preprocess
+from clipdyn.specs import Preprocess
 
 
 def truncate(path, keep: float = 0.5) -> None:

@@ -193,11 +193,7 @@ def test_compiled_towers_go_with_their_models(monkeypatch):
 
 
 def test_the_worker_cache_frees_the_previous_model(monkeypatch, tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-    from study_fixture import make_checkpoint
+    from clipdyn.testing import make_checkpoint
 
     real = torch.compile
     monkeypatch.setattr(torch, "compile", lambda m, **kw: real(m, backend="eager"))
@@ -220,8 +216,6 @@ def test_the_worker_cache_frees_the_previous_model(monkeypatch, tmp_path):
 
 
 def test_embedding_file_records_what_ran_and_the_claim_covers_the_write(monkeypatch, tmp_path):
-    import sys
-    from pathlib import Path
 
     import open_clip
     import pandas as pd
@@ -231,9 +225,7 @@ def test_embedding_file_records_what_ran_and_the_claim_covers_the_write(monkeypa
     from clipdyn.io import read_meta
     from clipdyn.pixels import build_pixel_cache
     from clipdyn.study import Preprocess
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-    from study_fixture import make_checkpoint
+    from clipdyn.testing import make_checkpoint
 
     rng = np.random.default_rng(0)
     rows = []

@@ -9,8 +9,8 @@ the ones that edit would rerun.
 import shutil
 
 import pytest
-import study_fixture
-from study_fixture import REPO
+
+from clipdyn.testing import REPO
 
 pytestmark = pytest.mark.workflow
 
@@ -30,12 +30,7 @@ def dry_run_with_edit(study, relpath: str, tmp_path, text: str = EDIT) -> dict:
     shutil.copytree(REPO / "config", copy / "config")
     target = copy / "workflow" / relpath
     target.write_text(target.read_text() + text)
-    orig = study_fixture.REPO
-    study_fixture.REPO = copy
-    try:
-        return study.dry_run_jobs()
-    finally:
-        study_fixture.REPO = orig
+    return study.dry_run_jobs(repo=copy)
 
 
 def _n_metrics(study) -> int:
