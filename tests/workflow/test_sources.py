@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from study_fixture import (TinyStudy, build_tiny_study, make_checkpoint, publish_final, publish_revisions,
-                           write_local_run)
+from clipdyn.testing import (TinyStudy, build_tiny_study, make_checkpoint, publish_final, publish_revisions,
+                             write_local_run)
 
 pytestmark = pytest.mark.workflow
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import hub
+from .atomic import atomic_path
 from .hub import CheckpointFile
 
 #: open_clip's names for pretrained weights and config in a Hub repo (open_clip.constants), in the
@@ -254,10 +255,8 @@ class HashCache:
     def save(self) -> None:
         if not (self.path and self.dirty):
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.entries, indent=0, sort_keys=True))
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.entries, indent=0, sort_keys=True))
         self.dirty = False
 
 
