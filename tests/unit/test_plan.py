@@ -89,3 +89,15 @@ def test_measured_rate_replaces_the_estimate(tmp_path, hub):
     hours, kind = p["gpu_hours"]["m"]["H200"]
     assert kind == "measured" and hours == pytest.approx(3 * 1280 / 1280 / 3600)
     assert p["gpu_hours"]["m"]["A100"][1] == "estimate"
+
+
+def test_prompts_count_each_class_sets_templates(tmp_path, hub):
+    import open_clip
+
+    cfg = _config(tmp_path)
+    cfg["classsets"]["mcm"] = {"source": "openclip_imagenet", "templates": "mcm"}
+    cfg["classsets"]["simple"] = {"source": "openclip_imagenet", "templates": "simple"}
+    cfg["metrics"]["sb_mcm"] = {"kind": "shape_bias", "inputs": {"dataset": "cc"}, "classset": "mcm"}
+    cfg["metrics"]["sb_simple"] = {"kind": "shape_bias", "inputs": {"dataset": "cc"}, "classset": "simple"}
+    p = plan.build(cfg, bench_dir=tmp_path / "nobench")
+    assert p["prompts"] == 1000 * (80 + 1 + len(open_clip.SIMPLE_IMAGENET_TEMPLATES))

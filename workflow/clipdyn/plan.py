@@ -43,6 +43,8 @@ PUBLISHED_IMAGES = {
     ("webdataset", "clip-benchmark/wds_imagenet1k"): (50_000, "ImageNet-1k validation set"),
     ("webdataset", "clip-benchmark/wds_imagenetv2"): (10_000, "ImageNetV2 matched-frequency"),
     ("webdataset", "clip-benchmark/wds_imagenet_sketch"): (50_889, "ImageNet-Sketch"),
+    ("webdataset", "clip-benchmark/wds_imagenet-r"): (30_000, "ImageNet-R: renditions of 200 classes"),
+    ("webdataset", "clip-benchmark/wds_imagenet-a"): (7_500, "ImageNet-A: natural adversarial examples of 200 classes"),
     ("webdataset", "clip-benchmark/wds_imagenet-o"): (2_000, "ImageNet-O"),
     ("webdataset", "clip-benchmark/wds_dtd"): (1_880, "DTD test split"),
     ("cue_conflict", None): (1_280, "Geirhos et al. 2019: 16 classes x 80"),
@@ -184,14 +186,15 @@ def dataset_plans(study: Study, results: Path, network: bool) -> Dict[str, Datas
 
 
 def _prompts(study: Study) -> int:
-    from .classifier import class_templates  # noqa: F401 (the templates' home)
+    from .classifier import class_templates  # the templates' home
 
     n = 0
     used = {m.classset for m in study.metrics.values()} - {None}
     for cs in used:
         c = study.classsets[cs]
         classes = 1000 if c.source == "openclip_imagenet" else len(c.names) or 1000
-        templates = 80 if c.template_source == "openai" else 1 if c.template_source == "simple" else 18
+        # a dataset's own templates are known only once it is downloaded: 18 as a guess
+        templates = 18 if c.template_source == "dataset" else len(class_templates(c.template_source))
         n += classes * templates
     return n
 
