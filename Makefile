@@ -4,10 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_HUB ?= demo-hub
 DEMO_ENV := HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(abspath $(DEMO_HUB))
-SNAKEMAKE_DEMO := $(BIN)/snakemake --cores 2 --resources gpu=1 --configfile config/demo.yaml
+DEMO_CONFIG ?= config/demo.yaml
+SNAKEMAKE_DEMO := $(BIN)/snakemake --cores 2 --resources gpu=1 --configfile $(DEMO_CONFIG)
+# demo-online: the demo hub served over HTTP on 127.0.0.1, an empty HF cache, its own results
+ONLINE ?= demo-online
+ONLINE_RESULTS ?= results-demo-online
 
 PLAN_ARGS ?=
-.PHONY: plan venv test test-fast demo demo-hub demo-more-epochs demo-local-run demo-sources watch report lint clean-demo
+.PHONY: plan venv test test-fast demo demo-hub demo-more-epochs demo-local-run demo-sources watch report lint clean-demo demo-online
 
 $(BIN)/snakemake: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +42,31 @@ demo-more-epochs: demo-hub
 	$(BIN)/python -m clipdyn.demo more-epochs --hub $(DEMO_HUB) --n 2
 	$(DEMO_ENV) $(SNAKEMAKE_DEMO)
 	$(DEMO_ENV) $(SNAKEMAKE_DEMO) --report results-demo/report.html
+
+# The demo online: clipdyn.hubserver serves demo-hub/ as a Hugging Face Hub on 127.0.0.1, the
+# study runs with HF_ENDPOINT pointing at it and an empty HF cache (HF_HUB_OFFLINE unset), then
+# two more epochs are published while it serves and the rerun runs only their jobs.
+demo-online: demo-hub
+	rm -rf $(ONLINE) $(ONLINE_RESULTS) && mkdir -p $(ONLINE)
+	@set -e; \
+	$(BIN)/python -m clipdyn.hubserver --root $(DEMO_HUB) --port 0 --url-file $(ONLINE)/url \
+	  --log $(ONLINE)/requests.jsonl > /dev/null & server=$$!; trap "kill $$server" EXIT; \
+	for i in $$(seq 300); do test -s $(ONLINE)/url && break; sleep 0.1; done; \
+	test -s $(ONLINE)/url || { echo "the local Hub did not start"; exit 1; }; \
+	unset HF_HUB_OFFLINE; \
+	export HF_ENDPOINT=$$(cat $(ONLINE)/url) HF_HUB_CACHE=$(abspath $(ONLINE))/hf-cache \
+	  HF_HOME=$(abspath $(ONLINE))/hf-home NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost; \
+	echo "== local Hub at $$HF_ENDPOINT; empty HF cache $$HF_HUB_CACHE"; \
+	/usr/bin/env time -f "online run finished in %e s" $(SNAKEMAKE_DEMO) --config results=$(ONLINE_RESULTS); \
+	echo "== publishing two more epochs while the Hub serves"; \
+	$(BIN)/python -m clipdyn.demo more-epochs --hub $(DEMO_HUB) --n 2; \
+	echo "== the rerun's jobs (only the new epochs'):"; \
+	$(SNAKEMAKE_DEMO) --config results=$(ONLINE_RESULTS) -n --quiet rules; \
+	/usr/bin/env time -f "rerun finished in %e s" $(SNAKEMAKE_DEMO) --config results=$(ONLINE_RESULTS); \
+	$(SNAKEMAKE_DEMO) --config results=$(ONLINE_RESULTS) --report $(ONLINE_RESULTS)/report.html; \
+	echo "== local Hub: $$(grep '"kind": "tree"' $(ONLINE)/requests.jsonl | grep -c '"repo_type": "model"') model \
+	listings (one per model and run, none from jobs or --report), $$(grep -c '"kind": "cdn"' \
+	$(ONLINE)/requests.jsonl) LFS downloads; requests in $(ONLINE)/requests.jsonl"
 
 # what the study will download, hold and compute (results/plan.md); downloads nothing
 plan: venv
@@ -84,4 +113,4 @@ lint: demo-hub
 	$(DEMO_ENV) $(BIN)/snakemake --lint --configfile config/demo.yaml
 
 clean-demo:
-	rm -rf $(DEMO_HUB) results-demo results-demo-local-run results-demo-sources demo-runs
+	rm -rf $(DEMO_HUB) results-demo results-demo-local-run results-demo-sources demo-runs $(ONLINE) $(ONLINE_RESULTS)

@@ -37,7 +37,7 @@ def test_truncated_checkpoint(tiny_checkpoint, tmp_path, cut):
         _load(bad)
     msg = str(err.value)
     _assert_names_file_and_remedy(msg, bad)
-    assert "truncated or corrupt" in msg and "hf cache delete" in msg and "rerun" in msg
+    assert "truncated or corrupt" in msg and "hf cache rm" in msg and "rerun" in msg
 
 
 @pytest.mark.parametrize("content", [b"", os.urandom(5000), b"<html><body>502 Bad Gateway</body></html>",

@@ -229,3 +229,52 @@ def test_cli_prints_the_url_and_clipdyn_hub_works_online_through_hf_endpoint(hub
         proc.terminate()
         proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+def test_download_progress_reaches_the_log_while_it_runs(hub, cache, tmp_path, monkeypatch):
+    """Off a terminal huggingface_hub shows no bars; clipdyn.hub logs bytes, rate and time left."""
+    from huggingface_hub import constants
+
+    from clipdyn import hub as clipdyn_hub
+
+    data = _weights(600_000, 3)
+    hub.publish("org/slow", {"w.pt": data})
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 65536)
+    lines = []
+    with HubServer(hub.cache_dir, rate_bps=1_000_000) as s:
+        monkeypatch.setattr(constants, "ENDPOINT", s.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", s.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(clipdyn_hub, "_progress", lambda label, every: __import__("functools").partial(
+            clipdyn_hub.LogProgress, label=label, every=0.1, log=lines.append))
+        path = clipdyn_hub.download_file("org/slow", "w.pt")
+    assert path.read_bytes() == data
+    during = [l for l in lines if " of " in l]
+    assert len(during) >= 3, lines  # ~0.6 s at 1 MB/s, a line every 0.1 s
+    assert all(l.startswith("org/slow/w.pt: ") and "/s" in l and "left" in l and "600.0 KB" in l for l in during)
+    assert "downloaded in" in lines[-1] and "600.0 KB" in lines[-1]
+
+
+def test_progress_lines_without_updates_and_quiet_counters():
+    from clipdyn.hub import LogProgress
+
+    lines = []
+    bar = LogProgress(total=5_000_000, desc="x", unit="B", label="org/r/f.pt", every=0.05, log=lines.append)
+    import time
+
+    time.sleep(0.2)  # no bytes yet (a slow first chunk): still a line per interval
+    bar.update(2_500_000)
+    time.sleep(0.12)
+    bar.close()
+    assert lines[0].startswith("org/r/f.pt: 0 B of 5.0 MB (0%)")
+    assert any("2.5 MB of 5.0 MB (50%)" in l for l in lines)
+    assert lines[-1].startswith("org/r/f.pt: 2.5 MB downloaded in")
+    quiet = []
+    for kw in ({"unit": "it", "desc": "Fetching 3 files"}, {"unit": "B", "desc": "Downloading bytes"}):
+        b = LogProgress(total=3, every=0.01, log=quiet.append, **kw)
+        b.update(3)
+        time.sleep(0.05)
+        b.close()
+    assert quiet == []

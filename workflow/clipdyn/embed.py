@@ -208,7 +208,7 @@ def load_model(arch: str, checkpoint: str, device="cpu", allow_pickle: bool = Fa
                                       "Check `arch` for this model in the config.") from None
         raise CheckpointError(f"{where} cannot be read ({type(err).__name__}: {msg.splitlines()[0] if msg else ''}); "
                               "it is truncated or corrupt. Delete it from the HF cache "
-                              "(`hf cache delete`) and rerun to download it again.") from err
+                              "(`hf cache rm hf://models/<repo>/<file>`) and rerun to download it again.") from err
     model = model.to(device).eval()
     return model
 

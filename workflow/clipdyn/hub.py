@@ -16,9 +16,13 @@ The token for gated repos comes from the environment (``HF_TOKEN``), read by
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import sys
+import threading
 import time
+from time import monotonic
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, TypeVar
@@ -157,7 +161,7 @@ def _explain(err: Exception, repo_id: str, repo_type: str, what: str) -> HubErro
 
     if isinstance(err, GatedRepoError):
         return HubError(f"{what}: {repo_type} repo {repo_id!r} is gated. Accept its terms on the Hub "
-                        "and export HF_TOKEN=<a read token> before running the workflow.")
+                        "and log in (`hf auth login`, or export HF_TOKEN=<a read token>) before running the workflow.")
     if isinstance(err, RepositoryNotFoundError):
         return HubError(f"{what}: {repo_type} repo {repo_id!r} does not exist or is private "
                         "(check the repo and repo_type in the config; private repos need HF_TOKEN).")
@@ -167,8 +171,8 @@ def _explain(err: Exception, repo_id: str, repo_type: str, what: str) -> HubErro
     if status in (401, 403):
         return HubError(f"{what}: the Hub refused access to {repo_type} repo {repo_id!r} (HTTP {status}): the token "
                         "in HF_TOKEN is invalid or expired, or has no access to this repo. Create a read token at "
-                        "https://huggingface.co/settings/tokens, accept the repo's terms if it is gated, and export "
-                        "HF_TOKEN=<the token>.")
+                        "https://huggingface.co/settings/tokens, accept the repo's terms if it is gated, and log in "
+                        "with it (`hf auth login`, or export HF_TOKEN=<the token>).")
     if isinstance(err, EntryNotFoundError):
         return HubError(f"{what}: file not found in {repo_type} repo {repo_id!r}; check the file names in the config.")
     return HubError(f"{what}: {type(err).__name__}: {err}")
@@ -337,6 +341,94 @@ def select_epochs(spec, available: Optional[Sequence[int]]) -> List[int]:
     raise ValueError(f"epochs must be 'auto', a list or a mapping, got {spec!r}")
 
 
+#: seconds between progress lines of a download in the job log
+PROGRESS_S = 10.0
+
+
+class LogProgress:
+    """A tqdm stand-in for huggingface_hub downloads that writes plain lines to the job log.
+
+    huggingface_hub hides its progress bars when stderr is not a terminal (a job log), so a
+    multi-GB checkpoint would log nothing until it is done. Passed as ``tqdm_class`` (a class
+    that is not a tqdm subclass is used as given), it logs every ``every`` seconds, from its own
+    thread (the library updates a bar once per 10 MB chunk, which on a slow link is rarer),
+    the bytes so far, the rate and the time left, and one line when the file is complete.
+    Only byte counters log: snapshot_download's file counter and its duplicate
+    "Downloading bytes" counter stay quiet.
+    """
+
+    def __init__(self, *args, total=None, initial=0, desc=None, unit="it", label: str = "",
+                 every: float = PROGRESS_S, log: Optional[Callable[[str], None]] = None, **kwargs):
+        self.total, self.n, self.initial = total, initial or 0, initial or 0
+        self.desc, self.unit, self.label, self.every = desc or "", unit, label or desc or "download", every
+        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._t0 = monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._quiet = unit != "B" or self.desc.startswith("Downloading bytes")
+        if not self._quiet:
+            threading.Thread(target=self._tick, daemon=True, name="hub-progress").start()
+
+    # the parts of tqdm's interface huggingface_hub uses
+    def update(self, n=1) -> None:
+        with self._lock:
+            self.n += n or 0
+
+    def refresh(self, *args, **kwargs) -> None:
+        pass
+
+    def set_description(self, desc=None, refresh=True) -> None:
+        self.desc = desc or ""
+
+    set_description_str = set_description
+
+    def set_postfix_str(self, s="", refresh=True) -> None:
+        pass
+
+    @property
+    def format_dict(self) -> dict:
+        return {"rate": self._rate(), "n": self.n, "total": self.total}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if not self._quiet and self.n > self.initial:
+            from .downloads import _duration, human_bytes
+
+            took = monotonic() - self._t0
+            self._log(f"{self.label}: {human_bytes(self.n)} downloaded in {_duration(took)} "
+                      f"({human_bytes(self._rate())}/s)")
+
+    # ------------------------------------------------------------------
+    def _rate(self) -> float:
+        return (self.n - self.initial) / max(monotonic() - self._t0, 1e-9)
+
+    def _tick(self) -> None:
+        from .downloads import _duration, human_bytes
+
+        while not self._stop.wait(self.every):
+            with self._lock:
+                done, total = self.n, self.total
+            rate = self._rate()
+            if total:
+                left = _duration((total - done) / rate) if rate > 0 else "unknown time"
+                self._log(f"{self.label}: {human_bytes(done)} of {human_bytes(total)} ({100 * done / total:.0f}%), "
+                          f"{human_bytes(rate)}/s, {left} left")
+            else:
+                self._log(f"{self.label}: {human_bytes(done)} so far, {human_bytes(rate)}/s")
+
+
+def _progress(label: str, every: float):
+    return functools.partial(LogProgress, label=label, every=every)
+
+
 def _fetch(call: Callable[[], T], what: str, repo_id: str, repo_type: str) -> T:
     """Run a huggingface_hub download with retries; turn its errors into a HubError that says what to do."""
     try:
@@ -353,7 +445,7 @@ def _fetch(call: Callable[[], T], what: str, repo_id: str, repo_type: str) -> T:
 
 
 def download_file(repo_id: str, filename: str, revision: str = "main", repo_type: str = "model",
-                  expected_blob: Optional[str] = None) -> Path:
+                  expected_blob: Optional[str] = None, progress_s: float = PROGRESS_S) -> Path:
     """Fetch one file through ``hf_hub_download`` (resumable, atomic) and return its cached path.
 
     If ``expected_blob`` is given, the cached blob must have that content hash:
@@ -364,7 +456,8 @@ def download_file(repo_id: str, filename: str, revision: str = "main", repo_type
 
     what = f"downloading {filename} from {repo_type} repo {repo_id}@{revision}"
     path = Path(_fetch(lambda: hf_hub_download(repo_id, filename, revision=revision, repo_type=repo_type,
-                                               cache_dir=cache_dir(), local_files_only=is_offline()),
+                                               cache_dir=cache_dir(), local_files_only=is_offline(),
+                                               tqdm_class=_progress(f"{repo_id}/{filename}", progress_s)),
                        what, repo_id, repo_type))
     if expected_blob:
         blob = Path(os.path.realpath(path)).name
@@ -375,7 +468,8 @@ def download_file(repo_id: str, filename: str, revision: str = "main", repo_type
         if actual is not None and actual != blob:
             raise HubError(f"{what}: the cached file {os.path.realpath(path)} is corrupt: its content hash is "
                            f"{actual[:12]}, not {blob[:12]} (a damaged or tampered download). Delete it "
-                           "(`hf cache delete`, or remove that blob) and run the workflow again to download it again.")
+                           f"(`hf cache rm hf://{repo_type}s/{repo_id}/{filename}`, or remove that blob) and run the "
+                           "workflow again to download it again.")
     return path
 
 
@@ -407,7 +501,8 @@ def link(target: Path, dest: Path) -> None:
 
 
 def download_snapshot(repo_id: str, revision: str = "main", repo_type: str = "dataset",
-                      allow_patterns: Optional[Iterable[str]] = None) -> tuple[Path, str]:
+                      allow_patterns: Optional[Iterable[str]] = None,
+                      progress_s: float = PROGRESS_S) -> tuple[Path, str]:
     """``snapshot_download`` of only ``allow_patterns``; returns (local folder, commit sha)."""
     from huggingface_hub import snapshot_download
 
@@ -415,7 +510,8 @@ def download_snapshot(repo_id: str, revision: str = "main", repo_type: str = "da
     what = f"downloading {repo_type} repo {repo_id}@{revision} ({', '.join(patterns or ['all files'])})"
     folder = Path(_fetch(lambda: snapshot_download(repo_id, revision=revision, repo_type=repo_type,
                                                    allow_patterns=patterns, cache_dir=cache_dir(),
-                                                   local_files_only=is_offline()),
+                                                   local_files_only=is_offline(),
+                                                   tqdm_class=_progress(f"{repo_type} repo {repo_id}", progress_s)),
                          what, repo_id, repo_type))
     commit = folder.name if _HEX40.match(folder.name) else revision
     return folder, commit

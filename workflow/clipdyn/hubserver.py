@@ -230,12 +230,13 @@ class HubServer:
     ``tokens``: if given, every repo needs ``Authorization: Bearer <one of them>`` (else 401
     as for a private repo); ``gated``: repo ids answered with the Hub's GatedRepo 401 unless
     a token is sent; ``page_size``: tree entries per page; ``truncate_once``: repo paths
-    whose first GET body is cut off half-way (to exercise resuming with ``Range``).
+    whose first GET body is cut off half-way (to exercise resuming with ``Range``);
+    ``rate_bps``: send file bodies at about this many bytes a second (a slow link).
     """
 
     def __init__(self, root: os.PathLike, host: str = "127.0.0.1", port: int = 0, page_size: int = PAGE_SIZE,
                  tokens: Iterable[str] = (), gated: Iterable[str] = (), truncate_once: Iterable[str] = (),
-                 log_file: Optional[os.PathLike] = None):
+                 log_file: Optional[os.PathLike] = None, rate_bps: Optional[float] = None):
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"host {host!r}: the local Hub serves on the loopback interface only")
         self.repos = Repos(root)
@@ -243,6 +244,7 @@ class HubServer:
         self.tokens = set(tokens)
         self.gated = set(gated)
         self.truncate_once = set(truncate_once)
+        self.rate_bps = rate_bps
         self.requests: List[dict] = []
         self._req_lock = threading.Lock()
         self._log = open(log_file, "a") if log_file else None
@@ -348,12 +350,15 @@ class HubServer:
                 limit = length // 2 if truncate else length
                 with open(blob, "rb") as f:
                     f.seek(start)
+                    step = 1 << 16 if server.rate_bps else 1 << 20
                     while sent < limit:
-                        chunk = f.read(min(1 << 20, limit - sent))
+                        chunk = f.read(min(step, limit - sent))
                         if not chunk:
                             break
                         self.wfile.write(chunk)
                         sent += len(chunk)
+                        if server.rate_bps:
+                            time.sleep(len(chunk) / server.rate_bps)
                 if truncate:  # a broken transfer: the client sees fewer bytes than announced
                     self.wfile.flush()
                     self.close_connection = True

@@ -69,15 +69,18 @@ def preprocess_of(arch: str, extra_dirs: Sequence[str] = (), override: Optional[
 class Study:
     """The resolved study: typed specs of every config entry, each model's epochs resolved.
 
-    ``list_epochs`` is injectable for tests of the resolution alone.
+    ``list_epochs`` is injectable for tests of the resolution alone. ``listings`` (a
+    :class:`clipdyn.listing.Listings`) records what the top-level run resolved and hands the
+    record to job processes instead of listing again; None resolves every time.
     """
 
     #: top-level defaults (the other keys' defaults are in :mod:`clipdyn.specs`)
     RESULTS = "results"
     DOWNLOAD_DIR = "downloads"
 
-    def __init__(self, config: dict, list_epochs=hub.discover_epochs):
+    def __init__(self, config: dict, list_epochs=hub.discover_epochs, listings=None):
         self.config = config
+        self.listings = listings
         self.results: str = config.get("results") or self.RESULTS
         #: datasets downloaded over HTTP, outside ``results`` so a new results folder downloads nothing again
         self.download_dir: str = config.get("download_dir") or self.DOWNLOAD_DIR
@@ -181,7 +184,7 @@ class Study:
     def _resolve_model(self, name: str, m: dict, list_epochs) -> ModelSpec:
         """The model's checkpoints from its source (``clipdyn.sources``), and the epochs selected."""
         try:
-            found = sources.resolve(name, m, self.hash_cache, list_epochs)
+            found = self._listed(name, m, lambda: sources.resolve(name, m, self.hash_cache, list_epochs))
         except sources.SourceError as err:
             raise ConfigError(str(err)) from err
         self.notices += found.notices
@@ -214,6 +217,17 @@ class Study:
                                             "checkpoint": m.get("checkpoint", "")}, preprocess)
         spec.files, spec.epochs, spec.source = files, epochs, found.kind
         return spec
+
+    def _listed(self, name: str, m: dict, resolve) -> "sources.Resolved":
+        """``resolve()``, or the recorded resolution of this source (job processes; see clipdyn.listing)."""
+        if self.listings is None:
+            return resolve()
+        from .listing import ListingMissing, source_key
+
+        try:
+            return self.listings.get(name, source_key(m), resolve)
+        except ListingMissing as err:
+            raise ConfigError(str(err)) from err
 
     def _arch_of(self, name: str, m: dict, found: "sources.Resolved") -> tuple:
         """The architecture and preprocessing of a model. A ``pretrained: hf-hub:`` model's come from its

@@ -8,6 +8,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from clipdyn.codeid import code_hash  # noqa: E402
+from clipdyn.listing import RECORD as LISTING_RECORD, Listings, invocation  # noqa: E402
 from clipdyn.metrics import registry as metric_registry  # noqa: E402
 from clipdyn.study import ConfigError, Study, apply_base  # noqa: E402
 
@@ -28,10 +29,21 @@ validate(config, "../schemas/config.schema.yaml")
 if getattr(workflow, "dag_settings", None) is not None:
     workflow.dag_settings.force_incomplete = True
 
+# One Hub listing per invocation: the top-level run resolves each model's checkpoints once and
+# records them when it starts running jobs (onstart, below); job processes (SLURM jobs re-parse
+# this file) and --report/--unlock/--lint read the record instead of listing (clipdyn.listing).
+LISTINGS = Listings(Path(config.get("results") or Study.RESULTS) / LISTING_RECORD,
+                    invocation(getattr(workflow, "is_main_process", True), sys.argv))
+
 try:
-    STUDY = Study(config)
+    STUDY = Study(config, listings=LISTINGS)
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
+
+
+onstart:
+    LISTINGS.save()
+
 for _notice in STUDY.notices:  # checkpoints skipped for now (still being written), epochs not there yet
     print(_notice, file=sys.stderr)
 
