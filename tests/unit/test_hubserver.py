@@ -278,3 +278,21 @@ def test_progress_lines_without_updates_and_quiet_counters():
         time.sleep(0.05)
         b.close()
     assert quiet == []
+
+
+def test_sources_resolve_revisions_as_epochs_online(hub, monkeypatch, tmp_path):
+    """clipdyn.sources' Hub revisions (one branch per epoch): refs listing + paths-info, online."""
+    from huggingface_hub import constants
+
+    from clipdyn import sources
+
+    commits = {e: hub.publish("org/revs", {"model.pt": _weights(2000, e)}, branch=f"epoch-{e}") for e in (1, 2, 3)}
+    with HubServer(hub.cache_dir) as s:
+        monkeypatch.setattr(constants, "ENDPOINT", s.url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        found = sources.resolve("m", {"repo": "org/revs", "checkpoint": "model.pt", "revisions": "epoch-{epoch}"})
+        assert s.count("refs") == 1 and s.count("paths-info") == 3, s.requests
+    assert {e: (f.commit, f.blob, f.size) for e, f in found.files.items()} == {
+        e: (commits[e], hashlib.sha256(_weights(2000, e)).hexdigest(), 2001) for e in (1, 2, 3)}

@@ -278,9 +278,14 @@ class HubServer:
 
     # ------------------------------------------------------------ request log
     def _record(self, rec: dict) -> None:
+        """Count a request before answering it (a client may act on the answer at once); its kind
+        and repo are filled in before the answer is sent."""
         with self._req_lock:
             self.requests.append(rec)
-            if self._log:
+
+    def _log_line(self, rec: dict) -> None:
+        if self._log:
+            with self._req_lock:
                 self._log.write(json.dumps(rec) + "\n")
                 self._log.flush()
 
@@ -404,6 +409,7 @@ class HubServer:
                 parts = [unquote(p) for p in raw.strip("/").split("/")] if raw.strip("/") else []
                 rec = {"t": time.time(), "method": self.command, "path": raw, "query": query, "kind": "other",
                        "range": self.headers.get("Range")}
+                server._record(rec)
                 try:
                     if cdn:
                         rec["kind"] = "cdn"
@@ -414,7 +420,7 @@ class HubServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:
-                    server._record(rec)
+                    server._log_line(rec)
 
             def _cdn(self, parts):
                 # /lfs/<sha256>/<file name>: content-addressed, no auth, like a signed CDN URL
