@@ -239,3 +239,27 @@ def test_local_run_epochs_not_written_yet_are_noticed_not_fatal(run, tmp_path, m
     study = Study(cfg)
     assert study.models["r"].epochs == [2, 4]
     assert study.notices == [f"model r: epoch(s) 6, 8 not in {run} yet; evaluating 2, 4"]
+
+
+@pytest.mark.parametrize("name", ["zoo.yaml", "demo-local-run.yaml", "demo-sources.yaml"])
+def test_shipped_source_configs_are_valid(name, monkeypatch, tmp_path):
+    """The zoo and demo source configs: schema-valid on their base, every model's source recognised."""
+    import yaml
+    from snakemake.utils import validate
+
+    from clipdyn.study import apply_base
+
+    monkeypatch.chdir(tmp_path)
+    cfg = apply_base(yaml.safe_load((REPO / "config" / name).read_text()), [REPO])
+    validate(cfg, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    kinds = {m: sources.kind_of(spec) for m, spec in cfg["models"].items()}
+    for m, spec in cfg["models"].items():
+        assert sources.check_keys(m, spec) == kinds[m]
+    expected = {"zoo.yaml": {"B-16": "hub_final", "L-14": "hub_final", "H-14": "hub_final"},
+                "demo-local-run.yaml": {"run": "local_run"},
+                "demo-sources.yaml": {"steps": "hub_revisions", "final-s": "hub_final", "final-m": "hub_final",
+                                      "final-l": "hub_final"}}[name]
+    assert kinds == expected
+    if name == "zoo.yaml":
+        assert cfg["figures"]["robust_fit"] == "theil_sen"
+        assert all(m["pretrained"].startswith("hf-hub:laion/CLIP-ViT-") for m in cfg["models"].values())
