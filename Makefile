@@ -80,7 +80,7 @@ demo-local-run: demo-hub
 	rm -rf $(DEMO_RUN) demo-runs/watch.lock results-demo-local-run
 	mkdir -p demo-runs
 	@echo "== training demo-S into $(DEMO_RUN) (log: demo-runs/train.log); following it with clipdyn.watch"
-	$(BIN)/python -m clipdyn.demo local-run --hub $(DEMO_HUB) --out $(DEMO_RUN) --epochs 4 --epoch-pause 20 \
+	$(BIN)/python -m clipdyn.demo local-run --hub $(DEMO_HUB) --out $(DEMO_RUN) --epochs 4 --epoch-pause 40 \
 	  --half-written 2 --half-pause 90 > demo-runs/train.log 2>&1 & pid=$$!; \
 	  until test -e $(DEMO_RUN)/checkpoints/epoch_1.pt; do \
 	    kill -0 $$pid 2>/dev/null || { cat demo-runs/train.log; exit 1; }; sleep 2; done; \

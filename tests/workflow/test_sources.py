@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -72,11 +73,14 @@ def test_every_source_is_evaluated(sources_study):
 
     emb = read_embeddings(r / "embeddings" / "run" / "epoch_2" / "tiny_imagenet.parquet")
     assert emb.meta["checkpoint_blob"] == run["blob"][1]
-    # the revisions' checkpoints differ (each epoch its own weights), the final model's loads from safetensors
-    zs = metrics.query("metric == 'zeroshot_top1' and dataset == 'tiny_imagenet'").set_index(["model", "epoch"])
-    assert zs.loc[("steps", 1), "value"] != zs.loc[("steps", 3), "value"] or \
-        read_embeddings(r / "embeddings" / "steps" / "epoch_1" / "tiny_imagenet.parquet").X.tolist() != \
-        read_embeddings(r / "embeddings" / "steps" / "epoch_3" / "tiny_imagenet.parquet").X.tolist()
+    # each revision is its own checkpoint: different content, different embeddings
+    assert steps["blob"][0] != steps["blob"][2]
+    e1, e3 = (read_embeddings(r / "embeddings" / "steps" / f"epoch_{e}" / "tiny_imagenet.parquet") for e in (1, 3))
+    assert e1.meta["checkpoint_blob"] == steps["blob"][0] and e3.meta["checkpoint_blob"] == steps["blob"][2]
+    assert not np.allclose(e1.X, e3.X)
+    # the final model loads from safetensors through its results/ link
+    fin = read_embeddings(r / "embeddings" / "final" / "epoch_0" / "tiny_imagenet.parquet")
+    assert fin.meta["checkpoint_blob"] == final["blob"][0] and np.isfinite(fin.X).all()
     for f in ("fig1.png", "fig3.png", "robustness.png", "table1.md"):
         assert (r / "figures" / f).stat().st_size > 100
 
