@@ -276,3 +276,20 @@ def test_cc_at_map_resolution_is_the_benchmarks_and_patch_grid_is_a_variant():
     assert bil["cc"] == pytest.approx(np.corrcoef(imresize(pred, human.shape, "bilinear").ravel(), human.ravel())[0, 1])
     none = saliency_scores(pred, dens, None)
     assert np.isnan(none["nss"]) and np.isnan(none["auc_judd"]) and none["cc"] == s["cc"]
+
+
+def test_config_schema_lists_exactly_the_evaluators_options():
+    from pathlib import Path
+
+    import yaml
+
+    from clipdyn.metrics.saliency_alignment import CC_RESOLUTIONS, CROPS, INTERPOLATIONS
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow" / "schemas" /
+                             "config.schema.yaml").read_text())
+    rule, = [r for r in schema["properties"]["metrics"]["additionalProperties"]["allOf"]
+             if r["if"]["properties"]["kind"]["const"] == "saliency_alignment"]
+    opts = rule["then"]["properties"]["options"]["properties"]
+    assert opts["crop"]["enum"] == ["auto", *CROPS]
+    assert tuple(opts["interpolation"]["enum"]) == INTERPOLATIONS
+    assert tuple(opts["cc_resolution"]["enum"]) == CC_RESOLUTIONS

@@ -40,6 +40,13 @@ CASES = {
     "ood metric without MCM's prompt": (lambda c: c["metrics"].update(ood={
         "kind": "ood_detection", "inputs": {"in_distribution": "tiny_imagenet", "ood": ["tiny_imagenet"]},
         "classset": "tiny"}), "metrics.ood: MCM scores use the single prompt"),
+    "unknown saliency map": (lambda c: c["embedding"].update(saliency_map="gradcam"), "saliency_map"),
+    "saliency option value": (lambda c: c["metrics"].update(sal={
+        "kind": "saliency_alignment", "inputs": {"dataset": "tiny_imagenet"}, "options": {"crop": "middle"}}),
+        "crop"),
+    "saliency option name": (lambda c: c["metrics"].update(sal={
+        "kind": "saliency_alignment", "inputs": {"dataset": "tiny_imagenet"}, "options": {"cropp": "auto"}}),
+        "cropp"),
     "figure names no model": (lambda c: c["figures"].update(base_model="ViT-Z"), "figures.base_model"),
     "epoch not on the hub": (lambda c: c["models"]["tiny_a"].update(epochs=[1, 7]), "models.tiny_a.epochs"),
     "repo not in the offline cache": (lambda c: c["models"]["tiny_a"].update(repo="nobody/nothing"),
