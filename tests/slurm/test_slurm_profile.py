@@ -80,9 +80,9 @@ def test_profile_resources_reach_sbatch(slurm_executor, slurm_cluster, slurm_tmp
         return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
 
     embed = show(jobs["embed_images"][0])
-    # 3 MB checkpoint: 4000 + 2*3 MB -> 4005 MB; runtime 30 min
+    # 3,000,000-byte checkpoint: the rule's own request, 3000 + 3 MiB -> 3003 MB; the profile's runtime 30 min
     assert embed["TimeLimit"] == "00:30:00"
-    assert embed["MinMemoryNode"] == "4005M"
+    assert embed["MinMemoryNode"] == "3003M"
     assert embed.get("TresPerJob") == "gres:gpu:1"
     pixels = show(jobs["pixel_cache"][0])
     assert pixels["TimeLimit"] == "04:00:00"

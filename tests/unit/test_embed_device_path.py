@@ -262,3 +262,14 @@ def test_embedding_file_records_what_ran_and_the_claim_covers_the_write(monkeypa
     assert meta["device"] == "cpu" and meta["device_name"]
     assert (meta["batch_size"], meta["effective_batch_size"]) == (4, 4)
     assert (meta["precision"], meta["precision_setting"], meta["projection"]) == ("fp32", "auto", "fp32")
+
+
+def test_job_memory_follows_the_checkpoint_size():
+    from clipdyn.embed import FALLBACK_MEM_MB, JOB_BASE_MB, job_mem_mb
+
+    vit_h_adamw = 11_830_000_000  # ViT-H-14 with AdamW state, about 11.8 GB
+    assert job_mem_mb(vit_h_adamw) == JOB_BASE_MB + 11282
+    assert job_mem_mb(vit_h_adamw, attempt=2) == 2 * (JOB_BASE_MB + 11282)
+    assert job_mem_mb(1) == JOB_BASE_MB + 1
+    assert job_mem_mb(None) == job_mem_mb(0) == FALLBACK_MEM_MB
+    assert job_mem_mb(vit_h_adamw, configured=20000) == 20000

@@ -147,3 +147,26 @@ def test_editing_a_reference_curve_csv_redraws_only_the_figures(spine_study):
     finally:
         spine_study.write_config(backup)
     assert jobs == {"figure": 4, "all": 1}
+
+
+def test_embedding_jobs_ask_for_memory_by_checkpoint_size(spine_study):
+    """Without `embedding: mem_mb`, a checkpoint's embedding and text jobs declare 3000 MB + its size
+    (from the Hub listing); with it, the configured value."""
+    import re
+
+    from clipdyn.embed import JOB_BASE_MB
+
+    cfg = spine_study.read_config()
+    saved = dict(cfg)
+    size = (spine_study.workdir / "results" / "checkpoints" / "tiny_a" / "epoch_1.pt").stat().st_size
+    want = JOB_BASE_MB + -(-size // 2**20)
+    try:
+        cfg["embedding"] = {k: v for k, v in cfg["embedding"].items() if k != "mem_mb"}
+        spine_study.write_config(cfg)
+        out = spine_study.snakemake("-n", "--forcerun", "embed_images", "text_classifier").stdout
+        mem = {int(m) for m in re.findall(r"\bmem_mb=(\d+)", out)}
+        assert want in mem and 1000 not in mem, out[-3000:]
+    finally:
+        spine_study.write_config(saved)
+    out = spine_study.snakemake("-n", "--forcerun", "embed_images").stdout
+    assert {int(m) for m in re.findall(r"\bmem_mb=(\d+)", out)} >= {1000}

@@ -89,6 +89,14 @@ def ckpt_file(wc):
     return m.files[e]
 
 
+def job_mem_mb(wc, attempt=1):
+    """Memory request of a checkpoint's embedding and text jobs: from the checkpoint's size in the
+    listing (clipdyn.embed.job_mem_mb), unless `embedding: mem_mb` is set."""
+    from clipdyn.embed import job_mem_mb as mem
+
+    return mem(getattr(ckpt_file(wc), "size", None), EMBED.mem_mb, attempt)
+
+
 def checkpoint_params(wc):
     m, f = model_of(wc), ckpt_file(wc)
     return {

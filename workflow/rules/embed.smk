@@ -18,7 +18,7 @@ rule embed_images:
     threads: EMBED.threads
     resources:
         gpu=1,
-        mem_mb=EMBED.mem_mb,
+        mem_mb=job_mem_mb,
     conda:
         "../../envs/clipdyn.yaml"
     log:
@@ -41,7 +41,7 @@ rule text_classifier:
     threads: EMBED.threads
     resources:
         gpu=1,
-        mem_mb=EMBED.mem_mb,
+        mem_mb=job_mem_mb,
     conda:
         "../../envs/clipdyn.yaml"
     log:
