@@ -115,7 +115,9 @@ def test_table1_correlations_equal_scipy(full_study, tmp_path):
     # the rule's table is the study's metric table through table1 (two epochs: no correlation, said so)
     from clipdyn.figures import FigureSpec, table1, write_table1
 
-    spec = FigureSpec.from_config({k: v for k, v in full_study.read_config()["figures"].items() if k != "enabled"})
+    cfg = full_study.read_config()
+    spec = FigureSpec.from_config({**{k: v for k, v in cfg["figures"].items() if k != "enabled"},
+                                   "labels": {n: x["label"] for n, x in cfg["models"].items() if "label" in x}})
     write_table1(table1(m, spec), tmp_path / "table1.csv")
     assert (tmp_path / "table1.csv").read_text() == (r / "figures" / "table1.csv").read_text()
     row = t[(t["model"] == "tiny_a") & (t["measure"] == "zeroshot_top1")].iloc[0]
