@@ -106,7 +106,7 @@ def test_a_damaged_embedding_fails_the_step_naming_it_and_a_damaged_kept_epoch_i
     rows, _ = metric_memo_paths(kw["out"], "zs", 1)
     rows.write_bytes(rows.read_bytes()[:50])  # a kept epoch's rows, truncated
     assert compute_metric(**kw) == {"computed": [1], "reused": [2, 3]}
-    emb = next(p for k, p in kw["inputs"].items() if k.startswith("emb") and k.endswith("__2"))
+    emb = kw["files"]["embeddings"][2]["ds"]
     Path(emb).write_bytes(Path(emb).read_bytes()[:100])  # an interrupted copy
     with pytest.raises(DamagedFileError, match="delete it and run the workflow again") as err:
         compute_metric(**kw)
