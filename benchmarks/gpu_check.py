@@ -17,17 +17,20 @@ On random-init open_clip ViT-B-16, ViT-L-14 and ViT-H-14 saved as training check
 Every figure goes to ``--out`` (JSON) before the asserts are judged; the exit status is 1 when one
 failed (``failed`` in the JSON lists them).
 
-Run it on a GPU machine without network (torch installed, open_clip not), here first:
+Run it on a GPU machine without network (torch installed, open_clip not), here first (7 MB of wheels;
+``.whl/`` is git-ignored, and the device tool carries it with ``carry: [".whl"]``):
 
-    pip download --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \\
-        -d .whl/ open_clip_torch==3.3.0 ftfy regex wcwidth timm huggingface_hub safetensors tqdm \\
-        pyyaml filelock fsspec packaging typing_extensions
-    # (add `pandas pyarrow` if the machine lacks them, and a torchvision wheel matching its torch)
+    pip download --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
+        -d .whl/ open_clip_torch==3.3.0 ftfy regex wcwidth timm huggingface_hub safetensors tqdm
 
-then on the machine (``.whl/`` is git-ignored; the device tool carries it with ``carry: [".whl"]``):
+(``--python-version``: the machine's Python). Then, as one command on the machine:
 
-    pip install -q --no-deps --no-index --find-links .whl open_clip_torch ftfy regex wcwidth timm \\
+    pip install -q --no-deps --no-index --find-links .whl open_clip_torch ftfy regex wcwidth timm \
         huggingface_hub safetensors tqdm && python benchmarks/gpu_check.py --out benchmarks/gpu_check_h200.json
+
+The script first checks its imports (open_clip, torchvision, timm, huggingface_hub and its own
+dependencies, pandas, pyarrow, PIL) and, when one is missing, stops at once naming it, with the
+``pip download`` line to extend (a torchvision wheel must match the machine's torch).
 
 It writes ~19 GB of checkpoints under ``--workdir`` (default: a temporary folder, removed at the
 end) and takes about 5 minutes on one H100/H200. ``--cpu`` runs the same checks on tiny models on
@@ -534,8 +537,33 @@ def parse(argv=None):
     return args
 
 
+WHEELS = ("open_clip_torch==3.3.0", "ftfy", "regex", "wcwidth", "timm", "huggingface_hub", "safetensors", "tqdm")
+
+
+def missing_modules() -> list:
+    """What this check imports beyond torch and numpy, and the machine lacks."""
+    import importlib
+
+    out = []
+    for mod in ("open_clip", "torchvision", "timm", "ftfy", "regex", "huggingface_hub", "safetensors", "pandas",
+                "pyarrow", "PIL"):
+        try:
+            importlib.import_module(mod)
+        except Exception as err:  # noqa: BLE001 (an ImportError deeper down counts too)
+            out.append(f"{mod} ({type(err).__name__}: {err})")
+    return out
+
+
 def main(argv=None) -> int:
     args = parse(argv)
+    missing = [] if args.load_only else missing_modules()
+    if missing:
+        log("missing on this machine: " + "; ".join(missing))
+        log("bring wheels (here, with network): pip download --no-deps --only-binary=:all: --python-version "
+            f"{sys.version_info.major}.{sys.version_info.minor} --platform manylinux2014_x86_64 -d .whl/ "
+            + " ".join(WHEELS) + " [+ the missing ones above]; there: pip install --no-deps --no-index "
+            "--find-links .whl <the same names>")
+        return 3
     if args.load_only:
         print(json.dumps(load_only(*args.load_only, how=args.load_how)))
         return 0
