@@ -157,7 +157,6 @@ def load_only(arch: str, ckpt: str, device: str, how: str = "clipdyn") -> dict:
     reading the whole file, for comparison); peak RSS and GPU memory (run in its own process). On the
     CPU every weight is read once after loading, so that the weights' pages count in the RSS."""
     import torch
-
     from clipdyn.embed import _skip_random_init, load_model, register_model_configs
 
     register_model_configs([])
@@ -190,7 +189,7 @@ def load_only(arch: str, ckpt: str, device: str, how: str = "clipdyn") -> dict:
 
 def measure_load(arch: str, ckpt: Path, dev, how: str = "clipdyn") -> dict:
     proc = subprocess.run([sys.executable, __file__, "--load-only", arch, str(ckpt), str(dev), "--load-how", how],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"loading {ckpt} failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -202,7 +201,6 @@ def measure_load(arch: str, ckpt: Path, dev, how: str = "clipdyn") -> dict:
 def check_arch(arch, ckpt, meta, dev, args, checks: Checks, report: dict) -> None:
     import open_clip
     import torch
-
     from clipdyn.classifier import zero_shot_classifier
     from clipdyn.embed import embed_pixels, load_model
 
@@ -318,7 +316,6 @@ def memory_cap(model, dev, batch_fits: int, sim_calls: list):
 
 def check_oom(arch, ckpt, dev, args, checks: Checks, report: dict) -> None:
     import torch
-
     from clipdyn.embed import embed_pixels, load_model
 
     model = load_model(arch, str(ckpt), device=dev)
@@ -370,7 +367,6 @@ def check_oom(arch, ckpt, dev, args, checks: Checks, report: dict) -> None:
 
 def check_compile_cache(arch, ckpts, dev, args, checks: Checks, report: dict) -> None:
     import torch
-
     from clipdyn import embed
 
     backend = args.compile_backend
@@ -408,7 +404,6 @@ def check_compile_cache(arch, ckpts, dev, args, checks: Checks, report: dict) ->
 
 def check_e2e(arch, ckpt, dev, args, checks: Checks, report: dict, workdir: Path) -> None:
     import torch
-
     from clipdyn.embed import embed_pixels, load_model
     from clipdyn.io import provenance, write_embeddings
 
@@ -462,13 +457,12 @@ def check_e2e(arch, ckpt, dev, args, checks: Checks, report: dict, workdir: Path
         checks(f"{arch}: end-to-end (pixel cache -> Parquet) / bare forward >= 0.9", ratio >= 0.9, msg)
     else:
         log(f"{arch}: end-to-end / bare forward (reported only on the CPU): {msg}")
-    del model, x
+    model = x = None  # (read by bare())
     gc.collect()
 
 
 def check_text(arch, ckpt, dev, args, checks: Checks, report: dict) -> None:
     import open_clip
-
     from clipdyn.classifier import zero_shot_classifier
     from clipdyn.embed import load_model
 
@@ -514,6 +508,8 @@ def parse(argv=None):
     ap.add_argument("--archs", nargs="+", default=None)
     ap.add_argument("--load-only", nargs=3, metavar=("ARCH", "CKPT", "DEVICE"), help=argparse.SUPPRESS)
     ap.add_argument("--load-how", default="clipdyn", choices=["clipdyn", "open_clip"], help=argparse.SUPPRESS)
+    ap.add_argument("--rss-compare", action="store_true",
+                    help="only: peak RSS of loading each arch's training checkpoint, clipdyn vs open_clip.load_checkpoint")
     ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default: inductor on a GPU)")
     args = ap.parse_args(argv)
     gpu = not args.cpu
@@ -568,7 +564,6 @@ def main(argv=None) -> int:
         print(json.dumps(load_only(*args.load_only, how=args.load_how)))
         return 0
     import torch
-
     from clipdyn.embed import register_model_configs
 
     if not args.cpu and not torch.cuda.is_available():
@@ -591,6 +586,18 @@ def main(argv=None) -> int:
             metas[arch] = make_checkpoint(arch, ckpts[arch], seed=i + 1, dev=dev)
             log(f"{arch}: checkpoint {metas[arch]['checkpoint_bytes'] / 1e9:.2f} GB "
                 f"(weights {metas[arch]['weights_bytes'] / 1e9:.2f} GB) written in {time.perf_counter() - t:.1f} s")
+        if args.rss_compare:
+            for arch in args.archs:
+                r = report.setdefault("archs", {}).setdefault(arch, dict(metas[arch]))
+                for how in ("clipdyn", "open_clip"):
+                    ld = measure_load(arch, ckpts[arch], dev, how)
+                    r[how] = dict(ld, peak_over_baseline_mb=ld["peak_rss_mb"] - ld["rss_before_mb"])
+                    log(f"{arch} via {how}: peak {r[how]['peak_over_baseline_mb']:.0f} MB over the baseline, "
+                        f"load {ld['load_s']:.1f} s")
+                checks(f"{arch}: memory-mapped load peaks below reading the file",
+                       r["clipdyn"]["peak_over_baseline_mb"] < r["open_clip"]["peak_over_baseline_mb"])
+                ckpts[arch].unlink()
+            return 1 if checks.failed else 0
         for arch in args.archs:
             check_arch(arch, ckpts[arch], metas[arch], dev, args, checks, report)
         small, large = args.archs[0], args.archs[-1]

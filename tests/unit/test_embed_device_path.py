@@ -9,7 +9,6 @@ import weakref
 import numpy as np
 import pytest
 import torch
-
 from clipdyn import embed
 from clipdyn.embed import embed_pixels, register_model_configs
 
@@ -86,7 +85,6 @@ def test_auto_is_fp32_on_the_cpu_and_bf16_only_on_native_gpus(monkeypatch):
 
 def test_text_projection_runs_in_fp32_under_bf16_autocast():
     import open_clip
-
     from clipdyn.classifier import zero_shot_classifier
 
     model = _model(1)
@@ -184,7 +182,7 @@ def test_compiled_towers_go_with_their_models(monkeypatch):
     px = _pixels(3)
     for seed in range(3):  # a worker embedding three checkpoints one after the other
         model = _model(seed)
-        X, _ = embed_pixels(model, px, "cpu", batch_size=2, log=_quiet, compile=True)
+        embed_pixels(model, px, "cpu", batch_size=2, log=_quiet, compile=True)
         assert "_clipdyn_compiled" in vars(model.visual) and "_clipdyn_compiled" not in dict(model.named_modules())
         refs.append(weakref.ref(model))
         del model
@@ -219,13 +217,12 @@ def test_embedding_file_records_what_ran_and_the_claim_covers_the_write(monkeypa
 
     import open_clip
     import pandas as pd
-    from PIL import Image
-
     from clipdyn import devices, io
     from clipdyn.io import read_meta
     from clipdyn.pixels import build_pixel_cache
     from clipdyn.study import Preprocess
     from clipdyn.testing import make_checkpoint
+    from PIL import Image
 
     rng = np.random.default_rng(0)
     rows = []
