@@ -102,8 +102,9 @@ demo-sources: demo-hub
 WATCH_CONFIG ?= config/config.yaml
 EVERY ?= 10
 CORES ?= all
+WATCH_ARGS ?= --resources gpu=1
 watch: venv
-	$(BIN)/python -m clipdyn.watch --every $(EVERY) -- $(BIN)/snakemake --cores $(CORES) --configfile $(WATCH_CONFIG)
+	$(BIN)/python -m clipdyn.watch --every $(EVERY) -- $(BIN)/snakemake --cores $(CORES) $(WATCH_ARGS) --configfile $(WATCH_CONFIG)
 
 report: venv
 	$(BIN)/snakemake --report results/report.html
