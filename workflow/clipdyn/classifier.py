@@ -67,7 +67,8 @@ def zero_shot_classifier(model, arch: str, classnames: Sequence[str], templates:
     ``precision`` as for image embeddings (:func:`clipdyn.embed.autocast_dtype`): with ``auto`` the text
     tower runs under bf16 autocast on a GPU (fp16 where bf16 is not native; 1000 classes x 80 templates
     of ViT-H-14 took minutes in plain fp32), and in fp32 on the CPU. The text projection, the
-    normalisations and the mean over templates always run in fp32.
+    normalisations and the mean over templates always run in fp32 (and TF32 stays off: the only fp32
+    matrix products left are the projections, which are meant to be fp32).
     """
     import open_clip
     import torch
