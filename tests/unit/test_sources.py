@@ -163,7 +163,8 @@ def test_revisions_as_epochs_resolve_to_commits(revision_hub):
     ({"revisions": "step-{epoch}"}, r"no branch or tag of model repo org/steps matches 'step-\{epoch\}'; "
                                     r"its branches and tags: epoch-1, epoch-2, epoch-3, main, v1.0"),
     ({"revisions": {1: "epoch-1", 2: "v2.0"}}, "epoch 2: revision 'v2.0' does not exist in model repo org/steps"),
-    ({"revisions": "epoch-{epoch}", "checkpoint": "other.pt"}, "other.pt in model repo org/steps@.* is not in the local cache"),
+    ({"revisions": "epoch-{epoch}", "checkpoint": "other.pt"},
+     "other.pt in model repo org/steps@.* is not in the local cache"),
     ({"revisions": "epoch-{epoch}", "checkpoint": "e_{epoch}.pt"}, "one fixed file name"),
 ])
 def test_bad_revisions_are_named(revision_hub, m, message):

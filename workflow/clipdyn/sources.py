@@ -102,8 +102,8 @@ def check_keys(name: str, m: dict) -> str:
                               f"revision; {m['checkpoint']!r} contains {{epoch}}")
         rev = m["revisions"]
         if isinstance(rev, str) and rev.count("{epoch}") != 1:
-            raise SourceError(f"{where}.revisions: {rev!r} must contain '{{epoch}}' exactly once (e.g. 'epoch-{{epoch}}'), "
-                              "or be a mapping epoch -> branch/tag")
+            raise SourceError(f"{where}.revisions: {rev!r} must contain '{{epoch}}' exactly once "
+                              "(e.g. 'epoch-{epoch}'), or be a mapping epoch -> branch/tag")
     if kind == "hub_final" and "pretrained" in m:
         if not str(m["pretrained"]).startswith(HF_HUB_PREFIX) or str(m["pretrained"]).count("/") != 1:
             raise SourceError(f"{where}.pretrained: {m['pretrained']!r} is not an open_clip hf-hub name; "

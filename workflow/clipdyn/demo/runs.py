@@ -80,8 +80,8 @@ def local_run(hub_dir: os.PathLike, out: os.PathLike, run: str = "demo-s", epoch
     torch.set_num_threads(1)
     data = build.training_data(sc, seed)
     try:
-        train_run(arch, run, staging, data.images, data.captions, epochs, Schedule(**manifest["training"]["schedule"]), seed=seed,
-                  log=lambda s: log(s), on_checkpoint=publish)
+        train_run(arch, run, staging, data.images, data.captions, epochs, Schedule(**manifest["training"]["schedule"]),
+                  seed=seed, log=log, on_checkpoint=publish)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     (out / "done").write_text(f"{epochs} epochs\n")
