@@ -5,20 +5,17 @@ info + tree of each model repo): one per model from the top-level process, zero 
 zero from --report afterwards. The downloads themselves run in SLURM jobs, over HTTP."""
 
 import os
-import sys
 
 import pytest
 
 from clipdyn.hubserver import HubServer
+from clipdyn.testing import build_tiny_study
 from localslurm import REPO, slurm_snakemake, submitted_jobs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 
 def test_slurm_jobs_make_no_listing_call(slurm_executor, slurm_cluster):
-    sys.path.insert(0, str(REPO / "tests" / "workflow"))
-    from study_fixture import build_tiny_study
-
     root = slurm_cluster.root / "online-study"
     study = build_tiny_study(root, n_models=2, n_epochs=1)
     repos = {m["repo"] for m in study.read_config()["models"].values()}

@@ -10,17 +10,17 @@ more epochs while the server runs makes the next run list once and run only the 
 """
 
 import json
-import os
 import shutil
 import subprocess
-import sys
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from clipdyn.hubserver import HubServer
-from study_fixture import REPO, build_tiny_study, publish_epochs
-from conftest import _own_tmp
+from clipdyn.localhub import LocalHub
+from clipdyn.testing import build_tiny_study, parse_job_counts, publish_epochs
 
 pytestmark = pytest.mark.workflow
 
@@ -34,7 +34,7 @@ def listings(server, repos=MODEL_REPOS) -> dict:
 
 @pytest.fixture(scope="module")
 def online():
-    root = _own_tmp("online")
+    root = Path(tempfile.mkdtemp(prefix="clipdyn-online-"))  # lives for the module (not pytest's tmp_path)
     study = build_tiny_study(root, n_epochs=2)
     with HubServer(study.hub) as server:
         cache = root / "empty-cache"
@@ -47,10 +47,7 @@ def online():
 
 
 def run(study, *args, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-           str(study.workdir), "--configfile", str(study.config), "--cores", "2", "--resources", "gpu=1",
-           "--show-failed-logs", *args]
-    proc = subprocess.run(cmd, env=study.env_override, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(study.cmd(*args), env=study.env_override, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{(proc.stdout + proc.stderr)[-5000:]}")
     return proc
@@ -102,12 +99,8 @@ def test_a_job_without_the_record_says_what_to_do(online):
 
 def test_new_epochs_published_while_serving_run_only_their_jobs(online):
     study, server, _ = online
-    from clipdyn.localhub import LocalHub
-
     publish_epochs(LocalHub(study.hub), "tiny-a", [3, 4], seed=0, scratch=study.root / "scratch")
     server.clear()
-    from study_fixture import parse_job_counts
-
     dry = run(study, "-n", "--quiet", "rules")
     jobs = parse_job_counts(dry.stdout + dry.stderr)
     assert jobs.get("download_checkpoint") == 2 and jobs.get("embed_images") == 2, jobs
