@@ -47,7 +47,7 @@ def online():
 
 
 def run(study, *args, check=True):
-    proc = subprocess.run(study.cmd(*args), env=study.env_override, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(study.cmd(*args), env=study.env_override, capture_output=True, text=True, timeout=1800)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{(proc.stdout + proc.stderr)[-5000:]}")
     return proc
