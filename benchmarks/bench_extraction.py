@@ -13,7 +13,7 @@ writes them to a JSON file):
    target <= 30 s), profiled; a no-op ``snakemake -n`` on a finished small study (target <= 5 s).
 4. ``job_memory``: peak memory of one ``embed_images`` job run through snakemake.
 
-Snakemake runs (parts 3 and 4) use a snapshot copy of the workflow (Snakefile + workflow/), so
+Snakemake runs (parts 3 and 4) use a snapshot copy of the workflow (workflow/, config/, envs/), so
 edits to the working tree while the benchmark runs cannot make a finished study look stale. The
 tiny studies come from ``clipdyn.testing``, as in the tests.
 

@@ -129,7 +129,6 @@ def snapshot_repo(wd: Path) -> Path:
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
-    shutil.copy2(REPO / "Snakefile", dst / "Snakefile")
     shutil.copytree(REPO / "workflow", dst / "workflow",
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".snakemake"))
     for extra in ("config", "envs"):  # rules name envs/*.yaml (conda:) and their metadata records them

@@ -173,7 +173,7 @@ def summarize_profile(st, ours_prefix: str) -> dict:
     for label, suffix, name in _PHASES:
         ct = max((v[3] for (fn, _l, f), v in st.stats.items() if f == name and fn.endswith(suffix)), default=0.0)
         phases.append({"phase": label, "cumtime_s": ct})
-    # our code: functions in the workflow copy (Snakefile, rules, clipdyn) entered from snakemake
+    # our code: functions in the workflow copy (workflow/Snakefile, rules, clipdyn) entered from snakemake
     ours = 0.0
     for (fn, _l, _f), (_cc, _nc, _tt, ct, callers) in st.stats.items():
         if fn.startswith(ours_prefix) and not any(c[0].startswith(ours_prefix) for c in callers):

@@ -18,7 +18,6 @@ import time
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-
 from runs import TOKEN, add_broken_datasets, files_under, kill_group, own_tmp, token_study, wait_for
 
 pytestmark = pytest.mark.workflow
@@ -104,10 +103,8 @@ def killed(killed_root, broken):
     out["incomplete_markers"] = sorted(base64.b64decode(p.name).decode() for p in inc.iterdir()) if inc.exists() else []
     out["rerun_locked"] = study.snakemake(check=False)
     out["unlock"] = study.snakemake("--unlock", check=False)
-    rerun = study.snakemake(check=False)
-    out["reruns"] = [rerun]
-    if rerun.returncode != 0 and "IncompleteFilesException" in rerun.stdout + rerun.stderr:
-        out["reruns"].append(study.snakemake("--rerun-incomplete", check=False))
+    # the same command as before, no --rerun-incomplete: workflow/profiles/default sets it
+    out["rerun"] = study.snakemake(check=False)
     out["final_dry_run"] = study.snakemake("-n", check=False)
     return out
 
@@ -198,7 +195,7 @@ def test_rerun_after_kill_needs_unlock_then_reruns_the_killed_jobs(killed):
     assert locked.returncode != 0
     assert "Directory cannot be locked" in _text(locked) and "--unlock" in _text(locked)
     assert killed["unlock"].returncode == 0 and "Unlocked working directory" in _text(killed["unlock"])
-    final = killed["reruns"][-1]
+    final = killed["rerun"]
     assert final.returncode == 0, _text(final)[-4000:]
     out = _text(final)
     assert "rule embed_images:" in out  # the killed job ran again
@@ -240,7 +237,7 @@ def test_hf_token_is_never_written(broken_run, killed):
             if f.suffix == ".parquet":
                 assert TOKEN not in _parquet_text(f), f
             checked += 1
-    for proc in (broken_run[2], killed["second"], killed["rerun_locked"], *killed["reruns"]):
+    for proc in (broken_run[2], killed["second"], killed["rerun_locked"], killed["rerun"]):
         assert TOKEN not in _text(proc)
     assert TOKEN not in killed["first_log"]
     assert checked > 50

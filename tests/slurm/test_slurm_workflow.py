@@ -9,7 +9,6 @@ import time
 
 import pandas as pd
 import pytest
-
 from localslurm import REPO, TIMINGS, slurm_snakemake, submitted_jobs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
@@ -44,7 +43,7 @@ def slurm_run(slurm_executor, slurm_cluster):
     t0 = time.monotonic()
     proc = slurm_snakemake(
         slurm_cluster, slurm_wd,
-        "--snakefile", str(REPO / "Snakefile"),
+        "--snakefile", str(REPO / "workflow" / "Snakefile"),
         "--configfile", str(study.config),
         "--default-resources", f"slurm_partition={slurm_cluster.partition}",
         env=extra, timeout=1800)
@@ -102,7 +101,7 @@ def test_rerun_on_slurm_has_nothing_to_do(slurm_run, slurm_cluster):
     study = slurm_run["study"]
     proc = slurm_snakemake(
         slurm_cluster, slurm_run["workdir"], "-n",
-        "--snakefile", str(REPO / "Snakefile"),
+        "--snakefile", str(REPO / "workflow" / "Snakefile"),
         "--configfile", str(study.config),
         "--default-resources", f"slurm_partition={slurm_cluster.partition}",
         env=slurm_run["env"], timeout=600, log_name="snakemake-slurm-dryrun.log")

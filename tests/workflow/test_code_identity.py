@@ -26,7 +26,6 @@ def dry_run_with_edit(study, relpath: str, tmp_path, text: str = EDIT) -> dict:
     copy = tmp_path / "repo"
     shutil.copytree(REPO / "workflow", copy / "workflow", symlinks=True,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "Snakefile", copy / "Snakefile")
     shutil.copytree(REPO / "config", copy / "config")
     target = copy / "workflow" / relpath
     target.write_text(target.read_text() + text)

@@ -78,7 +78,7 @@ def test_configfile_replaces_the_shipped_study_config(study):
 
     from clipdyn.testing import REPO
 
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
                            "--configfile", str(study.config), "-n", "--cores", "1"],
                           cwd=REPO, env=study.env, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr

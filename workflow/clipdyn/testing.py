@@ -5,8 +5,8 @@ checkpoints and small datasets in the real repos' layouts, and a config that poi
 Everything is seeded. Used with ``HF_HUB_OFFLINE=1`` and ``HF_HUB_CACHE=<hub>``, so the
 workflow goes through the real ``huggingface_hub`` code path.
 
-It runs the workflow of the source tree it lives in (``REPO``: the folder holding the
-``Snakefile``); no rule script imports it, so editing it reruns nothing.
+It runs the workflow of the source tree it lives in (``REPO``, whose ``workflow/Snakefile`` it
+runs); no rule script imports it, so editing it reruns nothing.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class TinyStudy:
     def cmd(self, *args, repo: Optional[Path] = None) -> list:
         """The snakemake command line for this study; ``repo``: a copy of the workflow to run
         instead of ``REPO``'s (the benchmarks run a snapshot)."""
-        return [sys.executable, "-m", "snakemake", "--snakefile", str((repo or REPO) / "Snakefile"),
+        return [sys.executable, "-m", "snakemake", "--snakefile", str((repo or REPO) / "workflow" / "Snakefile"),
                 "--directory", str(self.workdir), "--configfile", str(self.config), "--cores", "2",
                 "--resources", "gpu=1", "--show-failed-logs", *args]
 

@@ -4,8 +4,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# the library lives next to the rules; importable without `pip install -e .`
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+# the library lives next to the rules (workflow/clipdyn); importable without `pip install -e .`
+sys.path.insert(0, str(Path(workflow.basedir)))
 
 from clipdyn.codeid import code_hash  # noqa: E402
 from clipdyn.listing import RECORD as LISTING_RECORD, Listings, invocation  # noqa: E402
@@ -23,11 +23,9 @@ if _full is not config:
 
 validate(config, "../schemas/config.schema.yaml")
 
-# A job killed mid-run leaves its outputs marked incomplete; the next run of the same
-# command recomputes exactly those jobs (as --rerun-incomplete would). Outputs are written
-# atomically (temp file + rename), so a partial file is never there to be trusted.
-if getattr(workflow, "dag_settings", None) is not None:
-    workflow.dag_settings.force_incomplete = True
+# A job killed mid-run leaves its outputs marked incomplete; the next run of the same command
+# recomputes exactly those jobs: workflow/profiles/default (loaded by Snakemake itself) sets
+# rerun-incomplete. Outputs are written atomically, so a partial file is never there to be trusted.
 
 # One Hub listing per invocation: the top-level run resolves each model's checkpoints once and
 # records them when it starts running jobs (onstart, below); job processes (SLURM jobs re-parse
@@ -51,7 +49,7 @@ R = STUDY.results
 DOWNLOADED = STUDY.downloaded_datasets
 DERIVED = STUDY.derived_datasets
 EMBED = STUDY.embedding
-SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+SCRIPTS = Path(workflow.basedir) / "scripts"
 
 
 def code_of(script, *modules):
@@ -300,7 +298,7 @@ def figure_spec():
             ref = dict(m.reference_curve)
             csv = ref.pop("file")
             if not Path(csv).is_absolute() and not Path(csv).exists():
-                csv = str(Path(workflow.basedir) / csv)
+                csv = str(Path(workflow.basedir).parent / csv)  # relative to the repository
             spec["reference_curves"].setdefault(name, dict(ref, csv=csv))
     return spec
 
