@@ -16,7 +16,7 @@ PLAN_ARGS ?=
 $(BIN)/snakemake: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,slurm]'
+	$(BIN)/python -m pip install --quiet -e '.[test,slurm,lint]'
 	touch $@
 
 venv: $(BIN)/snakemake
@@ -109,9 +109,15 @@ watch: venv
 report: venv
 	$(BIN)/snakemake --report results/report.html
 
-# linting parses the Snakefile, which lists epochs: offline, it needs the demo's local hub
+SNAKEMAKE_FILES := workflow/Snakefile $(wildcard workflow/rules/*.smk)
+
+# what CI checks besides the tests: the Snakemake files' format (`$(BIN)/snakefmt $(SNAKEMAKE_FILES)`
+# fixes it), Snakemake's own lint (it parses the workflow, which lists epochs: offline, against the
+# demo's local hub), and the Python code (ruff, configured in pyproject.toml; `ruff check --fix`)
 lint: demo-hub
+	$(BIN)/snakefmt --check $(SNAKEMAKE_FILES)
 	$(DEMO_ENV) $(BIN)/snakemake --lint --configfile config/demo.yaml
+	$(BIN)/ruff check
 
 clean-demo:
 	rm -rf $(DEMO_HUB) results-demo results-demo-local-run results-demo-sources demo-runs $(ONLINE) $(ONLINE_RESULTS)

@@ -32,6 +32,7 @@ def pytest_collection_modifyitems(config, items):
 def tiny_checkpoint() -> Path:
     """A good open_clip training checkpoint of the tiny architecture (as open_clip_train writes it)."""
     from runs import own_tmp
+
     from clipdyn.testing import make_checkpoint
 
     with own_tmp("ckpt") as root:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from clipdyn.archives import UnsafeArchiveError
-from clipdyn.manifests import prepare_manifest
 from clipdyn.datasets import DatasetFormatError, writers
+from clipdyn.manifests import prepare_manifest
 
 
 def _prepare(tmp_path, folder, fmt, extract=(), options=None):

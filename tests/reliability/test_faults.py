@@ -158,7 +158,8 @@ def test_nonfinite_classifier_or_logit_scale_is_refused(tmp_path, W_bad, scale):
 def pixel_cache(tmp_path):
     d = tmp_path / "px"
     d.mkdir()
-    build_pixel_cache(pd.DataFrame(_png_rows(d, 6, 36, seed=1)), Preprocess(32), d / "px.npy", d / "px.parquet", log=lambda m: None)
+    build_pixel_cache(pd.DataFrame(_png_rows(d, 6, 36, seed=1)), Preprocess(32), d / "px.npy", d / "px.parquet",
+                      log=lambda m: None)
     return d / "px.npy", d / "px.parquet"
 
 

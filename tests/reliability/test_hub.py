@@ -12,10 +12,10 @@ import hashlib
 import os
 
 import pytest
+from fakehub import FakeHub, call_hub
 
 from clipdyn import hub
 from clipdyn.localhub import LocalHub, repo_folder
-from fakehub import FakeHub, call_hub
 
 
 @pytest.fixture

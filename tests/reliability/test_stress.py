@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from runs import TokenStudy, own_tmp, wait_for
+
 from clipdyn.testing import build_tiny_study, parse_job_counts
 
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]

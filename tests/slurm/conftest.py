@@ -33,8 +33,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from localslurm import (  # noqa: E402
-    TIMINGS, ClusterUnavailable, SlurmCluster, missing_prerequisites)
+from localslurm import TIMINGS, ClusterUnavailable, SlurmCluster, missing_prerequisites  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -186,8 +186,8 @@ class SlurmCluster:
             while time.monotonic() < deadline:
                 q = self.run(["squeue", "-h", "-t", "all", "-o", "%i %T"],
                              check=False, timeout=15)
-                active = [l for l in q.stdout.splitlines()
-                          if l.split()[-1] in ("RUNNING", "PENDING", "COMPLETING",
+                active = [line for line in q.stdout.splitlines()
+                          if line.split()[-1] in ("RUNNING", "PENDING", "COMPLETING",
                                                "CONFIGURING", "SUSPENDED")]
                 if q.returncode != 0 or not active:
                     break

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from localslurm import TIMINGS
 
 pytestmark = pytest.mark.slurm

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from localslurm import TIMINGS, slurm_snakemake, submitted_jobs
 
 pytestmark = pytest.mark.slurm
@@ -44,7 +43,7 @@ def test_profile_runs_toy_workflow_through_sbatch(slurm_executor, slurm_cluster,
                               ",".join(i for ids in jobs.values() for i in ids)])
     assert set(part.stdout.split()) == {slurm_cluster.partition}
 
-    rows = [_record(l) for l in (wd / "results" / "metrics.tsv").read_text().splitlines()]
+    rows = [_record(line) for line in (wd / "results" / "metrics.tsv").read_text().splitlines()]
     by_rule = {}
     for r in rows:
         by_rule.setdefault(r["rule"], []).append(r)

@@ -40,7 +40,8 @@ class _Handler(BaseHTTPRequestHandler):
         data, mode = srv.files[path], srv.modes.get(path, "ok")
         if mode in ("html", "html_binary"):
             self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8" if mode == "html" else "application/octet-stream")
+            self.send_header("Content-Type",
+                             "text/html; charset=utf-8" if mode == "html" else "application/octet-stream")
             self.send_header("Content-Length", str(len(HTML)))
             self.end_headers()
             self.wfile.write(HTML)

@@ -69,7 +69,8 @@ def test_deterministic_per_image_and_batch_consistent():
     # reversing the batch order only reverses the output
     np.testing.assert_array_equal(gaussian_noise(imgs[::-1], 3, seeds[::-1]), batch[::-1])
     # different ids or severities give different noise
-    assert not np.array_equal(gaussian_noise(imgs[0], 3, noise_seed("a", 3)), gaussian_noise(imgs[0], 3, noise_seed("b", 3)))
+    assert not np.array_equal(gaussian_noise(imgs[0], 3, noise_seed("a", 3)),
+                              gaussian_noise(imgs[0], 3, noise_seed("b", 3)))
     np.testing.assert_array_equal(corrupt_image(imgs[0], "a", 3), batch[0])
 
 

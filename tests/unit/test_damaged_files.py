@@ -5,8 +5,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipdyn.io import (DamagedFileError, provenance, read_classifier, read_embeddings, read_frame, read_meta,
-                        write_classifier, write_embeddings, write_frame)
+from clipdyn.io import (
+    DamagedFileError,
+    provenance,
+    read_classifier,
+    read_embeddings,
+    read_frame,
+    read_meta,
+    write_classifier,
+    write_embeddings,
+    write_frame,
+)
 from clipdyn.pixels import build_pixel_cache, open_pixels
 from clipdyn.specs import Preprocess
 

@@ -151,11 +151,9 @@ def test_build_writes_the_hf_cache_layout(micro_hub):
 
 
 def test_built_datasets_read_back_through_the_hub(micro_hub, monkeypatch):
-    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub import constants, hf_hub_download, snapshot_download
 
     from clipdyn.datasets import read_dataset
-
-    from huggingface_hub import constants
 
     hub_dir, manifest = micro_hub
     # huggingface_hub reads the variable at import; set both so nothing tries the network

@@ -1,7 +1,7 @@
 """The conda environment for --sdm conda installs the same packages as pyproject.toml."""
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]

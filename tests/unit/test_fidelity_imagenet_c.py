@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clipdyn.corruptions import (IMAGENET_C_JPEG_QUALITY, corrupt_for_model, imagenet_c_crop, jpeg_roundtrip,
-                                 noise_seed)
+from clipdyn.corruptions import IMAGENET_C_JPEG_QUALITY, corrupt_for_model, imagenet_c_crop, jpeg_roundtrip, noise_seed
 from clipdyn.pixels import build_pixel_cache, open_pixels, pil_transform
 from clipdyn.study import Preprocess
 

@@ -13,8 +13,13 @@
 import numpy as np
 import pytest
 
-from clipdyn.metrics.mid_level_alignment import (PROTOCOLS, distances_for_triplets, protocol_settings,
-                                                 two_afc_score, unanimous_accuracy)
+from clipdyn.metrics.mid_level_alignment import (
+    PROTOCOLS,
+    distances_for_triplets,
+    protocol_settings,
+    two_afc_score,
+    unanimous_accuracy,
+)
 
 
 def authors_nights_accuracy(ref, left, right, left_vote, right_vote):

@@ -11,8 +11,16 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from clipdyn.figures import (FigureSpec, figure1, figure2, figure3, reference_curve, robustness_figures, table1,
-                             write_table1)
+from clipdyn.figures import (
+    FigureSpec,
+    figure1,
+    figure2,
+    figure3,
+    reference_curve,
+    robustness_figures,
+    table1,
+    write_table1,
+)
 from clipdyn.figures.spec import DEFAULT_TABLE_MEASURES
 from clipdyn.figures.table import display_table, to_latex, to_markdown
 from clipdyn.io import METRIC_COLUMNS

@@ -96,7 +96,8 @@ def test_hf_hub_download_into_an_empty_cache(server, hub, cache):
     # the LFS file came through the redirect to the CDN listener, the text file straight
     assert server.count("cdn") == 1
     t = Path(hf_hub_download("org/run", "ckpt/run/notes.txt", cache_dir=cache, endpoint=server.url, token=False))
-    assert t.read_text() == "lr 1e-3\n" and Path(os.path.realpath(t)).name == hashlib.sha1(b"blob 8\0lr 1e-3\n").hexdigest()
+    assert t.read_text() == "lr 1e-3\n"
+    assert Path(os.path.realpath(t)).name == hashlib.sha1(b"blob 8\0lr 1e-3\n").hexdigest()
     assert server.count("cdn") == 1
     # cached: a second call makes only the HEAD and no download
     gets = [r for r in server.requests if r["method"] == "GET"]
@@ -149,7 +150,8 @@ def test_refs_tags_and_commits(server, hub):
     hub.publish("org/run", {"ckpt/run/epoch_1.pt": _weights(10, 0)}, branch="epoch-1")
     api = HfApi(endpoint=server.url, token=False)
     refs = api.list_repo_refs("org/run")
-    assert {b.name: b.target_commit for b in refs.branches} == {"main": second, "epoch-1": hub.head("org/run", branch="epoch-1")}
+    assert {b.name: b.target_commit for b in refs.branches} == {"main": second,
+                                                                 "epoch-1": hub.head("org/run", branch="epoch-1")}
     assert [(t.name, t.ref, t.target_commit) for t in refs.tags] == [("v1", "refs/tags/v1", first)]
     commits = api.list_repo_commits("org/run")
     assert [c.commit_id for c in commits] == [second, first] and commits[0].title == "epoch 4"
@@ -207,7 +209,8 @@ def test_cli_prints_the_url_and_clipdyn_hub_works_online_through_hf_endpoint(hub
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env["PYTHONPATH"] = str(REPO / "workflow")
     proc = subprocess.Popen([sys.executable, "-m", "clipdyn.hubserver", "--root", str(hub.cache_dir), "--port", "0",
-                             "--url-file", str(url_file), "--log", str(log)], env=env, stdout=subprocess.PIPE, text=True)
+                             "--url-file", str(url_file), "--log", str(log)],
+                            env=env, stdout=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and url_file.read_text().strip() == url
@@ -215,7 +218,8 @@ def test_cli_prints_the_url_and_clipdyn_hub_works_online_through_hf_endpoint(hub
                   "fs = hub.discover_epochs('org/run', 'ckpt/run/epoch_{epoch}.pt');"
                   "p = hub.download_file('org/run', fs[1].path, expected_blob=fs[1].blob);"
                   "d, c = hub.download_snapshot('org/data', allow_patterns=['classnames.txt']);"
-                  "print(json.dumps([[f.epoch for f in fs], open(p, 'rb').read().hex(), c, sorted(x.name for x in d.iterdir())]))")
+                  "print(json.dumps([[f.epoch for f in fs], open(p, 'rb').read().hex(), c,"
+                  " sorted(x.name for x in d.iterdir())]))")
         out = subprocess.run([sys.executable, "-c", client], capture_output=True, text=True, timeout=120,
                              env=dict(env, HF_ENDPOINT=url, HF_HUB_CACHE=str(tmp_path / "cache"),
                                       HF_HOME=str(tmp_path / "home")))

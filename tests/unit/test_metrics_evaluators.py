@@ -7,11 +7,25 @@ from PIL import Image
 
 from clipdyn.datasets import DatasetTables
 from clipdyn.io import Classifier, EmbeddingTable
-from clipdyn.metrics import (alignment_correlations, auc_judd, auroc, embedding_distance, expected_calibration_error,
-                             fit_temperature, fpr_at_95_tpr, load_imagenet16_mapping, mcm_scores,
-                             negative_log_likelihood, nss, pearson_cc, resize_map, softmax, split_heldout,
-                             zero_shot_logits)
-from clipdyn.metrics import registry
+from clipdyn.metrics import (
+    alignment_correlations,
+    auc_judd,
+    auroc,
+    embedding_distance,
+    expected_calibration_error,
+    fit_temperature,
+    fpr_at_95_tpr,
+    load_imagenet16_mapping,
+    mcm_scores,
+    negative_log_likelihood,
+    nss,
+    pearson_cc,
+    registry,
+    resize_map,
+    softmax,
+    split_heldout,
+    zero_shot_logits,
+)
 from clipdyn.metrics.ood import fpr_at_95_tpr_closest
 from clipdyn.metrics.result import ROW_COLUMNS
 from clipdyn.metrics.saliency_alignment import imresize
@@ -490,7 +504,8 @@ def test_ood_detection_rows():
                                   inputs={"in_distribution": "in", "ood": ["far", "near"]},
                                   options={"temperature": 0.1, "fpr95": "at_least"}))
     for name, (e, _) in oods.items():
-        assert at_least[("ood_fpr95", name, "mcm")][0] == pytest.approx(fpr_at_95_tpr(s_in, mcm_scores(e.X, clf.W, 0.1)))
+        expected = fpr_at_95_tpr(s_in, mcm_scores(e.X, clf.W, 0.1))
+        assert at_least[("ood_fpr95", name, "mcm")][0] == pytest.approx(expected)
     with pytest.raises(ValueError, match="role 'ood'"):
         evaluate("ood_detection", embeddings=emb, tables=tab, classifier=clf,
                  inputs={"in_distribution": "in", "ood": []}, options={})

@@ -13,8 +13,7 @@ open_clip = pytest.importorskip("open_clip")
 
 from clipdyn.embed import embed_pixels, register_model_configs  # noqa: E402
 from clipdyn.metrics.saliency_alignment import patch_similarity_map  # noqa: E402
-from clipdyn.saliency_maps import (DEFAULT_SALIENCY_MAP, SALIENCY_MAPS, check_saliency_map,  # noqa: E402
-                                   forward_with_maps)
+from clipdyn.saliency_maps import DEFAULT_SALIENCY_MAP, SALIENCY_MAPS, check_saliency_map, forward_with_maps  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from .embed import _checkpoint_commit, _log, _model_for
 from .io import provenance as prov
 from .io import read_meta, write_classifier
 
-
 #: MCM's single prompt (deeplearning-wisc/MCM, ``utils/detection_util.py``, ``get_ood_scores_clip``:
 #: ``f"a photo of a {c}"`` for every in-distribution label, no template ensemble)
 MCM_TEMPLATES = ("a photo of a {}",)
@@ -98,7 +97,14 @@ def text_classifier(*, checkpoint: str, manifest: Optional[str], out: str, arch:
     import torch
 
     from .devices import claim_device
-    from .embed import autocast_dtype, cached_gpu, logit_scale, precision_name, register_model_configs, runtime_provenance
+    from .embed import (
+        autocast_dtype,
+        cached_gpu,
+        logit_scale,
+        precision_name,
+        register_model_configs,
+        runtime_provenance,
+    )
 
     torch.set_num_threads(max(1, threads))
     register_model_configs(model_configs)

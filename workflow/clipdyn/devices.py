@@ -24,11 +24,15 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:  # for annotations only: torch is imported where a device is used
+    import torch
 
 
 def default_lock_dir() -> Path:
-    return Path(os.environ.get("CLIPDYN_GPU_LOCK_DIR") or Path(tempfile.gettempdir()) / f"clipdyn-gpu-locks-{os.getuid()}")
+    return Path(os.environ.get("CLIPDYN_GPU_LOCK_DIR")
+                or Path(tempfile.gettempdir()) / f"clipdyn-gpu-locks-{os.getuid()}")
 
 
 def try_claim(keys: Sequence[str], lock_dir: os.PathLike,

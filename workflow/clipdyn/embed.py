@@ -137,8 +137,12 @@ def load_checkpoint(model, path: str, weights_only: bool = True):
     older and third-party layouts), but memory-mapped and assigning the checkpoint's tensors
     to the model instead of copying them: peak host memory is about the weights' size, not
     the file's plus the model's. Tensors whose dtype differs from the model's are converted."""
-    from open_clip.factory import (convert_state_dict, convert_to_custom_text_state_dict, resize_pos_embed,
-                                   resize_text_pos_embed)
+    from open_clip.factory import (
+        convert_state_dict,
+        convert_to_custom_text_state_dict,
+        resize_pos_embed,
+        resize_text_pos_embed,
+    )
 
     state_dict = read_state_dict(path, weights_only=weights_only)
     state_dict = convert_state_dict(model, state_dict)
@@ -203,7 +207,8 @@ def load_model(arch: str, checkpoint: str, device="cpu", allow_pickle: bool = Fa
                               "consolidate it into one file (torch.distributed.checkpoint.format_utils."
                               "dcp_to_torch_save) and point the config's checkpoint template at that file.")
     if not ckpt.exists():
-        raise CheckpointError(f"{where} does not exist (a dangling link into the HF cache?); rerun to download it again")
+        raise CheckpointError(f"{where} does not exist (a dangling link into the HF cache?); "
+                              "rerun to download it again")
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "no pretrained weights" noise
     with _skip_random_init():  # every parameter and buffer is loaded below (strict=True)
         model = open_clip.create_model(arch, device="cpu", precision=precision)

@@ -96,8 +96,7 @@ def _unreachable(err: BaseException) -> bool:
     find the requested files in the local cache") chained to the real error.
     That is transient (unlike offline mode or a file that is not cached).
     """
-    from huggingface_hub.errors import (FileMetadataError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        OfflineModeIsEnabled)
+    from huggingface_hub.errors import FileMetadataError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     cause = err.__cause__
     if not isinstance(err, LocalEntryNotFoundError) or cause is None or is_offline():
@@ -131,9 +130,14 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: 
     Errors that retrying cannot fix (missing repo or file, gated repo, offline
     mode) are raised at once.
     """
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
-                                        OfflineModeIsEnabled, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     final = (EntryNotFoundError, GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError,
              LocalEntryNotFoundError, OfflineModeIsEnabled, HubError, FileNotFoundError)
@@ -156,8 +160,12 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = 4, base_delay: 
 
 
 def _explain(err: Exception, repo_id: str, repo_type: str, what: str) -> HubError:
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     if isinstance(err, GatedRepoError):
         return HubError(f"{what}: {repo_type} repo {repo_id!r} is gated. Accept its terms on the Hub "
@@ -440,7 +448,8 @@ def _fetch(call: Callable[[], T], what: str, repo_id: str, repo_type: str) -> T:
 
         if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)) and _http_status(err.__cause__) is None:
             raise HubError(f"{what}: not in the local cache {cache_dir()} and HF_HUB_OFFLINE is set (or the Hub "
-                           "is unreachable). Run with Hub access, or point HF_HUB_CACHE at a cache that has it.") from err
+                           "is unreachable). Run with Hub access, or point HF_HUB_CACHE at a cache that has it."
+                           ) from err
         raise _explain(err, repo_id, repo_type, what) from err
 
 

@@ -85,7 +85,8 @@ class Entry:
     def tree_json(self) -> dict:
         out = {"type": "file", "oid": self.oid, "size": self.size, "path": self.path}
         if self.sha256:
-            out["lfs"] = {"oid": self.sha256, "size": self.size, "pointerSize": len(_lfs_pointer(self.sha256, self.size))}
+            out["lfs"] = {"oid": self.sha256, "size": self.size,
+                          "pointerSize": len(_lfs_pointer(self.sha256, self.size))}
         return out
 
 
@@ -468,7 +469,8 @@ class HubServer:
                     return self._send(302, {"Location": location, "X-Repo-Commit": commit,
                                             "ETag": f'"{entry.oid}"', "X-Linked-Etag": f'"{entry.sha256}"',
                                             "X-Linked-Size": str(entry.size), "Content-Type": "text/plain"})
-                headers = {"X-Repo-Commit": commit, "ETag": f'"{entry.oid}"', "Content-Type": "application/octet-stream"}
+                headers = {"X-Repo-Commit": commit, "ETag": f'"{entry.oid}"',
+                           "Content-Type": "application/octet-stream"}
                 truncate = False
                 if self.command == "GET" and not self.headers.get("Range") and path in server.truncate_once:
                     with server._req_lock:

@@ -75,7 +75,8 @@ def prepare_manifest(*, snapshot: dict, fmt: str, root: str, extract: Sequence[s
         base = Path(extract_dir)
     folder = base / root if root else base
     if not folder.exists():
-        raise DatasetFormatError(f"dataset {dataset}: folder {folder} does not exist (datasets.{dataset}.root={root!r})")
+        raise DatasetFormatError(f"dataset {dataset}: folder {folder} does not exist "
+                                 f"(datasets.{dataset}.root={root!r})")
     options = dict(options or {})
     options.update(snapshot.get("extra_files") or {})
     if fmt.startswith("iqa_"):  # archives are unpacked under results/, never inside the HF cache

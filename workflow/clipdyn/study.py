@@ -119,11 +119,13 @@ class Study:
                     raise ConfigError(f"datasets.{name}.derived_from: {src!r} is not a configured dataset "
                                       f"(configured: {sorted(ds)})")
                 if ds[src].derived:
-                    raise ConfigError(f"datasets.{name}.derived_from: {src!r} is itself derived; derive from a downloaded dataset")
+                    raise ConfigError(f"datasets.{name}.derived_from: {src!r} is itself derived; "
+                                      "derive from a downloaded dataset")
                 from .corruptions import CORRUPTIONS
 
                 if d.corruption not in CORRUPTIONS:
-                    raise ConfigError(f"datasets.{name}.corruption: {d.corruption!r} unknown; known: {sorted(CORRUPTIONS)}")
+                    raise ConfigError(f"datasets.{name}.corruption: {d.corruption!r} unknown; "
+                                      f"known: {sorted(CORRUPTIONS)}")
             else:
                 from .datasets import ADAPTERS, formats  # noqa: F401  (formats registers the adapters)
 

@@ -19,7 +19,8 @@ IMAGE_COLUMNS = ["image_id", "path", "member"]
 def as_root(root) -> Path:
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DatasetFormatError(f"dataset root {root} is not a folder (check the dataset's repo and files in the config)")
+        raise DatasetFormatError(f"dataset root {root} is not a folder "
+                                 "(check the dataset's repo and files in the config)")
     return root.absolute()
 
 

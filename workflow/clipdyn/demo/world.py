@@ -155,11 +155,6 @@ def _polygon(u: np.ndarray, v: np.ndarray, verts: Sequence[Tuple[float, float]])
     return inside
 
 
-def _regular(n: int, r: float, start: float = -math.pi / 2) -> List[Tuple[float, float]]:
-    return [(r * math.cos(start + 2 * math.pi * k / n), r * math.sin(start + 2 * math.pi * k / n))
-            for k in range(n)]
-
-
 _STAR = [p for k in range(5) for p in (
     (1.05 * math.cos(-math.pi / 2 + 2 * math.pi * k / 5), 1.05 * math.sin(-math.pi / 2 + 2 * math.pi * k / 5)),
     (0.45 * math.cos(-math.pi / 2 + 2 * math.pi * (k + 0.5) / 5),

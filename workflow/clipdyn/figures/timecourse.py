@@ -20,8 +20,7 @@ from matplotlib.lines import Line2D
 
 from .data import check_metrics, values, x_of
 from .spec import VARIANT_NAMES, FigureSpec, Series, SpecLike, measure_info, reference_curve
-from .style import (OKABE_ITO, REFERENCE_GREY, integer_epochs, model_colours, new_figure, note, save,
-                    style)
+from .style import OKABE_ITO, REFERENCE_GREY, integer_epochs, model_colours, new_figure, note, save, style
 
 #: Draw point markers when a line has at most this many epochs.
 MARKER_MAX_POINTS = 60

@@ -171,7 +171,8 @@ def calibration_task(*, embeddings, tables, classifier, inputs, options) -> Metr
     sets = [(ind, logits[ev], labels[ev])]
     for name in shifted:
         Xs, imgs, _ = join_images(name, embeddings, tables, ["label"])
-        sets.append((name, *dataset_logits(name, Xs, imgs, tables, classifier, options.get("class_subset", "restrict"))))
+        subset = options.get("class_subset", "restrict")
+        sets.append((name, *dataset_logits(name, Xs, imgs, tables, classifier, subset)))
     rows = [metric_row("temperature", ind, "fitted", T, len(fit))]
     for name, lg, y in sets:
         for variant, scaled in (("raw", lg), ("temperature_scaled", lg / T)):

@@ -172,8 +172,10 @@ def score_class_subset(logits: np.ndarray, labels: np.ndarray, columns, mode: st
 
     Example:
         >>> lg = np.array([[0.0, 5.0, 1.0]]); y = np.array([1])
-        >>> score_class_subset(lg, y, np.array([0, 2]))[0].tolist(), score_class_subset(lg, y, np.array([0, 2]), "all")[1].tolist()
-        ([[0.0, 1.0]], [2])
+        >>> score_class_subset(lg, y, np.array([0, 2]))[0].tolist()
+        [[0.0, 1.0]]
+        >>> score_class_subset(lg, y, np.array([0, 2]), "all")[1].tolist()
+        [2]
     """
     if mode not in CLASS_SUBSET_MODES:
         raise ValueError(f"class_subset must be one of {CLASS_SUBSET_MODES}, got {mode!r}")
