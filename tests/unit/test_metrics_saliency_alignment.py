@@ -10,16 +10,20 @@ of the image the model saw.
 
 import numpy as np
 import pytest
+from PIL import Image
 from scipy import stats
 from sklearn.metrics import roc_auc_score
-
-from PIL import Image
 
 from clipdyn.datasets import DatasetTables
 from clipdyn.io import EmbeddingTable
 from clipdyn.metrics import auc_judd, center_crop, nss, patch_similarity_map, pearson_cc, registry, resize_map
-from clipdyn.metrics.saliency_alignment import (crop_for_resize_mode, human_region, imresize, model_map_on_human,
-                                                saliency_scores)
+from clipdyn.metrics.saliency_alignment import (
+    crop_for_resize_mode,
+    human_region,
+    imresize,
+    model_map_on_human,
+    saliency_scores,
+)
 
 
 def auc_judd_mit_loop(sal, fix):

@@ -5,11 +5,11 @@ no correlation for them."""
 import numpy as np
 import pytest
 from scipy import stats
+from test_figures import synthetic_metrics
 
 from clipdyn import figures
 from clipdyn.figures.robustness import theil_sen
 from clipdyn.figures.table import table1
-from test_figures import synthetic_metrics
 
 ZOO = {"B-16": [32], "L-14": [32], "H-14": [32], "g-14": [32]}  # final models, one epoch each
 

@@ -11,8 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipdyn.testing import (TinyStudy, build_tiny_study, make_checkpoint, publish_final, publish_revisions,
-                             write_local_run)
+from clipdyn.testing import (
+    TinyStudy,
+    build_tiny_study,
+    make_checkpoint,
+    publish_final,
+    publish_revisions,
+    write_local_run,
+)
 
 pytestmark = pytest.mark.workflow
 

@@ -447,7 +447,8 @@ def _embed_batch(tower, project, chunk, device, fmt, mean, std, dtype, saliency_
 
 
 def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = EmbeddingSettings.batch_size,
-                 spatial: bool = False, precision: str = EmbeddingSettings.precision, log=print, channels_last: bool = True, compile: bool = False,
+                 spatial: bool = False, precision: str = EmbeddingSettings.precision, log=print,
+                 channels_last: bool = True, compile: bool = False,
                  info: Optional[dict] = None, saliency_map: str = DEFAULT_SALIENCY_MAP
                  ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Embed (N,H,W,3) uint8 pixels with ``model.encode_image``.

@@ -102,7 +102,8 @@ class Study:
         self._check_metrics()
         #: skipped checkpoints and epochs not written yet (local runs), for the log
         self.notices: List[str] = []
-        self.hash_cache = sources.HashCache(Path(config.get("results", "results")) / "checkpoints" / "local-sha256.json")
+        results = Path(config.get("results", "results"))
+        self.hash_cache = sources.HashCache(results / "checkpoints" / "local-sha256.json")
         self.models: Dict[str, ModelSpec] = {
             name: self._resolve_model(name, m, list_epochs) for name, m in config["models"].items()}
         self._check_figures()

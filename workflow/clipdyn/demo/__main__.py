@@ -30,8 +30,9 @@ def main(argv=None) -> int:
     r.add_argument("--epoch-pause", type=float, default=0.0, help="seconds to wait after each epoch")
     r.add_argument("--half-written", type=int, default=2, help="epoch whose file is written in two halves")
     r.add_argument("--half-pause", type=float, default=30.0, help="seconds between the two halves")
-    for name, what in (("revisions", "publish a demo model's epochs as revisions (branches epoch-N) of <org>/<run>-steps"),
-                       ("final", "publish a demo model's last epoch as open_clip pretrained weights in <org>/<run>-final")):
+    for name, what in (
+            ("revisions", "publish a demo model's epochs as revisions (branches epoch-N) of <org>/<run>-steps"),
+            ("final", "publish a demo model's last epoch as open_clip pretrained weights in <org>/<run>-final")):
         p = sub.add_parser(f"publish-{name}", help=what)
         p.add_argument("--hub", required=True)
         p.add_argument("--run", action="append", help="demo model(s) (default: every model of the hub)")
