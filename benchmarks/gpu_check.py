@@ -157,6 +157,7 @@ def load_only(arch: str, ckpt: str, device: str, how: str = "clipdyn") -> dict:
     reading the whole file, for comparison); peak RSS and GPU memory (run in its own process). On the
     CPU every weight is read once after loading, so that the weights' pages count in the RSS."""
     import torch
+
     from clipdyn.embed import _skip_random_init, load_model, register_model_configs
 
     register_model_configs([])
@@ -201,6 +202,7 @@ def measure_load(arch: str, ckpt: Path, dev, how: str = "clipdyn") -> dict:
 def check_arch(arch, ckpt, meta, dev, args, checks: Checks, report: dict) -> None:
     import open_clip
     import torch
+
     from clipdyn.classifier import zero_shot_classifier
     from clipdyn.embed import embed_pixels, load_model
 
@@ -316,6 +318,7 @@ def memory_cap(model, dev, batch_fits: int, sim_calls: list):
 
 def check_oom(arch, ckpt, dev, args, checks: Checks, report: dict) -> None:
     import torch
+
     from clipdyn.embed import embed_pixels, load_model
 
     model = load_model(arch, str(ckpt), device=dev)
@@ -367,6 +370,7 @@ def check_oom(arch, ckpt, dev, args, checks: Checks, report: dict) -> None:
 
 def check_compile_cache(arch, ckpts, dev, args, checks: Checks, report: dict) -> None:
     import torch
+
     from clipdyn import embed
 
     backend = args.compile_backend
@@ -404,6 +408,7 @@ def check_compile_cache(arch, ckpts, dev, args, checks: Checks, report: dict) ->
 
 def check_e2e(arch, ckpt, dev, args, checks: Checks, report: dict, workdir: Path) -> None:
     import torch
+
     from clipdyn.embed import embed_pixels, load_model
     from clipdyn.io import provenance, write_embeddings
 
@@ -463,6 +468,7 @@ def check_e2e(arch, ckpt, dev, args, checks: Checks, report: dict, workdir: Path
 
 def check_text(arch, ckpt, dev, args, checks: Checks, report: dict) -> None:
     import open_clip
+
     from clipdyn.classifier import zero_shot_classifier
     from clipdyn.embed import load_model
 
@@ -509,7 +515,8 @@ def parse(argv=None):
     ap.add_argument("--load-only", nargs=3, metavar=("ARCH", "CKPT", "DEVICE"), help=argparse.SUPPRESS)
     ap.add_argument("--load-how", default="clipdyn", choices=["clipdyn", "open_clip"], help=argparse.SUPPRESS)
     ap.add_argument("--rss-compare", action="store_true",
-                    help="only: peak RSS of loading each arch's training checkpoint, clipdyn vs open_clip.load_checkpoint")
+                    help="only: peak RSS of loading each arch's training checkpoint, "
+                         "clipdyn vs open_clip.load_checkpoint")
     ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default: inductor on a GPU)")
     args = ap.parse_args(argv)
     gpu = not args.cpu
@@ -564,6 +571,7 @@ def main(argv=None) -> int:
         print(json.dumps(load_only(*args.load_only, how=args.load_how)))
         return 0
     import torch
+
     from clipdyn.embed import register_model_configs
 
     if not args.cpu and not torch.cuda.is_available():

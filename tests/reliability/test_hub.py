@@ -271,4 +271,5 @@ def test_damaged_blob_in_the_cache_is_refused(offline):
     blob.write_bytes(bytes(data))
     with pytest.raises(hub.HubError) as err:
         hub.download_file("org/run", f.path, expected_blob=f.blob)
-    assert "is corrupt" in str(err.value) and f.blob[:12] in str(err.value) and "hf cache rm hf://models/" in str(err.value)
+    msg = str(err.value)
+    assert "is corrupt" in msg and f.blob[:12] in msg and "hf cache rm hf://models/" in msg

@@ -7,10 +7,10 @@ zero from --report afterwards. The downloads themselves run in SLURM jobs, over 
 import os
 
 import pytest
+from localslurm import REPO, slurm_snakemake, submitted_jobs
 
 from clipdyn.hubserver import HubServer
 from clipdyn.testing import build_tiny_study
-from localslurm import REPO, slurm_snakemake, submitted_jobs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
@@ -26,7 +26,7 @@ def test_slurm_jobs_make_no_listing_call(slurm_executor, slurm_cluster):
         # online: the jobs inherit this environment (sbatch --export=ALL)
         env["HF_HUB_OFFLINE"] = "0"
         wd = root / "work-slurm"
-        args = ("--snakefile", str(REPO / "Snakefile"), "--configfile", str(study.config),
+        args = ("--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile", str(study.config),
                 "--default-resources", f"slurm_partition={slurm_cluster.partition}")
         proc = slurm_snakemake(slurm_cluster, wd, *args, env=env, timeout=1800)
         assert proc.returncode == 0, proc.stdout[-6000:] + "\n" + slurm_cluster.logs_tail()

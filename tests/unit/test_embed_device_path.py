@@ -9,6 +9,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
+
 from clipdyn import embed
 from clipdyn.embed import embed_pixels, register_model_configs
 
@@ -85,6 +86,7 @@ def test_auto_is_fp32_on_the_cpu_and_bf16_only_on_native_gpus(monkeypatch):
 
 def test_text_projection_runs_in_fp32_under_bf16_autocast():
     import open_clip
+
     from clipdyn.classifier import zero_shot_classifier
 
     model = _model(1)
@@ -217,12 +219,13 @@ def test_embedding_file_records_what_ran_and_the_claim_covers_the_write(monkeypa
 
     import open_clip
     import pandas as pd
+    from PIL import Image
+
     from clipdyn import devices, io
     from clipdyn.io import read_meta
     from clipdyn.pixels import build_pixel_cache
     from clipdyn.study import Preprocess
     from clipdyn.testing import make_checkpoint
-    from PIL import Image
 
     rng = np.random.default_rng(0)
     rows = []

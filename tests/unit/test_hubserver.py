@@ -247,7 +247,8 @@ def test_download_progress_reaches_the_log_while_it_runs(hub, cache, tmp_path, m
     lines = []
     with HubServer(hub.cache_dir, rate_bps=1_000_000) as s:
         monkeypatch.setattr(constants, "ENDPOINT", s.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", s.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            s.url + "/{repo_id}/resolve/{revision}/{filename}")
         monkeypatch.setenv("HF_HUB_CACHE", str(cache))
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -255,9 +256,9 @@ def test_download_progress_reaches_the_log_while_it_runs(hub, cache, tmp_path, m
             clipdyn_hub.LogProgress, label=label, every=0.1, log=lines.append))
         path = clipdyn_hub.download_file("org/slow", "w.pt")
     assert path.read_bytes() == data
-    during = [l for l in lines if " of " in l]
+    during = [line for line in lines if " of " in line]
     assert len(during) >= 3, lines  # ~0.6 s at 1 MB/s, a line every 0.1 s
-    assert all(l.startswith("org/slow/w.pt: ") and "/s" in l and "left" in l and "600.0 KB" in l for l in during)
+    assert all(d.startswith("org/slow/w.pt: ") and "/s" in d and "left" in d and "600.0 KB" in d for d in during)
     assert "downloaded in" in lines[-1] and "600.0 KB" in lines[-1]
 
 
@@ -273,7 +274,7 @@ def test_progress_lines_without_updates_and_quiet_counters():
     time.sleep(0.12)
     bar.close()
     assert lines[0].startswith("org/r/f.pt: 0 B of 5.0 MB (0%)")
-    assert any("2.5 MB of 5.0 MB (50%)" in l for l in lines)
+    assert any("2.5 MB of 5.0 MB (50%)" in line for line in lines)
     assert lines[-1].startswith("org/r/f.pt: 2.5 MB downloaded in")
     quiet = []
     for kw in ({"unit": "it", "desc": "Fetching 3 files"}, {"unit": "B", "desc": "Downloading bytes"}):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from clipdyn.hub import CheckpointFile
-from clipdyn.listing import Listings, ListingMissing, invocation, source_key
+from clipdyn.listing import ListingMissing, Listings, invocation, source_key
 from clipdyn.sources import Resolved
 
 KEY = {"repo": "org/run", "repo_type": "model", "revision": "main", "checkpoint": "c/epoch_{epoch}.pt"}

@@ -108,7 +108,8 @@ def test_new_epochs_published_while_serving_run_only_their_jobs(online):
     server.clear()
     run(study)
     assert listings(server) == {r: (1, 1) for r in MODEL_REPOS}
-    downloaded = {r.get("file") for r in server.requests if r["kind"] == "resolve" and r.get("repo") == "clipdyn-test/tiny-a"}
+    downloaded = {r.get("file") for r in server.requests
+                  if r["kind"] == "resolve" and r.get("repo") == "clipdyn-test/tiny-a"}
     assert downloaded == {"full_checkpoints/tiny-a/epoch_3.pt", "full_checkpoints/tiny-a/epoch_4.pt"}
     m = pd.read_parquet(study.workdir / "results" / "metrics.parquet")
     assert sorted(m.loc[m["model"] == "tiny_a", "epoch"].unique()) == [1, 2, 3, 4]

@@ -22,9 +22,9 @@ import re
 import sys
 import threading
 import time
-from time import monotonic
 from dataclasses import dataclass
 from pathlib import Path
+from time import monotonic
 from typing import Callable, Iterable, List, Optional, Sequence, TypeVar
 
 from .atomic import publish

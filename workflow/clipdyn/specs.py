@@ -46,7 +46,8 @@ class EmbeddingSettings:
     precision: str = "auto"  #: auto (bf16 autocast on a GPU that has it, fp32 on the CPU) | fp32 | bf16 | fp16
     threads: int = 2  #: CPU threads of an embedding / classifier job
     decode_workers: int = 4  #: processes decoding images into a pixel cache
-    mem_mb: Optional[int] = None  #: memory request (MB) of an embedding / classifier job; None: from the checkpoint's size (clipdyn.embed.job_mem_mb)
+    #: memory request (MB) of an embedding / classifier job; None: from the checkpoint's size (clipdyn.embed.job_mem_mb)
+    mem_mb: Optional[int] = None
     compile: bool = False  #: torch.compile the image tower
     worker: str = "auto"  #: persistent embedding worker: auto | on | off
     worker_idle_s: float = 120.0  #: a worker exits after this long without a job
