@@ -196,3 +196,17 @@ def test_http_downloads_get_plain_open_permissions(umask, tmp_path):
     files = sorted((tmp_path / "dl").iterdir())
     assert got in files and len(files) == 3  # the file, its .ok record and its trust-on-first-use .sha256
     assert all(mode(f) == plain_file_mode(tmp_path) for f in files), [(f.name, oct(mode(f))) for f in files]
+
+
+def test_listing_record_and_hash_cache_get_plain_open_permissions(umask, tmp_path):
+    from clipdyn.listing import Listings
+    from clipdyn.sources import HashCache
+
+    Listings(tmp_path / "listing.json", mode="top").save()
+    cache = HashCache(tmp_path / "local-sha256.json")
+    f = tmp_path / "ckpt.pt"
+    f.write_bytes(b"x")
+    cache.put(f, f.stat(), "0" * 64)
+    cache.save()
+    for name in ("listing.json", "local-sha256.json"):
+        assert mode(tmp_path / name) == plain_file_mode(tmp_path), name

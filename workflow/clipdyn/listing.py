@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
+from .atomic import atomic_path
 from .hub import CheckpointFile
 
 RECORD = "checkpoints/listing.json"
@@ -131,8 +132,6 @@ class Listings:
         """Write this invocation's listings as the record (top-level runs, when jobs are about to start)."""
         if self.mode != "top":
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"version": VERSION, "entries": self.listed}, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps({"version": VERSION, "entries": self.listed}, indent=1, sort_keys=True) + "\n")
         self._record = dict(self.listed)
