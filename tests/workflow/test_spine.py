@@ -120,7 +120,8 @@ def test_new_epoch_on_the_hub_adds_exactly_its_jobs(spine_study):
     # a new commit on the model repo: epoch 4 of tiny_a (epochs: auto)
     publish_epochs(LocalHub(spine_study.hub), "tiny-a", [4], seed=0, scratch=spine_study.root / "scratch")
     jobs = spine_study.dry_run_jobs()
-    assert jobs == {"list_epochs": 1, "download_checkpoint": 1, "embed_images": 2, "text_classifier": 1,
+    # one lease (download_checkpoint) per job that reads the new checkpoint: 2 embeddings + 1 classifier
+    assert jobs == {"list_epochs": 1, "download_checkpoint": 3, "embed_images": 2, "text_classifier": 1,
                     "compute_metric": 2, "collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
     spine_study.snakemake()
     metrics = pd.read_parquet(spine_study.workdir / "results" / "metrics.parquet")

@@ -101,18 +101,78 @@ def checkpoint_params(wc):
         "repo": m.repo,
         "repo_type": m.repo_type,
         "revision": f.revision or m.revision,  # Hub revisions as epochs: the commit listed
+        "commit": f.commit,
         "filename": f.path,
         "blob": f.blob,
     }
 
 
+# checkpoint_budget: N keeps at most N checkpoints in the HF cache (clipdyn.budget)
+BUDGET = STUDY.checkpoint_budget
+
+
+def checkpoint_consumers(model, epoch):
+    """{consumer: output} of every job of the study that reads checkpoint (model, epoch)."""
+    datasets, classsets = [], []
+    for m in STUDY.metrics.values():
+        datasets += [d for d in m.datasets if d not in datasets]
+        if metric_registry.get(m.kind).needs_classset and m.classset not in classsets:
+            classsets.append(m.classset)
+    out = {f"embed-{d}": f"{R}/embeddings/{model}/epoch_{epoch}/{d}.parquet" for d in datasets}
+    out.update({f"text-{c}": f"{R}/text/{model}/epoch_{epoch}/{c}.parquet" for c in classsets})
+    return out
+
+
+CONSUMERS = list(checkpoint_consumers("m", 0)) if STUDY.metrics else []
+
+
+def lease_path(model, epoch, consumer):
+    return f"{R}/checkpoints/{model}/epoch_{epoch}/{consumer}.lease"
+
+
+def owner_path(wc):
+    return f"{R}/checkpoints/{wc.model}/epoch_{wc.epoch}.owner.json"
+
+
+def done_path(model, epoch):
+    return f"{R}/checkpoints/{model}/epoch_{epoch}.done"
+
+
+def _before(wc, k):
+    """The Hub checkpoint k places before (model, epoch) in the workflow's order, or None."""
+    i = _HUB_RANK.get((wc.model, int(wc.epoch)), 0) - k
+    return _HUB_ORDER[i] if i >= 0 else None
+
+
+def lease_inputs(wc):
+    """Under a budget N, a lease of the k-th checkpoint waits until the (k-N)-th is done (and removed).
+
+    The wait is an ancient input (the .done marker), so re-running an earlier checkpoint's
+    consumers reruns no later lease; the same consumer's output N checkpoints back is a plain
+    input, so a consumer added later (a new dataset) runs its chain checkpoint by checkpoint.
+    """
+    prev = _before(wc, int(BUDGET)) if BUDGET else None
+    if prev is None:
+        return {}
+    return {
+        "done": ancient(done_path(*prev)),
+        "same_consumer": checkpoint_consumers(*prev)[wc.consumer],
+    }
+
+
+def done_inputs(wc):
+    out = checkpoint_consumers(wc.model, wc.epoch)
+    prev = _before(wc, 1)
+    if prev is not None:  # in order: at most N checkpoints are ever held
+        out["previous"] = ancient(done_path(*prev))
+    return out
+
+
 # Checkpoints in order (model by model, epoch by epoch): a checkpoint's downloads, embeddings
 # and classifier jobs run back to back, so a persistent embedding worker that loaded it for one
 # dataset still holds it for the next (clipdyn.worker), and results arrive epoch by epoch.
-_CHECKPOINT_RANK = {
-    (name, e): i
-    for i, (name, e) in enumerate((n, e) for n, m in STUDY.models.items() for e in m.epochs)
-}
+_CHECKPOINT_ORDER = [(n, e) for n, m in STUDY.models.items() for e in m.epochs]
+_CHECKPOINT_RANK = {ck: i for i, ck in enumerate(_CHECKPOINT_ORDER)}
 
 
 def checkpoint_priority(wc):
@@ -120,13 +180,18 @@ def checkpoint_priority(wc):
 
 
 LOCAL_SOURCES = ("local_run", "local_final")
+# the checkpoints a budget counts: the Hub's (a local run's files are never removed)
+_HUB_ORDER = [ck for ck in _CHECKPOINT_ORDER if STUDY.models[ck[0]].source not in LOCAL_SOURCES]
+_HUB_RANK = {ck: i for i, ck in enumerate(_HUB_ORDER)}
 
 
-def checkpoint_path(wc):
+def checkpoint_input(wc, consumer):
+    """What a job that reads checkpoint (model, epoch) takes as input: a Hub checkpoint through its
+    own lease (clipdyn.budget), a local run's file where it is."""
     if model_of(wc).source in LOCAL_SOURCES:
         # a local run's checkpoint is read where it is: never copied, linked, moved or deleted
         return ckpt_file(wc).path
-    return f"{R}/checkpoints/{wc.model}/epoch_{wc.epoch}.pt"
+    return lease_path(wc.model, wc.epoch, consumer)
 
 
 def pixels_of(model, dataset):
@@ -154,6 +219,7 @@ def figure_targets():
 def all_targets():
     return (
         [f"{R}/checkpoints/{m}/epochs.tsv" for m in STUDY.models]
+        + ([done_path(*ck) for ck in _HUB_ORDER] if BUDGET and STUDY.metrics else [])
         + [f"{R}/metrics.parquet", f"{R}/metrics.csv"]
         + figure_targets()
     )
@@ -163,7 +229,7 @@ def all_targets():
 
 
 def embed_inputs(wc):
-    return {"checkpoint": checkpoint_path(wc), **pixels_of(wc.model, wc.dataset)}
+    return {"checkpoint": checkpoint_input(wc, f"embed-{wc.dataset}"), **pixels_of(wc.model, wc.dataset)}
 
 
 def embed_params(wc):
@@ -217,7 +283,7 @@ def text_params(wc):
 
 def text_inputs(wc):
     cs = STUDY.classsets[wc.classset]
-    out = {"checkpoint": checkpoint_path(wc)}
+    out = {"checkpoint": checkpoint_input(wc, f"text-{wc.classset}")}
     if cs.source == "dataset":
         out["manifest"] = f"{R}/data/{cs.dataset}/manifest.parquet"
     return out

@@ -21,22 +21,48 @@ rule list_epochs:
         "../scripts/write_epochs.py"
 
 
-# The output is a symlink into the HF cache, kept (not temp): re-creating a temp
-# input would make every job that consumes it look stale.
+# One lease per job that reads a checkpoint (clipdyn.budget): a temp file naming the checkpoint
+# in the HF cache, fetched by identity (repo, commit, file, blob). A consumer added later gets
+# its own lease, so no existing consumer's input is ever re-created (nothing reruns).
 rule download_checkpoint:
+    input:
+        unpack(lease_inputs),
     output:
-        f"{R}/checkpoints/{{model}}/epoch_{{epoch}}.pt",
+        temp(f"{R}/checkpoints/{{model}}/epoch_{{epoch}}/{{consumer}}.lease"),
     params:
         job=checkpoint_params,  # one callable per job (see embed_images)
+        owner=lambda wc: owner_path(wc) if BUDGET else None,
+    wildcard_constraints:
+        consumer=_alt(CONSUMERS),
     priority: checkpoint_priority
     conda:
         "../../envs/clipdyn.yaml"
     log:
-        f"{R}/logs/download_checkpoint/{{model}}/epoch_{{epoch}}.log",
+        f"{R}/logs/download_checkpoint/{{model}}/epoch_{{epoch}}/{{consumer}}.log",
     resources:
         hub_downloads=1,
     script:
         "../scripts/download_checkpoint.py"
+
+
+# checkpoint_budget: once every job that reads a checkpoint is done, remove it from the HF
+# cache (if this workflow put it there); in order, so at most N checkpoints are held.
+rule checkpoint_done:
+    input:
+        unpack(done_inputs),
+    output:
+        f"{R}/checkpoints/{{model}}/epoch_{{epoch}}.done",
+    params:
+        job=checkpoint_params,
+        owner=owner_path,
+    priority: checkpoint_priority
+    conda:
+        "../../envs/clipdyn.yaml"
+    log:
+        f"{R}/logs/checkpoint_done/{{model}}/epoch_{{epoch}}.log",
+    localrule: True
+    script:
+        "../scripts/checkpoint_done.py"
 
 
 rule download_dataset:

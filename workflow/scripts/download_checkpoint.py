@@ -1,13 +1,11 @@
-"""Fetch one checkpoint into the HF cache and link it into results/ (no copy)."""
+"""Fetch one checkpoint into the HF cache (by blob) and write the lease one job reads it through."""
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 sys.stdout = sys.stderr
 
-from clipdyn import hub
+from clipdyn import budget
 
 j = snakemake.params.job
-path = hub.download_file(j["repo"], j["filename"], revision=j["revision"], repo_type=j["repo_type"],
-                         expected_blob=j["blob"])
-hub.link(path, snakemake.output[0])
+path = budget.fetch(j, snakemake.output[0], owner=snakemake.params.owner)
 print(f"{j['repo']}/{j['filename']} -> {path}")

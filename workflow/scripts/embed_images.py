@@ -4,6 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.stdout = sys.stderr
 
+from clipdyn.budget import checkpoint_of
 from clipdyn.specs import EmbeddingSettings
 from clipdyn.worker import run_step
 
@@ -12,7 +13,7 @@ j = p.job
 # how the job runs, not what it computes: from the config, not params (switching reruns nothing)
 how = EmbeddingSettings.from_config(snakemake.config.get("embedding"))
 run_step("clipdyn.embed:embed_images",
-         dict(checkpoint=snakemake.input.checkpoint, pixels=snakemake.input.pixels,
+         dict(checkpoint=checkpoint_of(snakemake.input.checkpoint), pixels=snakemake.input.pixels,
               pixel_index=snakemake.input.pixel_index, out=snakemake.output[0], arch=j["arch"],
               allow_pickle=j["allow_pickle"], spatial=j["spatial"], batch_size=j["batch_size"],
               **({"saliency_map": j["saliency_map"]} if "saliency_map" in j else {}),
