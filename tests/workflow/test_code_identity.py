@@ -52,7 +52,9 @@ def test_manifest_builder_edit_reruns_manifests_and_everything_downstream(full_s
     for rule in ("derive_manifest", "pixel_cache", "derived_pixel_cache", "embed_images", "text_classifier",
                  "compute_metric"):
         assert jobs.get(rule, 0) > 0, (rule, jobs)
-    assert "download_dataset" not in jobs and "download_checkpoint" not in jobs
+    assert "download_dataset" not in jobs
+    # each rerun embedding/classifier takes its checkpoint through a new lease (a cache hit, no download)
+    assert jobs["download_checkpoint"] == jobs["embed_images"] + jobs["text_classifier"]
     assert {k: jobs[k] for k in REPORTING} == REPORTING
 
 
@@ -65,8 +67,9 @@ def test_pixel_cache_edit_reruns_pixel_caches_and_embeddings(full_study, tmp_pat
 def test_model_loading_edit_reruns_embeddings_and_classifiers_only_upstream_of_metrics(full_study, tmp_path):
     jobs = dry_run_with_edit(full_study, "clipdyn/embed.py", tmp_path)
     assert jobs.get("embed_images", 0) > 0 and jobs.get("text_classifier", 0) > 0, jobs
-    for rule in ("prepare_manifest", "pixel_cache", "derived_pixel_cache", "download_checkpoint"):
+    for rule in ("prepare_manifest", "pixel_cache", "derived_pixel_cache"):
         assert rule not in jobs, (rule, jobs)
+    assert jobs["download_checkpoint"] == jobs["embed_images"] + jobs["text_classifier"]  # leases: cache hits
 
 
 def test_text_classifier_edit_reruns_classifiers_not_embeddings(full_study, tmp_path):

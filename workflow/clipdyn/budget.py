@@ -130,3 +130,8 @@ def held(checkpoints_dir: os.PathLike) -> int:
         if rec.get("blob"):
             n += any(p.exists() for p in hub.cache_dir().glob(f"*/blobs/{rec['blob']}"))
     return n
+
+
+def checkpoint_bytes(lease: os.PathLike) -> int:
+    """Size of the checkpoint a lease (or a local path) names: for resource expressions in profiles."""
+    return os.path.getsize(checkpoint_of(lease))

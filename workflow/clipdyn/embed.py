@@ -615,12 +615,13 @@ def _empty_cuda_cache() -> None:
 
 
 def _checkpoint_commit(checkpoint: str) -> Optional[str]:
-    """The Hub commit a linked checkpoint came from (``.../snapshots/<commit>/...``)."""
-    try:
-        target = os.readlink(checkpoint)
-    except OSError:
-        return None
-    parts = Path(target).parts
+    """The Hub commit a checkpoint in the HF cache (or a link to one) came from (``.../snapshots/<commit>/...``)."""
+    parts = Path(checkpoint).parts
+    if "snapshots" not in parts:
+        try:
+            parts = Path(os.readlink(checkpoint)).parts
+        except OSError:
+            return None
     return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
 
 
