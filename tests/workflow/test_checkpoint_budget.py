@@ -4,7 +4,6 @@ dataset added later runs only its own jobs (no existing embedding reruns)."""
 
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -12,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from study_fixture import REPO, build_tiny_study, parse_job_counts
-
 from clipdyn.hubserver import HubServer
+from clipdyn.testing import build_tiny_study, parse_job_counts
 
 pytestmark = pytest.mark.workflow
 
@@ -37,10 +35,7 @@ def test_budget_holds_at_most_n_checkpoints_and_none_after():
             env.pop("HF_HUB_OFFLINE")
 
             def snakemake(*args):
-                cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                       str(study.workdir), "--configfile", str(study.config), "--cores", "2", "--resources",
-                       "gpu=1", "--show-failed-logs", *args]
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+                proc = subprocess.run(study.cmd(*args), env=env, capture_output=True, text=True, timeout=900)
                 assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
                 return proc
 
