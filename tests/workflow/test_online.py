@@ -67,7 +67,7 @@ def test_online_run_from_an_empty_cache_lists_each_model_once(online):
     record = json.loads((study.workdir / "results" / "checkpoints" / "listing.json").read_text())
     assert sorted(e["model"] for e in record["entries"].values()) == ["tiny_a", "tiny_b"]
     a = next(e for e in record["entries"].values() if e["model"] == "tiny_a")
-    assert a["key"]["repo"] == "clipdyn-test/tiny-a" and [c["epoch"] for c in a["checkpoints"]] == [1, 2]
+    assert a["key"]["repo"] == "clipdyn-test/tiny-a" and sorted(int(e) for e in a["resolved"]["files"]) == [1, 2]
 
 
 def test_report_unlock_lint_and_job_processes_list_nothing(online):
@@ -115,7 +115,7 @@ def test_new_epochs_published_while_serving_run_only_their_jobs(online):
     assert sorted(m.loc[m["model"] == "tiny_a", "epoch"].unique()) == [1, 2, 3, 4]
     record = json.loads((study.workdir / "results" / "checkpoints" / "listing.json").read_text())
     a = next(e for e in record["entries"].values() if e["model"] == "tiny_a")
-    assert [c["epoch"] for c in a["checkpoints"]] == [1, 2, 3, 4]
+    assert sorted(int(e) for e in a["resolved"]["files"]) == [1, 2, 3, 4]
 
 
 def test_a_download_job_process_downloads_without_listing(online):
