@@ -44,7 +44,7 @@ def test_lease_names_the_cached_checkpoint(tmp_path, hub, monkeypatch):
 
 def test_a_blob_that_was_in_the_cache_before_is_never_removed(tmp_path, hub, monkeypatch):
     _, job = hub
-    blob, snap = budget.cache_paths(job)
+    blob, snap = budget.blob_path(job), tmp_path / "cache/models--org--run/snapshots" / job["commit"] / job["filename"]
     assert blob.exists()  # published into the cache before the "run"
     owner, done = tmp_path / "m/epoch_1.owner.json", tmp_path / "m/epoch_1.done"
     _offline(monkeypatch, True)
@@ -58,10 +58,11 @@ def test_a_blob_that_was_in_the_cache_before_is_never_removed(tmp_path, hub, mon
 
 def test_owned_blob_is_removed_but_never_offline(tmp_path, hub, monkeypatch):
     _, job = hub
-    blob, snap = budget.cache_paths(job)
+    blob, snap = budget.blob_path(job), tmp_path / "cache/models--org--run/snapshots" / job["commit"] / job["filename"]
     owner, done = tmp_path / "m/epoch_1.owner.json", tmp_path / "m/epoch_1.done"
     owner.parent.mkdir(parents=True)
-    owner.write_text(json.dumps({"blob": job["blob"], "owned": True}))  # as a lease that downloaded it writes
+    # as a lease that downloaded it writes
+    owner.write_text(json.dumps({"blob": job["blob"], "owned": True, "links": [str(snap)]}))
     _offline(monkeypatch, True)
     assert budget.release(job, owner, done) is False and blob.exists()
     assert "HF_HUB_OFFLINE" in json.loads(done.read_text())["decision"]

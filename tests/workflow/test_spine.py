@@ -160,7 +160,9 @@ def test_embedding_jobs_ask_for_memory_by_checkpoint_size(spine_study):
 
     cfg = spine_study.read_config()
     saved = dict(cfg)
-    size = (spine_study.workdir / "results" / "checkpoints" / "tiny_a" / "epoch_1.pt").stat().st_size
+    tsv = pd.read_csv(spine_study.workdir / "results" / "checkpoints" / "tiny_a" / "epochs.tsv", sep="\t")
+    blob = tsv.loc[tsv["epoch"] == 1, "blob"].iloc[0]
+    size = next(spine_study.hub.glob(f"models--*/blobs/{blob}")).stat().st_size  # the listing's size
     want = JOB_BASE_MB + -(-size // 2**20)
     try:
         cfg["embedding"] = {k: v for k, v in cfg["embedding"].items() if k != "mem_mb"}

@@ -3,7 +3,7 @@
 Every job that reads a checkpoint (an embedding, a zero-shot classifier) takes it through a
 **lease** of its own, ``results/checkpoints/<model>/epoch_<e>/<consumer>.lease``: a small temp
 file written by ``download_checkpoint`` (which fetches the checkpoint into the HF cache by its
-identity: repo, commit, file, blob) and holding the checkpoint's path. Snakemake deletes a
+identity: repo, revision, file, blob) and holding the checkpoint's path. Snakemake deletes a
 lease once its job is done. Because each consumer has its own lease, fetching a checkpoint
 again for a new consumer (a dataset added later) never makes an existing consumer look stale:
 no file an existing embedding depends on is re-created.
@@ -44,10 +44,9 @@ def _locked(folder: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def cache_paths(job: dict) -> tuple[Path, Path]:
-    """The checkpoint's blob and its snapshot link in the HF cache."""
-    root = hub._repo_cache_folder(job["repo"], job["repo_type"])
-    return root / "blobs" / job["blob"], root / "snapshots" / job["commit"] / job["filename"]
+def blob_path(job: dict) -> Path:
+    """The checkpoint's blob in the HF cache (named by its content hash)."""
+    return hub._repo_cache_folder(job["repo"], job["repo_type"]) / "blobs" / job["blob"]
 
 
 def _write(path: Path, rec: dict) -> None:
@@ -70,16 +69,23 @@ def fetch(job: dict, lease: os.PathLike, owner: Optional[os.PathLike] = None) ->
     ``owner``: under a budget, the record saying whether this workflow put the blob into
     the cache (sticky: a later lease finding the blob there keeps the first answer).
     """
+    # the revision, not the listed commit: a new commit on the Hub changes every file's commit, and a
+    # changed param would rerun every consumer; the blob pins the content
     if owner is not None:
         owner = Path(owner)
-        blob, _ = cache_paths(job)
+        blob = blob_path(job)
         with _locked(owner.parent):
             before = _read(owner)
             if before.get("blob") != job["blob"] or (not before.get("owned") and not blob.exists()):
                 _write(owner, {"blob": job["blob"], "owned": not blob.exists(),
                                "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    path = hub.download_file(job["repo"], job["filename"], revision=job["commit"], repo_type=job["repo_type"],
+    path = hub.download_file(job["repo"], job["filename"], revision=job["revision"], repo_type=job["repo_type"],
                              expected_blob=job["blob"])
+    if owner is not None:
+        with _locked(owner.parent):
+            rec = _read(owner)
+            links = sorted(set(rec.get("links", [])) | {os.path.abspath(path)})
+            _write(owner, dict(rec, links=links))
     _write(Path(lease), {"path": os.path.abspath(path), "repo": job["repo"], "filename": job["filename"],
                          "blob": job["blob"]})
     if owner is not None:
@@ -105,7 +111,7 @@ def release(job: dict, owner: os.PathLike, done: os.PathLike) -> bool:
     Writes ``done`` (what was decided and why) and returns whether the blob was removed.
     """
     owner = Path(owner)
-    blob, snap = cache_paths(job)
+    blob = blob_path(job)
     with _locked(owner.parent):
         rec = _read(owner)
         if hub.is_offline():
@@ -113,7 +119,9 @@ def release(job: dict, owner: os.PathLike, done: os.PathLike) -> bool:
         elif rec.get("blob") != job["blob"] or not rec.get("owned"):
             why = "kept: it was in the HF cache before this workflow fetched it"
         else:
-            snap.unlink(missing_ok=True)
+            for link in rec.get("links", []):  # the snapshot links huggingface_hub made to the blob
+                if os.path.islink(link) and Path(os.readlink(link)).name == job["blob"]:
+                    os.unlink(link)
             blob.unlink(missing_ok=True)
             why = f"removed {blob} from the HF cache"
         _write(Path(done), {"blob": job["blob"], "decision": why,

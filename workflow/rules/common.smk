@@ -101,7 +101,6 @@ def checkpoint_params(wc):
         "repo": m.repo,
         "repo_type": m.repo_type,
         "revision": f.revision or m.revision,  # Hub revisions as epochs: the commit listed
-        "commit": f.commit,
         "filename": f.path,
         "blob": f.blob,
     }

@@ -22,7 +22,7 @@ rule list_epochs:
 
 
 # One lease per job that reads a checkpoint (clipdyn.budget): a temp file naming the checkpoint
-# in the HF cache, fetched by identity (repo, commit, file, blob). A consumer added later gets
+# in the HF cache, fetched by identity (repo, revision, file, blob). A consumer added later gets
 # its own lease, so no existing consumer's input is ever re-created (nothing reruns).
 rule download_checkpoint:
     input:
