@@ -31,7 +31,7 @@ rule download_checkpoint:
         temp(f"{R}/checkpoints/{{model}}/epoch_{{epoch}}/{{consumer}}.lease"),
     params:
         job=checkpoint_params,  # one callable per job (see embed_images)
-        owner=lambda wc: owner_path(wc) if BUDGET else None,
+        owner=owner_path,  # used only under checkpoint_budget (read from the config: switching reruns nothing)
     wildcard_constraints:
         consumer=_alt(CONSUMERS),
     priority: checkpoint_priority
