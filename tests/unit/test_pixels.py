@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clipdyn.pixels import build_pixel_cache, open_pixels, stratified_subset
+from clipdyn.manifests import stratified_subset
+from clipdyn.pixels import build_pixel_cache, open_pixels
 from clipdyn.study import Preprocess
 
 

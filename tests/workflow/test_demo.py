@@ -66,7 +66,8 @@ def test_more_epochs_run_only_the_new_epochs_jobs(demo):
                       for d in ([v] if isinstance(v, str) else v)})
     n_new = 2 * n_models
     jobs = parse_job_counts((lambda p: p.stdout + p.stderr)(study.snakemake("-n", "--quiet", "rules")))
-    assert jobs == {"list_epochs": n_models, "download_checkpoint": n_new * (n_embedded + 1), "embed_images": n_new * n_embedded,
+    assert jobs == {"list_epochs": n_models, "download_checkpoint": n_new * (n_embedded + 1),
+                    "embed_images": n_new * n_embedded,
                     "text_classifier": n_new, "compute_metric": n_models * len(cfg["metrics"]),
                     "collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
     study.snakemake(timeout=3600)

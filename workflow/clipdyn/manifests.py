@@ -5,12 +5,53 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
 from .datasets import DatasetFormatError, read_dataset
 from .io import provenance, read_meta, write_frame
-from .pixels import stratified_subset
+
+
+def stratified_subset(images: pd.DataFrame, size: Optional[int], seed: int = 0,
+                      by: str = "label") -> pd.DataFrame:
+    """A deterministic class-stratified subset of ``size`` rows (all rows if None or larger).
+
+    Each class keeps ``size / n_classes`` images (the remainder goes to the
+    classes first in a seeded order); within a class the images are a seeded
+    random choice. Row order of the result follows the input.
+    """
+    if size is None or size >= len(images):
+        return images.reset_index(drop=True)
+    if by not in images.columns:
+        rng = np.random.default_rng(seed)
+        keep = np.sort(rng.choice(len(images), size, replace=False))
+        return images.iloc[keep].reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    groups = {k: np.asarray(v) for k, v in images.groupby(by, sort=True).indices.items()}
+    keys = list(groups)
+    order = rng.permutation(len(keys))
+    quota = {keys[i]: size // len(keys) for i in range(len(keys))}
+    for i in order[: size % len(keys)]:
+        quota[keys[i]] += 1
+    # a class smaller than its quota gives the rest to others, in the seeded order
+    short = sum(max(0, quota[k] - len(groups[k])) for k in keys)
+    for i in order:
+        if short == 0:
+            break
+        k = keys[i]
+        room = len(groups[k]) - quota[k]
+        if room > 0:
+            take = min(room, short)
+            quota[k] += take
+            short -= take
+    keep = []
+    for k in keys:
+        idx = groups[k]
+        n = min(quota[k], len(idx))
+        keep.extend(rng.choice(idx, n, replace=False).tolist())
+    return images.iloc[np.sort(keep)].reset_index(drop=True)
+
 
 
 def fetch_dataset(*, path: Optional[str], repo: Optional[str], repo_type: str, revision: str,

@@ -78,10 +78,15 @@ class Study:
     RESULTS = "results"
     DOWNLOAD_DIR = "downloads"
 
+    @classmethod
+    def results_dir(cls, config: dict) -> str:
+        """The ``results`` folder a config names (known before the study is resolved)."""
+        return config.get("results") or cls.RESULTS
+
     def __init__(self, config: dict, list_epochs=hub.discover_epochs, listings=None):
         self.config = config
         self.listings = listings
-        self.results: str = config.get("results") or self.RESULTS
+        self.results: str = self.results_dir(config)
         #: datasets downloaded over HTTP, outside ``results`` so a new results folder downloads nothing again
         self.download_dir: str = config.get("download_dir") or self.DOWNLOAD_DIR
         #: at most this many checkpoints held in the HF cache at once (None: no budget)

@@ -30,8 +30,10 @@ validate(config, "../schemas/config.schema.yaml")
 # One Hub listing per invocation: the top-level run resolves each model's checkpoints once and
 # records them when it starts running jobs (onstart, below); job processes (SLURM jobs re-parse
 # this file) and --report/--unlock/--lint read the record instead of listing (clipdyn.listing).
-LISTINGS = Listings(Path(config.get("results") or Study.RESULTS) / LISTING_RECORD,
-                    invocation(getattr(workflow, "is_main_process", True), sys.argv))
+LISTINGS = Listings(
+    Path(Study.results_dir(config)) / LISTING_RECORD,
+    invocation(getattr(workflow, "is_main_process", True), sys.argv),
+)
 
 try:
     STUDY = Study(config, listings=LISTINGS)
@@ -42,7 +44,12 @@ except ConfigError as err:
 onstart:
     LISTINGS.save()
 
-for _notice in STUDY.notices:  # checkpoints skipped for now (still being written), epochs not there yet
+
+for (
+    _notice
+) in (
+    STUDY.notices
+):  # checkpoints skipped for now (still being written), epochs not there yet
     print(_notice, file=sys.stderr)
 
 R = STUDY.results
@@ -100,7 +107,8 @@ def checkpoint_params(wc):
     return {
         "repo": m.repo,
         "repo_type": m.repo_type,
-        "revision": f.revision or m.revision,  # Hub revisions as epochs: the commit listed
+        "revision": f.revision
+        or m.revision,  # Hub revisions as epochs: the commit listed
         "filename": f.path,
         "blob": f.blob,
     }
@@ -117,8 +125,13 @@ def checkpoint_consumers(model, epoch):
         datasets += [d for d in m.datasets if d not in datasets]
         if metric_registry.get(m.kind).needs_classset and m.classset not in classsets:
             classsets.append(m.classset)
-    out = {f"embed-{d}": f"{R}/embeddings/{model}/epoch_{epoch}/{d}.parquet" for d in datasets}
-    out.update({f"text-{c}": f"{R}/text/{model}/epoch_{epoch}/{c}.parquet" for c in classsets})
+    out = {
+        f"embed-{d}": f"{R}/embeddings/{model}/epoch_{epoch}/{d}.parquet"
+        for d in datasets
+    }
+    out.update(
+        {f"text-{c}": f"{R}/text/{model}/epoch_{epoch}/{c}.parquet" for c in classsets}
+    )
     return out
 
 
@@ -175,12 +188,16 @@ _CHECKPOINT_RANK = {ck: i for i, ck in enumerate(_CHECKPOINT_ORDER)}
 
 
 def checkpoint_priority(wc):
-    return len(_CHECKPOINT_RANK) - _CHECKPOINT_RANK.get((wc.model, int(wc.epoch)), len(_CHECKPOINT_RANK))
+    return len(_CHECKPOINT_RANK) - _CHECKPOINT_RANK.get(
+        (wc.model, int(wc.epoch)), len(_CHECKPOINT_RANK)
+    )
 
 
 LOCAL_SOURCES = ("local_run", "local_final")
 # the checkpoints a budget counts: the Hub's (a local run's files are never removed)
-_HUB_ORDER = [ck for ck in _CHECKPOINT_ORDER if STUDY.models[ck[0]].source not in LOCAL_SOURCES]
+_HUB_ORDER = [
+    ck for ck in _CHECKPOINT_ORDER if STUDY.models[ck[0]].source not in LOCAL_SOURCES
+]
 _HUB_RANK = {ck: i for i, ck in enumerate(_HUB_ORDER)}
 
 
@@ -202,7 +219,11 @@ def pixels_of(model, dataset):
 
 
 def all_metric_files():
-    return [f"{R}/metrics/{name}/{metric}.parquet" for name in STUDY.models for metric in STUDY.metrics]
+    return [
+        f"{R}/metrics/{name}/{metric}.parquet"
+        for name in STUDY.models
+        for metric in STUDY.metrics
+    ]
 
 
 def figure_targets():
@@ -228,7 +249,10 @@ def all_targets():
 
 
 def embed_inputs(wc):
-    return {"checkpoint": checkpoint_input(wc, f"embed-{wc.dataset}"), **pixels_of(wc.model, wc.dataset)}
+    return {
+        "checkpoint": checkpoint_input(wc, f"embed-{wc.dataset}"),
+        **pixels_of(wc.model, wc.dataset),
+    }
 
 
 def embed_params(wc):
@@ -299,16 +323,25 @@ def metric_files(wc):
     epochs = model_of(wc).epochs
     files = {
         "tables": {
-            d: {"manifest": f"{R}/data/{d}/manifest.parquet", "trials": f"{R}/data/{d}/trials.parquet"}
+            d: {
+                "manifest": f"{R}/data/{d}/manifest.parquet",
+                "trials": f"{R}/data/{d}/trials.parquet",
+            }
             for d in m.datasets
         },
         "embeddings": {
-            e: {d: f"{R}/embeddings/{wc.model}/epoch_{e}/{d}.parquet" for d in m.datasets} for e in epochs
+            e: {
+                d: f"{R}/embeddings/{wc.model}/epoch_{e}/{d}.parquet"
+                for d in m.datasets
+            }
+            for e in epochs
         },
         "classifiers": {},
     }
     if metric_registry.get(m.kind).needs_classset:
-        files["classifiers"] = {e: f"{R}/text/{wc.model}/epoch_{e}/{m.classset}.parquet" for e in epochs}
+        files["classifiers"] = {
+            e: f"{R}/text/{wc.model}/epoch_{e}/{m.classset}.parquet" for e in epochs
+        }
     return files
 
 
@@ -363,7 +396,9 @@ def figure_spec():
             ref = dict(m.reference_curve)
             csv = ref.pop("file")
             if not Path(csv).is_absolute() and not Path(csv).exists():
-                csv = str(Path(workflow.basedir).parent / csv)  # relative to the repository
+                csv = str(
+                    Path(workflow.basedir).parent / csv
+                )  # relative to the repository
             spec["reference_curves"].setdefault(name, dict(ref, csv=csv))
     return spec
 

@@ -8,6 +8,12 @@ rule prepare_manifest:
     output:
         manifest=f"{R}/data/{{dataset}}/manifest.parquet",
         trials=f"{R}/data/{{dataset}}/trials.parquet",
+    log:
+        f"{R}/logs/prepare_manifest/{{dataset}}.log",
+    wildcard_constraints:
+        dataset=_alt(DOWNLOADED),
+    conda:
+        "../../envs/clipdyn.yaml"
     params:
         format=lambda wc: STUDY.datasets[wc.dataset].format,
         root=lambda wc: STUDY.datasets[wc.dataset].root,
@@ -17,12 +23,6 @@ rule prepare_manifest:
         subset_seed=lambda wc: STUDY.datasets[wc.dataset].subset_seed,
         extract_dir=lambda wc: f"{R}/data/{wc.dataset}/extracted",
         code=code_of("prepare_manifest.py"),
-    wildcard_constraints:
-        dataset=_alt(DOWNLOADED),
-    conda:
-        "../../envs/clipdyn.yaml"
-    log:
-        f"{R}/logs/prepare_manifest/{{dataset}}.log",
     script:
         "../scripts/prepare_manifest.py"
 
@@ -33,16 +33,16 @@ rule derive_manifest:
     output:
         manifest=f"{R}/data/{{dataset}}/manifest.parquet",
         trials=f"{R}/data/{{dataset}}/trials.parquet",
-    params:
-        corruption=lambda wc: STUDY.datasets[wc.dataset].corruption,
-        severities=lambda wc: list(STUDY.datasets[wc.dataset].severities),
-        code=code_of("derive_manifest.py"),
+    log:
+        f"{R}/logs/derive_manifest/{{dataset}}.log",
     wildcard_constraints:
         dataset=_alt(DERIVED),
     conda:
         "../../envs/clipdyn.yaml"
-    log:
-        f"{R}/logs/derive_manifest/{{dataset}}.log",
+    params:
+        corruption=lambda wc: STUDY.datasets[wc.dataset].corruption,
+        severities=lambda wc: list(STUDY.datasets[wc.dataset].severities),
+        code=code_of("derive_manifest.py"),
     script:
         "../scripts/derive_manifest.py"
 
@@ -53,16 +53,16 @@ rule pixel_cache:
     output:
         pixels=f"{R}/data/{{dataset}}/pixels_{{preprocess}}.npy",
         index=f"{R}/data/{{dataset}}/pixels_{{preprocess}}.parquet",
+    log:
+        f"{R}/logs/pixel_cache/{{dataset}}/{{preprocess}}.log",
+    wildcard_constraints:
+        dataset=_alt(DOWNLOADED),
+    conda:
+        "../../envs/clipdyn.yaml"
+    threads: EMBED.decode_workers
     params:
         on_bad_image=lambda wc: STUDY.datasets[wc.dataset].on_bad_image,
         code=code_of("pixel_cache.py"),
-    wildcard_constraints:
-        dataset=_alt(DOWNLOADED),
-    threads: EMBED.decode_workers
-    conda:
-        "../../envs/clipdyn.yaml"
-    log:
-        f"{R}/logs/pixel_cache/{{dataset}}/{{preprocess}}.log",
     script:
         "../scripts/pixel_cache.py"
 
@@ -73,20 +73,22 @@ rule derived_pixel_cache:
     output:
         pixels=f"{R}/data/{{dataset}}/pixels_{{preprocess}}.npy",
         index=f"{R}/data/{{dataset}}/pixels_{{preprocess}}.parquet",
+    log:
+        f"{R}/logs/derived_pixel_cache/{{dataset}}/{{preprocess}}.log",
+    wildcard_constraints:
+        dataset=_alt(DERIVED),
+    conda:
+        "../../envs/clipdyn.yaml"
+    threads: EMBED.decode_workers
     params:
         corruption=lambda wc: {
             "corruption": STUDY.datasets[wc.dataset].corruption,
             "geometry": STUDY.datasets[wc.dataset].corruption_geometry,
             "jpeg_quality": STUDY.datasets[wc.dataset].jpeg_quality,
         },
-        on_bad_image=lambda wc: STUDY.datasets[STUDY.downloaded(wc.dataset)].on_bad_image,
+        on_bad_image=lambda wc: STUDY.datasets[
+            STUDY.downloaded(wc.dataset)
+        ].on_bad_image,
         code=code_of("derived_pixel_cache.py"),
-    wildcard_constraints:
-        dataset=_alt(DERIVED),
-    threads: EMBED.decode_workers
-    conda:
-        "../../envs/clipdyn.yaml"
-    log:
-        f"{R}/logs/derived_pixel_cache/{{dataset}}/{{preprocess}}.log",
     script:
         "../scripts/derived_pixel_cache.py"

@@ -16,16 +16,16 @@ rule figure:
             category="Figures",
             labels={"figure": "{figure}"},
         ),
+    log:
+        f"{R}/logs/figures/{{figure}}.log",
+    wildcard_constraints:
+        figure="fig1|fig2|fig3|robustness",
+    localrule: True
+    conda:
+        "../../envs/clipdyn.yaml"
     params:
         spec=figure_spec(),
         code=FIGURE_CODE,
-    wildcard_constraints:
-        figure="fig1|fig2|fig3|robustness",
-    conda:
-        "../../envs/clipdyn.yaml"
-    log:
-        f"{R}/logs/figures/{{figure}}.log",
-    localrule: True
     script:
         "../scripts/render_figure.py"
 
@@ -41,13 +41,13 @@ rule table1:
         ),
         md=f"{R}/figures/table1.md",
         tex=f"{R}/figures/table1.tex",
-    params:
-        spec=figure_spec(),
-        code=TABLE_CODE,
-    conda:
-        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/figures/table1.log",
     localrule: True
+    conda:
+        "../../envs/clipdyn.yaml"
+    params:
+        spec=figure_spec(),
+        code=TABLE_CODE,
     script:
         "../scripts/render_table1.py"

@@ -6,17 +6,16 @@
 rule list_epochs:
     output:
         f"{R}/checkpoints/{{model}}/epochs.tsv",
-    params:
-        listing=lambda wc: [
-            [f.epoch, f.path, f.commit, f.blob]
-            for f in model_of(wc).files.values()
-        ],
-        selected=lambda wc: model_of(wc).epochs,
-    conda:
-        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/list_epochs/{{model}}.log",
     localrule: True
+    conda:
+        "../../envs/clipdyn.yaml"
+    params:
+        listing=lambda wc: [
+            [f.epoch, f.path, f.commit, f.blob] for f in model_of(wc).files.values()
+        ],
+        selected=lambda wc: model_of(wc).epochs,
     script:
         "../scripts/write_epochs.py"
 
@@ -29,18 +28,18 @@ rule download_checkpoint:
         unpack(lease_inputs),
     output:
         temp(f"{R}/checkpoints/{{model}}/epoch_{{epoch}}/{{consumer}}.lease"),
-    params:
-        job=checkpoint_params,  # one callable per job (see embed_images)
-        owner=owner_path,  # used only under checkpoint_budget (read from the config: switching reruns nothing)
+    log:
+        f"{R}/logs/download_checkpoint/{{model}}/epoch_{{epoch}}/{{consumer}}.log",
     wildcard_constraints:
         consumer=_alt(CONSUMERS),
     priority: checkpoint_priority
     conda:
         "../../envs/clipdyn.yaml"
-    log:
-        f"{R}/logs/download_checkpoint/{{model}}/epoch_{{epoch}}/{{consumer}}.log",
     resources:
         hub_downloads=1,
+    params:
+        job=checkpoint_params,  # one callable per job (see embed_images)
+        owner=owner_path,  # used only under checkpoint_budget (read from the config: switching reruns nothing)
     script:
         "../scripts/download_checkpoint.py"
 
@@ -52,15 +51,15 @@ rule checkpoint_done:
         unpack(done_inputs),
     output:
         f"{R}/checkpoints/{{model}}/epoch_{{epoch}}.done",
+    log:
+        f"{R}/logs/checkpoint_done/{{model}}/epoch_{{epoch}}.log",
+    priority: checkpoint_priority
+    localrule: True
+    conda:
+        "../../envs/clipdyn.yaml"
     params:
         job=checkpoint_params,
         owner=owner_path,
-    priority: checkpoint_priority
-    conda:
-        "../../envs/clipdyn.yaml"
-    log:
-        f"{R}/logs/checkpoint_done/{{model}}/epoch_{{epoch}}.log",
-    localrule: True
     script:
         "../scripts/checkpoint_done.py"
 
@@ -68,6 +67,14 @@ rule checkpoint_done:
 rule download_dataset:
     output:
         f"{R}/datasets/{{dataset}}/snapshot.json",
+    log:
+        f"{R}/logs/download_dataset/{{dataset}}.log",
+    wildcard_constraints:
+        dataset=_alt(DOWNLOADED),
+    conda:
+        "../../envs/clipdyn.yaml"
+    resources:
+        hub_downloads=1,
     params:
         path=lambda wc: STUDY.datasets[wc.dataset].path,
         extra_files=lambda wc: STUDY.datasets[wc.dataset].extra_files,
@@ -77,13 +84,5 @@ rule download_dataset:
         files=lambda wc: list(STUDY.datasets[wc.dataset].files),
         archives=lambda wc: list(STUDY.datasets[wc.dataset].archives),
         download_dir=lambda wc: f"{STUDY.download_dir}/{wc.dataset}",
-    wildcard_constraints:
-        dataset=_alt(DOWNLOADED),
-    conda:
-        "../../envs/clipdyn.yaml"
-    log:
-        f"{R}/logs/download_dataset/{{dataset}}.log",
-    resources:
-        hub_downloads=1,
     script:
         "../scripts/download_dataset.py"

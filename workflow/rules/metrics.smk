@@ -9,12 +9,12 @@ rule compute_metric:
         metric_inputs,
     output:
         f"{R}/metrics/{{model}}/{{metric}}.parquet",
-    params:
-        job=metric_params,  # one callable per job (see embed_images)
-    conda:
-        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/compute_metric/{{model}}/{{metric}}.log",
+    conda:
+        "../../envs/clipdyn.yaml"
+    params:
+        job=metric_params,  # one callable per job (see embed_images)
     script:
         "../scripts/compute_metric.py"
 
@@ -25,12 +25,12 @@ rule collect_metrics:
     output:
         parquet=f"{R}/metrics.parquet",
         csv=f"{R}/metrics.csv",
-    params:
-        code=code_of("collect_metrics.py"),
-    conda:
-        "../../envs/clipdyn.yaml"
     log:
         f"{R}/logs/collect_metrics.log",
     localrule: True
+    conda:
+        "../../envs/clipdyn.yaml"
+    params:
+        code=code_of("collect_metrics.py"),
     script:
         "../scripts/collect_metrics.py"

@@ -101,8 +101,8 @@ def fpr_at_95_tpr_closest(in_scores: np.ndarray, out_scores: np.ndarray, recall_
     Range: [0, 1], lower is better. NaN if either set is empty.
 
     Example:
-        >>> fpr_at_95_tpr_closest(np.arange(20.0), [0.5, 10.5, 30.0])
-        0.6666666666666666
+        >>> fpr_at_95_tpr_closest(np.arange(20.0), [0.5, 10.5, 30.0])  # TPR 0.95 at t=1 and t=0.5: the lower
+        1.0
     """
     a, b = _check(in_scores, out_scores)
     if a.size == 0 or b.size == 0:
