@@ -17,6 +17,7 @@ The token for gated repos comes from the environment (``HF_TOKEN``), read by
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import sys
@@ -32,6 +33,16 @@ from .atomic import publish
 T = TypeVar("T")
 
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's content (what the Hub names an LFS file by), read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class HubError(RuntimeError):

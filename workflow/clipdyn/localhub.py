@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Mapping, Union
 
 from .atomic import atomic_path, publish
+from .hub import sha256_file
 
 Content = Union[bytes, str, os.PathLike]
 
@@ -47,14 +48,6 @@ def repo_folder(cache_dir: os.PathLike, repo_id: str, repo_type: str = "model") 
 def _write_atomic(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class LocalHub:
@@ -113,7 +106,7 @@ class LocalHub:
                     publish(tmp, blobs / etag)
             else:
                 src = Path(content)
-                etag = _sha256_file(src)
+                etag = sha256_file(src)
                 if not (blobs / etag).exists():
                     tmp = blobs / f"{etag}.incomplete"
                     shutil.copyfile(src, tmp)

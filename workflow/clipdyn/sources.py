@@ -29,7 +29,6 @@ where a checkpoint lives. The kinds, chosen by the model's config keys:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -40,7 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import hub
 from .atomic import atomic_path
-from .hub import CheckpointFile
+from .hub import CheckpointFile, sha256_file  # noqa: F401  (sha256_file: clipdyn.sources' public name too)
 
 #: open_clip's names for pretrained weights and config in a Hub repo (open_clip.constants), in the
 #: order ``download_pretrained_from_hf`` tries them
@@ -258,14 +257,6 @@ class HashCache:
         with atomic_path(self.path) as tmp:
             tmp.write_text(json.dumps(self.entries, indent=0, sort_keys=True))
         self.dirty = False
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class NotACheckpoint(ValueError):
