@@ -64,11 +64,13 @@ def test_more_epochs_run_only_the_new_epochs_jobs(demo):
     n_models = len(cfg["models"])
     n_embedded = len({d for m in cfg["metrics"].values() for v in m["inputs"].values()
                       for d in ([v] if isinstance(v, str) else v)})
+    n_classsets = len({m["classset"] for m in cfg["metrics"].values() if m.get("classset")})
     n_new = 2 * n_models
     jobs = parse_job_counts((lambda p: p.stdout + p.stderr)(study.snakemake("-n", "--quiet", "rules")))
-    assert jobs == {"list_epochs": n_models, "download_checkpoint": n_new * (n_embedded + 1),
+    # one checkpoint lease per consumer (each embedding, each classifier) of each new checkpoint
+    assert jobs == {"list_epochs": n_models, "download_checkpoint": n_new * (n_embedded + n_classsets),
                     "embed_images": n_new * n_embedded,
-                    "text_classifier": n_new, "compute_metric": n_models * len(cfg["metrics"]),
+                    "text_classifier": n_new * n_classsets, "compute_metric": n_models * len(cfg["metrics"]),
                     "collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
     study.snakemake(timeout=3600)
     m = pd.read_parquet(study.workdir / "results" / "metrics.parquet")
