@@ -87,7 +87,9 @@ def test_saliency_map_variant_reembeds_only_the_saliency_datasets(full_study):
     spatial = list((full_study.workdir / "results" / "embeddings").glob("*/epoch_*/saliency.parquet"))
     saliency_metrics = [n for n, m in cfg["metrics"].items() if m["kind"] == "saliency_alignment"]
     assert spatial and saliency_metrics
-    assert jobs == {"embed_images": len(spatial), "compute_metric": len(saliency_metrics) * len(cfg["models"]),
+    # each re-embedding takes its checkpoint through a fresh lease (temp; clipdyn.budget)
+    assert jobs == {"embed_images": len(spatial), "download_checkpoint": len(spatial),
+                    "compute_metric": len(saliency_metrics) * len(cfg["models"]),
                     "collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
 
 
