@@ -183,7 +183,7 @@ def test_idle_worker_exits_and_removes_its_socket(wdir):
 def test_edited_code_gets_a_new_worker(wdir, monkeypatch):
     d, pids = wdir
     _, pid1 = run_step("_worker_steps:echo", {"x": 1}, idle_s=30)
-    monkeypatch.setattr(worker, "package_hash", lambda: "something else")
+    monkeypatch.setattr(worker, "worker_hash", lambda: "something else")
     _, pid2 = run_step("_worker_steps:echo", {"x": 1}, idle_s=30)
     pids.extend([pid1, pid2])
     assert pid1 != pid2

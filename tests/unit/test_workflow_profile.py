@@ -13,8 +13,10 @@ DEFAULT = REPO / "workflow" / "profiles" / "default" / "config.yaml"
 
 
 def test_default_profile_holds_the_workflow_defaults():
-    assert yaml.safe_load(DEFAULT.read_text()) == {"rerun-incomplete": True, "show-failed-logs": True,
-                                                   "printshellcmds": True}
+    assert yaml.safe_load(DEFAULT.read_text()) == {
+        "rerun-incomplete": True, "show-failed-logs": True, "printshellcmds": True,
+        # the code identity is in params (clipdyn.codeid), not Snakemake's script-mtime `code` trigger
+        "rerun-triggers": ["mtime", "params", "input", "software-env"]}
 
 
 @pytest.mark.parametrize("how", ["--snakefile from elsewhere", "plain snakemake in the repository"])

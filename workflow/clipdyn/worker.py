@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .atomic import publish
-from .codeid import package_hash  # hashes the package's files without importing them
+from .codeid import worker_hash  # hashes the package's files without importing them
 from .specs import EmbeddingSettings
 
 MODES = ("auto", "on", "off")
@@ -81,7 +81,7 @@ def use_worker(mode: str = "auto") -> bool:
 def worker_key() -> str:
     """Which jobs may share a worker: same Python, same clipdyn code in the same place (a worker
     imports lazily from its checkout), same visible GPUs."""
-    parts = [sys.executable, str(Path(__file__).resolve().parent), package_hash(),
+    parts = [sys.executable, str(Path(__file__).resolve().parent), worker_hash(),
              os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"), os.environ.get("CLIPDYN_GPU_LOCK_DIR", "")]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 

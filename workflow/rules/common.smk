@@ -59,11 +59,12 @@ EMBED = STUDY.embedding
 SCRIPTS = Path(workflow.basedir) / "scripts"
 
 
-def code_of(script, *modules):
-    """Hash of the clipdyn code a rule script reaches (clipdyn.codeid), plus ``modules`` it runs
-    without importing them by name (a metric kind's evaluator): enters ``params:``, so an edit of
-    that code reruns the rule's jobs, and an edit elsewhere does not."""
-    return code_hash(str(SCRIPTS / script), frozenset(modules))
+def code_of(script, *steps):
+    """Hash of what a rule script computes (clipdyn.codeid: the library definitions it reaches,
+    wherever they live), plus ``steps`` (``"module:function"``) it runs without importing them by
+    name (a metric kind's evaluator): enters ``params:``, so an edit of that code reruns the rule's
+    jobs, and an edit elsewhere, or a move, does not."""
+    return code_hash(str(SCRIPTS / script), frozenset(steps))
 
 
 def _alt(names):
@@ -356,7 +357,8 @@ def metric_inputs(wc):
 
 
 def metric_code(kind):
-    return code_of("compute_metric.py", metric_registry.get(kind).module)
+    k = metric_registry.get(kind)
+    return code_of("compute_metric.py", f"{k.module}:{k.evaluator}")
 
 
 def metric_params(wc):
