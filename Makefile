@@ -109,7 +109,7 @@ watch: venv
 report: venv
 	$(BIN)/snakemake --report results/report.html
 
-SNAKEMAKE_FILES := workflow/Snakefile $(wildcard workflow/rules/*.smk)
+SNAKEMAKE_FILES := Snakefile workflow/Snakefile $(wildcard workflow/rules/*.smk)
 
 # what CI checks besides the tests: the Snakemake files' format (`$(BIN)/snakefmt $(SNAKEMAKE_FILES)`
 # fixes it), Snakemake's own lint (it parses the workflow, which lists epochs: offline, against the

@@ -125,16 +125,12 @@ def autocast_ctx(dev, precision):
 # ----------------------------------------------------------------------------------- snakemake
 def snapshot_repo(wd: Path) -> Path:
     """A copy of the workflow as it is now (edits by others during the benchmark cannot reach it)."""
+    from clipdyn.testing import copy_workflow
+
     dst = wd / "repo"
     if dst.exists():
         shutil.rmtree(dst)
-    dst.mkdir(parents=True)
-    shutil.copytree(REPO / "workflow", dst / "workflow",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".snakemake"))
-    for extra in ("config", "envs"):  # rules name envs/*.yaml (conda:) and their metadata records them
-        if (REPO / extra).is_dir():
-            shutil.copytree(REPO / extra, dst / extra)
-    return dst
+    return copy_workflow(dst)
 
 
 def smk_env(study, repo: Path) -> dict:

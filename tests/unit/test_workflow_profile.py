@@ -1,5 +1,6 @@
 """The workflow's defaults (rerun-incomplete, failed logs shown) come from workflow/profiles/default,
-which Snakemake itself loads for workflow/Snakefile: checked with Snakemake's own argument parsing.
+which Snakemake itself loads for the top-level Snakefile (through the `profiles` link next to it) and
+for workflow/Snakefile (the catalog's entry): checked with Snakemake's own argument parsing.
 (That a killed run's jobs are recomputed by the next plain run: tests/reliability/test_workflow_faults.py.)"""
 
 import pytest
@@ -19,18 +20,24 @@ def test_default_profile_holds_the_workflow_defaults():
         "rerun-triggers": ["mtime", "params", "input", "software-env"]}
 
 
-@pytest.mark.parametrize("how", ["--snakefile from elsewhere", "plain snakemake in the repository"])
+@pytest.mark.parametrize("how", ["plain snakemake in the repository", "--snakefile Snakefile from elsewhere",
+                                 "--snakefile workflow/Snakefile from elsewhere"])
 def test_snakemake_loads_the_default_profile_by_itself(how, tmp_path, monkeypatch):
-    # a Snakefile at the repository root would be found first, and profiles/default next to it is not there
-    assert SNAKEFILE.is_file() and not (REPO / "Snakefile").exists()
+    assert (REPO / "Snakefile").is_file() and SNAKEFILE.is_file()
     if how.startswith("plain"):
-        monkeypatch.chdir(REPO)  # Snakemake finds workflow/Snakefile, then profiles/default next to it
+        monkeypatch.chdir(REPO)  # Snakemake finds ./Snakefile, then profiles/default
         argv = ["-n"]
     else:
         monkeypatch.chdir(tmp_path)
-        argv = ["--snakefile", str(SNAKEFILE), "--directory", str(tmp_path), "-n"]
+        snakefile = REPO / how.split()[1]
+        argv = ["--snakefile", str(snakefile), "--directory", str(tmp_path), "-n"]
     _, args = parse_args(argv)
     assert args.rerun_incomplete and args.show_failed_logs
+
+
+def test_the_catalog_entry_is_the_top_level_workflow():
+    assert 'include: "../Snakefile"' in SNAKEFILE.read_text()
+    assert (REPO / "profiles").resolve() == (REPO / "workflow" / "profiles").resolve()
 
 
 def test_workflow_profile_none_turns_it_off(tmp_path, monkeypatch):

@@ -9,11 +9,10 @@ the ones that edit would rerun.
 
 import ast
 import re
-import shutil
 
 import pytest
 
-from clipdyn.testing import REPO
+from clipdyn.testing import REPO, copy_workflow
 
 pytestmark = pytest.mark.workflow
 
@@ -24,12 +23,8 @@ EDIT = "_clipdyn_test_edit = 1"
 REPORTING = {"collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
 
 
-def copy_workflow(tmp_path):
-    copy = tmp_path / "repo"
-    shutil.copytree(REPO / "workflow", copy / "workflow", symlinks=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "config", copy / "config")
-    return copy
+def copy_repo(tmp_path):
+    return copy_workflow(tmp_path / "repo")
 
 
 def edit_function(path, function: str, statement: str = EDIT) -> None:
@@ -48,7 +43,7 @@ def edit_function(path, function: str, statement: str = EDIT) -> None:
 def dry_run_with_edit(study, relpath: str, tmp_path, function: str = None, text: str = None) -> dict:
     """{rule: jobs} of a dry run whose workflow copy has a statement added to ``function`` of
     ``relpath`` (or ``text`` appended to it)."""
-    copy = copy_workflow(tmp_path)
+    copy = copy_repo(tmp_path)
     target = copy / "workflow" / relpath
     if function:
         edit_function(target, function)
@@ -78,8 +73,8 @@ def test_manifest_builder_edit_reruns_manifests_and_everything_downstream(full_s
                  "compute_metric"):
         assert jobs.get(rule, 0) > 0, (rule, jobs)
     assert "download_dataset" not in jobs
-    # each rerun embedding/classifier takes its checkpoint through a new lease (a cache hit, no download)
-    assert jobs["download_checkpoint"] == jobs["embed_images"] + jobs["text_classifier"]
+    # the rerun embeddings and classifiers read their checkpoints by record: nothing is fetched again
+    assert "fetch_checkpoint" not in jobs
     assert {k: jobs[k] for k in REPORTING} == REPORTING
 
 
@@ -94,7 +89,7 @@ def test_model_loading_edit_reruns_embeddings_and_classifiers_only_upstream_of_m
     assert jobs.get("embed_images", 0) > 0 and jobs.get("text_classifier", 0) > 0, jobs
     for rule in ("prepare_manifest", "pixel_cache", "derived_pixel_cache"):
         assert rule not in jobs, (rule, jobs)
-    assert jobs["download_checkpoint"] == jobs["embed_images"] + jobs["text_classifier"]  # leases: cache hits
+    assert "fetch_checkpoint" not in jobs  # readers find their checkpoints by record
 
 
 def test_text_classifier_edit_reruns_classifiers_not_embeddings(full_study, tmp_path):
@@ -134,7 +129,7 @@ def test_figure_style_edit_redraws_figures_and_table(full_study, tmp_path):
 def test_moves_and_renames_rerun_nothing(full_study, tmp_path):
     """A function moved to a new module, a module renamed and a function renamed (every import and
     call updated): the code computes what it did, so nothing reruns."""
-    copy = copy_workflow(tmp_path)
+    copy = copy_repo(tmp_path)
     pkg = copy / "workflow" / "clipdyn"
     sources = lambda: [f for f in (copy / "workflow").rglob("*.py") if "__pycache__" not in f.parts]
 

@@ -1,7 +1,6 @@
 """Every dataset kind and every metric of both studies, end to end on tiny fixtures in the
 real layouts; every figure and the table rendered; reruns only where numbers change."""
 
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -9,7 +8,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from clipdyn.testing import REPO
+from clipdyn.testing import copy_workflow
 
 pytestmark = pytest.mark.workflow
 
@@ -87,8 +86,8 @@ def test_saliency_map_variant_reembeds_only_the_saliency_datasets(full_study):
     spatial = list((full_study.workdir / "results" / "embeddings").glob("*/epoch_*/saliency.parquet"))
     saliency_metrics = [n for n, m in cfg["metrics"].items() if m["kind"] == "saliency_alignment"]
     assert spatial and saliency_metrics
-    # each re-embedding takes its checkpoint through a fresh lease (temp; clipdyn.budget)
-    assert jobs == {"embed_images": len(spatial), "download_checkpoint": len(spatial),
+    # each re-embedding reads its checkpoint by record (clipdyn.checkpoints): no fetch job
+    assert jobs == {"embed_images": len(spatial),
                     "compute_metric": len(saliency_metrics) * len(cfg["models"]),
                     "collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
 
@@ -148,8 +147,7 @@ def test_table1_correlations_equal_scipy(full_study, tmp_path):
 def test_unrelated_changes_do_not_redraw(full_study, tmp_path):
     # a library module no rule uses, and a config value no output depends on
     copy = tmp_path / "repo"
-    shutil.copytree(REPO / "workflow", copy / "workflow", symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "config", copy / "config")
+    copy_workflow(copy)
     lh = copy / "workflow" / "clipdyn" / "localhub.py"
     lh.write_text(lh.read_text() + "\n# unrelated edit\n")
     cfg = full_study.read_config()

@@ -1,7 +1,6 @@
 """The workflow spine, run for real: Hub cache -> embeddings -> zero-shot accuracy -> figures,
 and what a rerun does after each kind of change."""
 
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipdyn.testing import ARCH, REPO, publish_epochs
+from clipdyn.testing import ARCH, copy_workflow, publish_epochs
 
 pytestmark = pytest.mark.workflow
 
@@ -90,12 +89,11 @@ def test_second_run_has_nothing_to_do(spine_study):
 
 
 def test_editing_a_metric_module_reruns_only_metric_collection_and_figures(spine_study, tmp_path):
-    copy = tmp_path / "repo"
-    shutil.copytree(REPO / "workflow", copy / "workflow", symlinks=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "config", copy / "config")
+    copy = copy_workflow(tmp_path / "repo")
     zs = copy / "workflow" / "clipdyn" / "metrics" / "zeroshot.py"
-    zs.write_text(zs.read_text() + "\n_an_edit = 1\n")  # code, not a comment: the hash is over the syntax tree
+    sig = "def zeroshot_accuracy(*, embeddings, tables, classifier, inputs, options) -> MetricResult:\n"
+    # code, not a comment (the hash is over the syntax tree), in the kind's evaluator
+    zs.write_text(zs.read_text().replace(sig, sig + "    _an_edit = 1\n", 1))
     jobs = spine_study.dry_run_jobs(repo=copy)
     assert jobs.pop("compute_metric") == 2 * 2  # (model, metric) jobs; each recomputes its 3 epochs
     assert jobs == {"collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
@@ -110,8 +108,8 @@ def test_changing_one_datasets_subset_reruns_only_that_dataset(spine_study):
         jobs = spine_study.dry_run_jobs()
     finally:
         spine_study.write_config(backup)
-    # each rerun embedding takes its checkpoint through a new lease (a cache hit, no download)
-    assert jobs == {"prepare_manifest": 1, "pixel_cache": 1, "embed_images": 6, "download_checkpoint": 6,
+    # the rerun embeddings read their checkpoints by record (ancient input): no fetch job
+    assert jobs == {"prepare_manifest": 1, "pixel_cache": 1, "embed_images": 6,
                     "compute_metric": 2, "collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
 
 
@@ -121,8 +119,8 @@ def test_new_epoch_on_the_hub_adds_exactly_its_jobs(spine_study):
     # a new commit on the model repo: epoch 4 of tiny_a (epochs: auto)
     publish_epochs(LocalHub(spine_study.hub), "tiny-a", [4], seed=0, scratch=spine_study.root / "scratch")
     jobs = spine_study.dry_run_jobs()
-    # one lease (download_checkpoint) per job that reads the new checkpoint: 2 embeddings + 1 classifier
-    assert jobs == {"list_epochs": 1, "download_checkpoint": 3, "embed_images": 2, "text_classifier": 1,
+    # one fetch of the new checkpoint, read by its 2 embeddings and 1 classifier
+    assert jobs == {"list_epochs": 1, "fetch_checkpoint": 1, "embed_images": 2, "text_classifier": 1,
                     "compute_metric": 2, "collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
     spine_study.snakemake()
     metrics = pd.read_parquet(spine_study.workdir / "results" / "metrics.parquet")

@@ -5,13 +5,14 @@ checkpoints and small datasets in the real repos' layouts, and a config that poi
 Everything is seeded. Used with ``HF_HUB_OFFLINE=1`` and ``HF_HUB_CACHE=<hub>``, so the
 workflow goes through the real ``huggingface_hub`` code path.
 
-It runs the workflow of the source tree it lives in (``REPO``, whose ``workflow/Snakefile`` it
+It runs the workflow of the source tree it lives in (``REPO``, whose top-level ``Snakefile`` it
 runs); no rule script imports it, so editing it reruns nothing.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ class TinyStudy:
     def cmd(self, *args, repo: Optional[Path] = None) -> list:
         """The snakemake command line for this study; ``repo``: a copy of the workflow to run
         instead of ``REPO``'s (the benchmarks run a snapshot)."""
-        return [sys.executable, "-m", "snakemake", "--snakefile", str((repo or REPO) / "workflow" / "Snakefile"),
+        return [sys.executable, "-m", "snakemake", "--snakefile", str((repo or REPO) / "Snakefile"),
                 "--directory", str(self.workdir), "--configfile", str(self.config), "--cores", "2",
                 "--resources", "gpu=1", "--show-failed-logs", *args]
 
@@ -67,6 +68,20 @@ class TinyStudy:
 
     def read_config(self) -> dict:
         return yaml.safe_load(self.config.read_text())
+
+
+def copy_workflow(dst: Path) -> Path:
+    """A copy of the workflow as it is now (Snakefile, profiles, workflow/, config/, envs/) at ``dst``:
+    for tests that edit its code, and benchmarks that must not see edits made while they run."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".snakemake")
+    shutil.copy2(REPO / "Snakefile", dst / "Snakefile")
+    (dst / "profiles").symlink_to("workflow/profiles")
+    shutil.copytree(REPO / "workflow", dst / "workflow", symlinks=True, ignore=ignore)
+    for extra in ("config", "envs"):  # rules name envs/*.yaml (conda:) and their metadata records them
+        shutil.copytree(REPO / extra, dst / extra)
+    return dst
 
 
 def parse_job_counts(text: str) -> dict:

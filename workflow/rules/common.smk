@@ -4,8 +4,11 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+# the workflow folder (workflow/: rules, scripts, the clipdyn library), wherever the entry Snakefile
+# is (the top-level one, or workflow/Snakefile for the catalog's layout)
+WORKFLOW_DIR = Path(workflow.current_basedir).parent
 # the library lives next to the rules (workflow/clipdyn); importable without `pip install -e .`
-sys.path.insert(0, str(Path(workflow.basedir)))
+sys.path.insert(0, str(WORKFLOW_DIR))
 
 from clipdyn.codeid import code_hash  # noqa: E402
 from clipdyn.listing import RECORD as LISTING_RECORD, Listings, invocation  # noqa: E402
@@ -14,7 +17,7 @@ from clipdyn.study import ConfigError, Study, apply_base  # noqa: E402
 
 # `base: config/config.yaml`: a few-line config (your own models) on top of the study's datasets and metrics
 try:
-    _full = apply_base(config, [workflow.basedir])
+    _full = apply_base(config, [WORKFLOW_DIR.parent])
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
 if _full is not config:
@@ -56,7 +59,7 @@ R = STUDY.results
 DOWNLOADED = STUDY.downloaded_datasets
 DERIVED = STUDY.derived_datasets
 EMBED = STUDY.embedding
-SCRIPTS = Path(workflow.basedir) / "scripts"
+SCRIPTS = WORKFLOW_DIR / "scripts"
 
 
 def code_of(script, *steps):
@@ -115,40 +118,26 @@ def checkpoint_params(wc):
     }
 
 
-# checkpoint_budget: N keeps at most N checkpoints in the HF cache (clipdyn.budget)
+# checkpoint_budget: N holds at most N checkpoints in the run's own store (clipdyn.checkpoints)
 BUDGET = STUDY.checkpoint_budget
+STORE = f"{R}/checkpoint_store"
 
 
 def checkpoint_consumers(model, epoch):
-    """{consumer: output} of every job of the study that reads checkpoint (model, epoch)."""
+    """Outputs of every job of the study that reads checkpoint (model, epoch)."""
     datasets, classsets = [], []
     for m in STUDY.metrics.values():
         datasets += [d for d in m.datasets if d not in datasets]
         if metric_registry.get(m.kind).needs_classset and m.classset not in classsets:
             classsets.append(m.classset)
-    out = {
-        f"embed-{d}": f"{R}/embeddings/{model}/epoch_{epoch}/{d}.parquet"
-        for d in datasets
-    }
-    out.update(
-        {f"text-{c}": f"{R}/text/{model}/epoch_{epoch}/{c}.parquet" for c in classsets}
-    )
-    return out
+    return [f"{R}/embeddings/{model}/epoch_{epoch}/{d}.parquet" for d in datasets] + [
+        f"{R}/text/{model}/epoch_{epoch}/{c}.parquet" for c in classsets
+    ]
 
 
-CONSUMERS = list(checkpoint_consumers("m", 0)) if STUDY.metrics else []
-
-
-def lease_path(model, epoch, consumer):
-    return f"{R}/checkpoints/{model}/epoch_{epoch}/{consumer}.lease"
-
-
-def owner_path(wc):
-    return f"{R}/checkpoints/{wc.model}/epoch_{wc.epoch}.owner.json"
-
-
-def done_path(model, epoch):
-    return f"{R}/checkpoints/{model}/epoch_{epoch}.done"
+def record_path(model, epoch):
+    """The checkpoint's record (clipdyn.checkpoints): its identity and where it is read from."""
+    return f"{R}/checkpoints/{model}/epoch_{epoch}.json"
 
 
 def _before(wc, k):
@@ -157,28 +146,30 @@ def _before(wc, k):
     return _HUB_ORDER[i] if i >= 0 else None
 
 
-def lease_inputs(wc):
-    """Under a budget N, a lease of the k-th checkpoint waits until the (k-N)-th is done (and removed).
-
-    The wait is an ancient input (the .done marker), so re-running an earlier checkpoint's
-    consumers reruns no later lease; the same consumer's output N checkpoints back is a plain
-    input, so a consumer added later (a new dataset) runs its chain checkpoint by checkpoint.
-    """
+def fetch_inputs(wc):
+    """Under a budget N, the k-th checkpoint is fetched once every reader of the (k-N)-th is done
+    (so at most N are held, and the next download runs while the last N are read)."""
     prev = _before(wc, int(BUDGET)) if BUDGET else None
-    if prev is None:
-        return {}
-    return {
-        "done": ancient(done_path(*prev)),
-        "same_consumer": checkpoint_consumers(*prev)[wc.consumer],
+    return checkpoint_consumers(*prev) if prev else []
+
+
+def fetch_params(wc):
+    """What fetch_checkpoint fetches (the identity) and, under a budget, the run's store and the
+    blob it may evict first (the (k-N)-th's: its readers are done). The budget changes only the
+    fetch jobs (their readers take the record as an ancient input)."""
+    out = {
+        "job": checkpoint_params(wc),
+        "budget": BUDGET,
+        "store": STORE if BUDGET else None,
     }
-
-
-def done_inputs(wc):
-    out = checkpoint_consumers(wc.model, wc.epoch)
-    prev = _before(wc, 1)
-    if prev is not None:  # in order: at most N checkpoints are ever held
-        out["previous"] = ancient(done_path(*prev))
+    if BUDGET:
+        prev = _before(wc, int(BUDGET))
+        out["done"] = [ckpt_blob(*prev)] if prev else []
     return out
+
+
+def ckpt_blob(model, epoch):
+    return STUDY.models[model].files[epoch].blob
 
 
 # Checkpoints in order (model by model, epoch by epoch): a checkpoint's downloads, embeddings
@@ -202,13 +193,14 @@ _HUB_ORDER = [
 _HUB_RANK = {ck: i for i, ck in enumerate(_HUB_ORDER)}
 
 
-def checkpoint_input(wc, consumer):
-    """What a job that reads checkpoint (model, epoch) takes as input: a Hub checkpoint through its
-    own lease (clipdyn.budget), a local run's file where it is."""
+def checkpoint_input(wc):
+    """What a job that reads checkpoint (model, epoch) takes as input: a Hub checkpoint's record
+    (ancient: fetching it again never makes a reader stale), a local run's file where it is.
+    """
     if model_of(wc).source in LOCAL_SOURCES:
         # a local run's checkpoint is read where it is: never copied, linked, moved or deleted
         return ckpt_file(wc).path
-    return lease_path(wc.model, wc.epoch, consumer)
+    return ancient(record_path(wc.model, wc.epoch))
 
 
 def pixels_of(model, dataset):
@@ -240,7 +232,11 @@ def figure_targets():
 def all_targets():
     return (
         [f"{R}/checkpoints/{m}/epochs.tsv" for m in STUDY.models]
-        + ([done_path(*ck) for ck in _HUB_ORDER] if BUDGET and STUDY.metrics else [])
+        + (
+            [f"{STORE}/released.json"]
+            if BUDGET and STUDY.metrics and _HUB_ORDER
+            else []
+        )
         + [f"{R}/metrics.parquet", f"{R}/metrics.csv"]
         + figure_targets()
     )
@@ -251,7 +247,7 @@ def all_targets():
 
 def embed_inputs(wc):
     return {
-        "checkpoint": checkpoint_input(wc, f"embed-{wc.dataset}"),
+        "checkpoint": checkpoint_input(wc),
         **pixels_of(wc.model, wc.dataset),
     }
 
@@ -307,7 +303,7 @@ def text_params(wc):
 
 def text_inputs(wc):
     cs = STUDY.classsets[wc.classset]
-    out = {"checkpoint": checkpoint_input(wc, f"text-{wc.classset}")}
+    out = {"checkpoint": checkpoint_input(wc)}
     if cs.source == "dataset":
         out["manifest"] = f"{R}/data/{cs.dataset}/manifest.parquet"
     return out
@@ -398,9 +394,7 @@ def figure_spec():
             ref = dict(m.reference_curve)
             csv = ref.pop("file")
             if not Path(csv).is_absolute() and not Path(csv).exists():
-                csv = str(
-                    Path(workflow.basedir).parent / csv
-                )  # relative to the repository
+                csv = str(WORKFLOW_DIR.parent / csv)  # relative to the repository
             spec["reference_curves"].setdefault(name, dict(ref, csv=csv))
     return spec
 
