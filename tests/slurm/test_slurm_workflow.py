@@ -15,8 +15,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 GPU_RULES = {"embed_images", "text_classifier"}
 # rules that must run as SLURM jobs in the tiny study (the rest may be localrules)
-CLUSTER_RULES = GPU_RULES | {"download_checkpoint", "download_dataset",
-                             "prepare_manifest", "pixel_cache", "compute_metric"}
+CLUSTER_RULES = GPU_RULES | {"prepare_manifest", "pixel_cache", "compute_metric"}
 
 
 def _study_builder():

@@ -91,7 +91,8 @@ def test_reordering_and_comments_change_no_hash(tree):
     io = tree / "clipdyn" / "io.py"
     text = io.read_text()
     # an annotation change and a comment
-    text = text.replace("def read_meta(path: os.PathLike) -> dict:", "def read_meta(path: str) -> dict:  # a comment", 1)
+    text = text.replace("def read_meta(path: os.PathLike) -> dict:",
+                        "def read_meta(path: str) -> dict:  # a comment", 1)
     # a docstring edit
     start = text.index('"""', text.index("def read_meta("))
     text = text[:start + 3] + "Reworded. " + text[start + 3:]

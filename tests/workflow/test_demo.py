@@ -67,8 +67,8 @@ def test_more_epochs_run_only_the_new_epochs_jobs(demo):
     n_classsets = len({m["classset"] for m in cfg["metrics"].values() if m.get("classset")})
     n_new = 2 * n_models
     jobs = parse_job_counts((lambda p: p.stdout + p.stderr)(study.snakemake("-n", "--quiet", "rules")))
-    # one checkpoint lease per consumer (each embedding, each classifier) of each new checkpoint
-    assert jobs == {"list_epochs": n_models, "download_checkpoint": n_new * (n_embedded + n_classsets),
+    # one fetch per new checkpoint; its embeddings and classifiers read it through its record
+    assert jobs == {"list_epochs": n_models, "fetch_checkpoint": n_new,
                     "embed_images": n_new * n_embedded,
                     "text_classifier": n_new * n_classsets, "compute_metric": n_models * len(cfg["metrics"]),
                     "collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}

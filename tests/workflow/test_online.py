@@ -103,9 +103,9 @@ def test_new_epochs_published_while_serving_run_only_their_jobs(online):
     server.clear()
     dry = run(study, "-n", "--quiet", "rules")
     jobs = parse_job_counts(dry.stdout + dry.stderr)
-    # one checkpoint lease per consuming job (clipdyn.budget): each embedding and each classifier
+    # one fetch per new checkpoint (clipdyn.checkpoints), read by its embedding and its classifier
     assert jobs.get("embed_images") == 2 and jobs.get("text_classifier") == 2, jobs
-    assert jobs.get("download_checkpoint") == jobs["embed_images"] + jobs["text_classifier"], jobs
+    assert jobs.get("fetch_checkpoint") == 2, jobs
     assert listings(server) == {r: (1, 1) for r in MODEL_REPOS}  # the dry run lists once too
     server.clear()
     run(study)
@@ -123,8 +123,7 @@ def test_new_epochs_published_while_serving_run_only_their_jobs(online):
 def test_a_download_job_process_downloads_without_listing(online):
     study, server, cache = online
     server.clear()
-    # (--force re-creates the link, so this runs last: its consumers would look stale)
-    run(study, "--target-jobs", "download_checkpoint:model=tiny_b,epoch=2,consumer=embed-tiny_imagenet",
-        "--allowed-rules", "download_checkpoint", "--force", "--nolock", "--no-hooks", "--mode", "remote")
+    run(study, "--target-jobs", "fetch_checkpoint:model=tiny_b,epoch=2",
+        "--allowed-rules", "fetch_checkpoint", "--force", "--nolock", "--no-hooks", "--mode", "remote")
     assert listings(server) == {r: (0, 0) for r in MODEL_REPOS}
     assert server.count("resolve", "clipdyn-test/tiny-b") == 1  # it asked for the file, by the recorded listing

@@ -68,3 +68,28 @@ def atomic_path(path: os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def flocked(path: os.PathLike, shared: bool = False, wait: bool = True) -> Iterator[bool]:
+    """Hold an ``flock`` on ``path`` (created if missing) for the block; yields whether it was taken.
+
+    ``shared``: a shared (reader) lock, else exclusive. ``wait=False``: do not wait; the block runs
+    with ``False`` when another holder has it. The lock belongs to this open file, so two threads
+    of one process exclude each other as two processes do.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(f, mode)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

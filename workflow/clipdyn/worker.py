@@ -174,6 +174,16 @@ def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = 
             Path(kwargs[name]).unlink(missing_ok=True)
 
 
+def run_job_step(step: str, kwargs: dict, smk) -> Any:
+    """:func:`run_step` for a rule's job (``smk``: the ``snakemake`` object of a rule script).
+
+    The one place a job reads *how* it runs (``embedding: worker``, ``worker_idle_s``) from the
+    config: switching them reruns nothing. What a job computes reaches it through ``params``.
+    """
+    how = EmbeddingSettings.from_config(smk.config.get("embedding"))
+    return run_step(step, kwargs, log=smk.log[0], mode=how.worker, idle_s=how.worker_idle_s)
+
+
 def _run_in_worker(step: str, kwargs: dict, log: Optional[str], idle_s: float) -> Any:
     d = worker_dir()
     key = worker_key()

@@ -20,48 +20,43 @@ rule list_epochs:
         "../scripts/write_epochs.py"
 
 
-# One lease per job that reads a checkpoint (clipdyn.budget): a temp file naming the checkpoint
-# in the HF cache, fetched by identity (repo, revision, file, blob). A consumer added later gets
-# its own lease, so no existing consumer's input is ever re-created (nothing reruns).
-rule download_checkpoint:
+# One job per Hub checkpoint (clipdyn.checkpoints): fetch it by identity (repo, revision, file,
+# blob) and write its permanent record, which every job that reads the checkpoint takes as an
+# ancient input. A local rule: downloads run where the network is (a cluster's head node).
+rule fetch_checkpoint:
     input:
-        unpack(lease_inputs),
+        fetch_inputs,
     output:
-        temp(f"{R}/checkpoints/{{model}}/epoch_{{epoch}}/{{consumer}}.lease"),
+        f"{R}/checkpoints/{{model}}/epoch_{{epoch}}.json",
     log:
-        f"{R}/logs/download_checkpoint/{{model}}/epoch_{{epoch}}/{{consumer}}.log",
-    wildcard_constraints:
-        consumer=_alt(CONSUMERS),
+        f"{R}/logs/fetch_checkpoint/{{model}}/epoch_{{epoch}}.log",
     priority: checkpoint_priority
+    localrule: True
     conda:
         "../../envs/clipdyn.yaml"
     resources:
         hub_downloads=1,
     params:
-        job=checkpoint_params,  # one callable per job (see embed_images)
-        owner=owner_path,  # used only under checkpoint_budget (read from the config: switching reruns nothing)
+        fetch=fetch_params,
     script:
-        "../scripts/download_checkpoint.py"
+        "../scripts/fetch_checkpoint.py"
 
 
-# checkpoint_budget: once every job that reads a checkpoint is done, remove it from the HF
-# cache (if this workflow put it there); in order, so at most N checkpoints are held.
-rule checkpoint_done:
+# checkpoint_budget: every job that reads a checkpoint is done; empty the run's store.
+rule release_checkpoints:
     input:
-        unpack(done_inputs),
+        lambda wc: [f for ck in _HUB_ORDER for f in checkpoint_consumers(*ck)],
     output:
-        f"{R}/checkpoints/{{model}}/epoch_{{epoch}}.done",
+        f"{STORE}/released.json",
     log:
-        f"{R}/logs/checkpoint_done/{{model}}/epoch_{{epoch}}.log",
-    priority: checkpoint_priority
+        f"{R}/logs/release_checkpoints.log",
     localrule: True
     conda:
         "../../envs/clipdyn.yaml"
     params:
-        job=checkpoint_params,
-        owner=owner_path,
+        store=STORE,
     script:
-        "../scripts/checkpoint_done.py"
+        "../scripts/release_checkpoints.py"
 
 
 rule download_dataset:
@@ -71,6 +66,7 @@ rule download_dataset:
         f"{R}/logs/download_dataset/{{dataset}}.log",
     wildcard_constraints:
         dataset=_alt(DOWNLOADED),
+    localrule: True  # needs the network, not a GPU (a cluster's compute nodes may have none)
     conda:
         "../../envs/clipdyn.yaml"
     resources:
