@@ -1,6 +1,7 @@
 """clipdyn.archives.safe_extract: normal archives, malicious members, atomicity, idempotence."""
 
 import io
+import json
 import tarfile
 import zipfile
 
@@ -221,6 +222,22 @@ def test_partial_or_other_extraction_is_replaced(tmp_path):
     safe_extract(arc2, dest)
     assert (dest / "b.txt").is_file() and not (dest / "a.txt").exists()
     assert _leftovers(tmp_path) == []
+
+
+def test_same_size_other_archive_is_extracted_again(tmp_path):
+    """The marker records the archive's sha256: a replaced archive of the same size is not taken for the old one."""
+    arc = _tar(tmp_path / "d.tar", [("a.txt", b"old")], "w")
+    dest = safe_extract(arc, tmp_path / "out")
+    size = arc.stat().st_size
+    _tar(arc, [("a.txt", b"new")], "w")
+    assert arc.stat().st_size == size
+    safe_extract(arc, dest)
+    assert (dest / "a.txt").read_bytes() == b"new"
+    # a sha256 given by the caller (a download just checked) is the one recorded
+    import hashlib
+    sha = hashlib.sha256(arc.read_bytes()).hexdigest()
+    assert json.loads((dest / MARKER).read_text())["sha256"] == sha
+    assert safe_extract(arc, dest, sha256=sha.upper()) == dest
 
 
 def test_failure_mid_extraction_leaves_no_destination(tmp_path, monkeypatch):

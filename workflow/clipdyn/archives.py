@@ -16,8 +16,9 @@ archive once:
 * the archive is unpacked into a temporary sibling folder that is renamed to
   ``dest`` at the end, so a killed job never leaves a half-extracted folder that
   a later job would trust;
-* a marker file (``.clipdyn_extracted.json``) records which archive (name, size)
-  was extracted; a second call with the same archive returns at once.
+* a marker file (``.clipdyn_extracted.json``) records which archive (name, size,
+  sha256) was extracted; a second call with the same archive returns at once, and
+  an archive replaced by another of the same size is extracted again.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import Optional
 
 from .atomic import publish
+from .hub import sha256_file
 
 MARKER = ".clipdyn_extracted.json"
 #: Bounds on one archive (a decompression bomb fills the disk): members, and bytes once unpacked. The largest
@@ -177,9 +180,9 @@ def _extract_zip(archive: Path, zf: zipfile.ZipFile, infos: list, out: Path, max
             _write_member(archive, info.filename, src, out / rel, budget)
 
 
-def _identity(archive: Path) -> dict:
+def _identity(archive: Path, sha256: Optional[str]) -> dict:
     st = archive.stat()  # follows the HF snapshot symlink to the blob
-    return {"archive": archive.name, "size": st.st_size}
+    return {"archive": archive.name, "size": st.st_size, "sha256": (sha256 or sha256_file(archive)).lower()}
 
 
 def _marker_ok(dest: Path, ident: dict) -> bool:
@@ -192,8 +195,8 @@ def _marker_ok(dest: Path, ident: dict) -> bool:
         return False
 
 
-def safe_extract(archive: os.PathLike, dest: os.PathLike, *, max_members: int = MAX_MEMBERS,
-                 max_bytes: int = MAX_BYTES) -> Path:
+def safe_extract(archive: os.PathLike, dest: os.PathLike, *, sha256: Optional[str] = None,
+                 max_members: int = MAX_MEMBERS, max_bytes: int = MAX_BYTES) -> Path:
     """Extract ``archive`` into the folder ``dest`` (created), safely and once.
 
     Returns ``dest``. The archive's members land directly under ``dest`` (an
@@ -215,7 +218,7 @@ def safe_extract(archive: os.PathLike, dest: os.PathLike, *, max_members: int = 
     dest = Path(dest)
     if not archive.is_file():
         raise FileNotFoundError(f"archive {archive} does not exist")
-    ident = _identity(archive)
+    ident = _identity(archive, sha256)
     if _marker_ok(dest, ident):
         return dest
 

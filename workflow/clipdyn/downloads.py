@@ -354,10 +354,10 @@ def fetch_archives(archives, download_dir: os.PathLike, extract_dir: os.PathLike
     sources, records = [], []
     for a in archives:
         path = download(a, download_dir, log=log, **kwargs)
-        records.append({"url": a.url, "file": str(path), "size": path.stat().st_size,
-                        "sha256": json.loads(path.with_name(path.name + ".ok").read_text())["sha256"]})
+        sha256 = json.loads(path.with_name(path.name + ".ok").read_text())["sha256"]
+        records.append({"url": a.url, "file": str(path), "size": path.stat().st_size, "sha256": sha256})
         try:
-            sources.append(safe_extract(path, extract_dir / "extracted" / a.name))
+            sources.append(safe_extract(path, extract_dir / "extracted" / a.name, sha256=sha256))
         except ValueError as err:
             if "not a .tar" not in str(err):
                 raise
