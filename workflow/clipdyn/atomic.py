@@ -12,11 +12,12 @@ it the mode that ``open()`` / ``mkdir()`` would have given it: 0666 / 0777 less 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 _UMASK_LOCK = threading.Lock()
 
@@ -68,3 +69,29 @@ def atomic_path(path: os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def file_lock(path: os.PathLike, waiting: Optional[Callable[[], None]] = None) -> Iterator[Path]:
+    """Hold an exclusive lock on ``path`` (the lock file ``<path>.lock``, created and kept) for the block.
+
+    Processes sharing a folder (two runs over one ``downloads/``) take turns on one target:
+    the second waits (``waiting()`` is called first, to say so) and then finds the first's
+    finished file. The lock is ``flock(2)``: released by the kernel when its holder dies, so a
+    killed job never leaves a lock that blocks the next run. The lock file is never removed
+    (removing it would let a third process lock a new file while the second holds the old one).
+    """
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield lock
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
