@@ -69,8 +69,8 @@ def _symlink(name, target):
 @pytest.mark.parametrize("member, reason", [
     (("tid2013/../../../escaped.txt", b"x"), "'..'"),
     (("/tmp/clipdyn-absolute-escape.txt", b"x"), "absolute path"),
-    (_symlink("tid2013/reference_images/I01.BMP", "../../../../../etc/passwd"), "outside the destination"),
-    (_symlink("tid2013/link", "/etc/passwd"), "absolute path"),
+    (_symlink("tid2013/reference_images/I01.BMP", "../../../../../etc/passwd"), "symbolic link"),
+    (_symlink("tid2013/link", "/etc/passwd"), "symbolic link"),
 ], ids=["dotdot", "absolute", "link-outside", "link-absolute"])
 def test_unsafe_archive_refused_on_the_workflow_path(tmp_path, member, reason):
     """The config's `extract:` list goes through safe_extract; nothing is written anywhere."""

@@ -1,7 +1,7 @@
 """clipdyn.archives.safe_extract: normal archives, malicious members, atomicity, idempotence."""
 
 import io
-import os
+import json
 import tarfile
 import zipfile
 
@@ -47,18 +47,101 @@ def test_extracts_tar_variants(tmp_path, suffix, mode):
     assert _leftovers(tmp_path) == []
 
 
-def test_extracts_zip_and_inside_symlink(tmp_path):
+def test_extracts_zip(tmp_path):
     arc = tmp_path / "d.zip"
     with zipfile.ZipFile(arc, "w") as zf:
         zf.writestr("nights/data.csv", "id\n0\n")
         zf.writestr("nights/ref/", "")
-        link = zipfile.ZipInfo("nights/alias.csv")
-        link.external_attr = (0o120777 << 16)
-        zf.writestr(link, "data.csv")
     dest = safe_extract(arc, tmp_path / "out")
     assert (dest / "nights/data.csv").read_text() == "id\n0\n"
     assert (dest / "nights/ref").is_dir()
-    assert os.readlink(dest / "nights/alias.csv") == "data.csv"
+
+
+def _zip_link(zf, name, target):
+    link = zipfile.ZipInfo(name)
+    link.external_attr = (0o120777 << 16)
+    zf.writestr(link, target)
+
+
+def _outside_files(tmp_path):
+    """Every file the archive's members would have written, wherever they landed."""
+    return {p for p in tmp_path.rglob("*") if p.is_file() and "pwned" in p.name}
+
+
+@pytest.mark.parametrize("links", [
+    [("a", "."), ("a/a/b", "../..")],  # chained: each lexically inside, together two levels up
+    [("inside", "data.csv")],  # even a link that stays inside: none is created
+    [("l1", "l2"), ("l2", "..")],  # a link to a link
+], ids=["chained", "inside", "link-to-link"])
+def test_refuses_zip_links_and_writes_nothing_through_them(tmp_path, links):
+    arc = tmp_path / "bad.zip"
+    with zipfile.ZipFile(arc, "w") as zf:
+        zf.writestr("data.csv", "x")
+        for name, target in links:
+            _zip_link(zf, name, target)
+        zf.writestr("b/pwned.txt", "owned")
+        zf.writestr("l1/pwned.txt", "owned")
+    with pytest.raises(UnsafeArchiveError, match="link") as err:
+        safe_extract(arc, tmp_path / "work" / "out")
+    assert err.value.member == links[0][0] and "bad.zip" in str(err.value)
+    assert not _outside_files(tmp_path) and not (tmp_path / "work" / "out").exists()
+    assert _leftovers(tmp_path / "work") == []
+
+
+@pytest.mark.parametrize("links", [
+    [_link("a", "."), _link("a/a/b", "../..")],
+    [_link("l1", "l2"), _link("l2", "..")],
+    [_link("hard", "data.csv", hard=True)],
+    [_link("inside", "data.csv")],
+], ids=["chained", "link-to-link", "hard-inside", "inside"])
+def test_refuses_tar_links_and_writes_nothing_through_them(tmp_path, links):
+    arc = _tar(tmp_path / "bad.tgz", [("data.csv", b"x"), *links, ("b/pwned.txt", b"owned"),
+                                     ("l1/pwned.txt", b"owned")])
+    with pytest.raises(UnsafeArchiveError, match="link") as err:
+        safe_extract(arc, tmp_path / "work" / "out")
+    assert err.value.member == links[0].name and "bad.tgz" in str(err.value)
+    assert not _outside_files(tmp_path) and not (tmp_path / "work" / "out").exists()
+    assert _leftovers(tmp_path / "work") == []
+
+
+def test_zip_bomb_is_refused_before_writing(tmp_path):
+    arc = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(arc, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("small.txt", "x")
+        zf.writestr("zeros.bin", b"\0" * 20_000_000)  # 20 MB in ~20 KB
+    assert arc.stat().st_size < 100_000
+    with pytest.raises(UnsafeArchiveError, match="bomb") as err:
+        safe_extract(arc, tmp_path / "out", max_bytes=10_000_000)
+    assert err.value.member == "zeros.bin"
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+    with pytest.raises(UnsafeArchiveError, match="more than 1 members"):
+        safe_extract(arc, tmp_path / "out", max_members=1)
+    assert archives.MAX_BYTES >= 10**11 and archives.MAX_MEMBERS >= 10**6  # the defaults fit real datasets
+
+
+def test_tar_bomb_is_refused_before_writing(tmp_path):
+    arc = _tar(tmp_path / "bomb.tgz", [("small.txt", b"x"), ("zeros.bin", b"\0" * 20_000_000)])
+    assert arc.stat().st_size < 100_000
+    with pytest.raises(UnsafeArchiveError, match="bomb") as err:
+        safe_extract(arc, tmp_path / "out", max_bytes=10_000_000)
+    assert err.value.member == "zeros.bin"
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_tar_without_extraction_filters(tmp_path, monkeypatch):
+    """Python 3.11.2's tarfile has no ``extractall(filter=...)``; extraction must not need it."""
+    def no_filter(self, *a, filter=None, **k):  # noqa: A002 (tarfile's own name)
+        if filter is not None:
+            raise TypeError("extractall() got an unexpected keyword argument 'filter'")
+        raise AssertionError("extractall (with no filter) follows links and keeps modes: never used")
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", no_filter)
+    monkeypatch.setattr(tarfile.TarFile, "extract", no_filter)
+    for name in ("data_filter", "tar_filter", "fully_trusted_filter"):
+        monkeypatch.delattr(tarfile, name, raising=False)
+    arc = _tar(tmp_path / "d.tgz", [("tid2013/a.bmp", b"a"), ("tid2013/b.bmp", b"bb")])
+    dest = safe_extract(arc, tmp_path / "out")
+    assert (dest / "tid2013/a.bmp").read_bytes() == b"a" and (dest / "tid2013/b.bmp").read_bytes() == b"bb"
 
 
 def test_suffixless_blob_is_sniffed(tmp_path):
@@ -70,9 +153,9 @@ def test_suffixless_blob_is_sniffed(tmp_path):
     (("/etc/evil", b"x"), "absolute"),
     (("../evil", b"x"), "'..'"),
     (("ok/../../evil", b"x"), "'..'"),
-    (_link("ok/link", "../../outside"), "outside"),
-    (_link("ok/link", "/etc/passwd"), "absolute"),
-    (_link("hard", "../x", hard=True), "outside"),
+    (_link("ok/link", "../../outside"), "symbolic link"),
+    (_link("ok/link", "/etc/passwd"), "symbolic link"),
+    (_link("hard", "../x", hard=True), "hard link"),
 ])
 def test_refuses_malicious_tar_members(tmp_path, member, reason):
     arc = _tar(tmp_path / "bad.tgz", [("fine.txt", b"x"), member])
@@ -109,10 +192,8 @@ def test_refuses_malicious_zip_names(tmp_path, name):
 def test_refuses_zip_symlink_outside(tmp_path):
     arc = tmp_path / "bad.zip"
     with zipfile.ZipFile(arc, "w") as zf:
-        link = zipfile.ZipInfo("link")
-        link.external_attr = (0o120777 << 16)
-        zf.writestr(link, "../../etc")
-    with pytest.raises(UnsafeArchiveError, match="outside"):
+        _zip_link(zf, "link", "../../etc")
+    with pytest.raises(UnsafeArchiveError, match="symbolic link"):
         safe_extract(arc, tmp_path / "out")
 
 
@@ -143,13 +224,29 @@ def test_partial_or_other_extraction_is_replaced(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+def test_same_size_other_archive_is_extracted_again(tmp_path):
+    """The marker records the archive's sha256: a replaced archive of the same size is not taken for the old one."""
+    arc = _tar(tmp_path / "d.tar", [("a.txt", b"old")], "w")
+    dest = safe_extract(arc, tmp_path / "out")
+    size = arc.stat().st_size
+    _tar(arc, [("a.txt", b"new")], "w")
+    assert arc.stat().st_size == size
+    safe_extract(arc, dest)
+    assert (dest / "a.txt").read_bytes() == b"new"
+    # a sha256 given by the caller (a download just checked) is the one recorded
+    import hashlib
+    sha = hashlib.sha256(arc.read_bytes()).hexdigest()
+    assert json.loads((dest / MARKER).read_text())["sha256"] == sha
+    assert safe_extract(arc, dest, sha256=sha.upper()) == dest
+
+
 def test_failure_mid_extraction_leaves_no_destination(tmp_path, monkeypatch):
     arc = _tar(tmp_path / "d.tgz", [("a.txt", b"x")])
 
-    def fail(self, *a, **k):
+    def fail(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tarfile.TarFile, "extractall", fail)
+    monkeypatch.setattr(archives, "_write_member", fail)
     with pytest.raises(OSError, match="disk full"):
         safe_extract(arc, tmp_path / "out")
     assert not (tmp_path / "out").exists()

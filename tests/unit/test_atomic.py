@@ -194,7 +194,7 @@ def test_http_downloads_get_plain_open_permissions(umask, tmp_path):
     with ArchiveServer({"/data.csv": b"a,b\n1,2\n"}) as srv:
         got = download(Archive(srv.url("/data.csv")), tmp_path / "dl", base_delay=0.0, progress_s=0.0, log=print)
     files = sorted((tmp_path / "dl").iterdir())
-    assert got in files and len(files) == 3  # the file, its .ok record and its trust-on-first-use .sha256
+    assert got in files and len(files) == 4  # the file, its .ok record, its trust-on-first-use .sha256, its .lock
     assert all(mode(f) == plain_file_mode(tmp_path) for f in files), [(f.name, oct(mode(f))) for f in files]
 
 

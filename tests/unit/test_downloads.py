@@ -78,6 +78,10 @@ def _sha(b):
     return hashlib.sha256(b).hexdigest()
 
 
+def _etag(b):
+    return '"' + _sha(b)[:32] + '"'  # as archive_server.py makes it
+
+
 def _prepare(tmp, snapshot, fmt, root, name):
     return prepare_manifest(snapshot=snapshot, fmt=fmt, root=root, extract=[], extract_dir=str(tmp / "x"),
                             options={}, subset=None, subset_seed=0, out_manifest=str(tmp / f"{name}.parquet"),
@@ -174,6 +178,7 @@ def test_server_without_range_support_starts_over(tmp_path, fixtures):
     (tmp_path / "nights.zip.part").write_bytes(b"stale bytes from elsewhere")
     lines = []
     with ArchiveServer(fixtures, modes={path: "norange"}) as srv:
+        (tmp_path / "nights.zip.part.json").write_text(json.dumps({"url": srv.url(path), "validator": _etag(data)}))
         got = download(Archive(srv.url(path), sha256=_sha(data)), tmp_path, log=lines.append, **FAST)
     assert got.read_bytes() == data
     assert any("does not resume" in line for line in lines)
@@ -190,7 +195,7 @@ def test_wrong_checksum_deletes_the_file_and_extracts_nothing(tmp_path, fixtures
             algo = next(iter(pin))
             assert url in msg and f"the config pins {'0' * (64 if algo == 'sha256' else 32)}" in msg
             assert f"{algo} of the download is" in msg and "nothing was extracted" in msg
-            assert list((tmp_path / "dl").iterdir()) == []
+            assert [p.name for p in (tmp_path / "dl").iterdir()] == ["cue-conflict.tar.gz.lock"]
             assert not (tmp_path / "out").exists()
 
 
@@ -251,3 +256,78 @@ def test_unreachable_server_names_the_url(tmp_path):
     with pytest.raises(DownloadError) as err:
         download(Archive(url), tmp_path, attempts=2, **FAST)
     assert url in str(err.value) and "run the same command again later" in str(err.value)
+
+
+_CONCURRENT = """
+import sys
+from clipdyn.downloads import Archive, download
+download(Archive(sys.argv[1]), sys.argv[2], base_delay=0.0, progress_s=0.0, log=lambda s: print(s, flush=True))
+"""
+
+
+def test_two_processes_sharing_the_download_folder_take_turns(tmp_path):
+    """Two runs over one download_dir: one downloads, the other waits and finds its file (no shared .part)."""
+    import os
+    import subprocess
+
+    data = np.random.default_rng(0).bytes(4 << 20)
+    with ArchiveServer({"/big.zip": data}, modes={"/big.zip": "slow"}) as srv:  # ~1.3 s per download
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        procs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT, srv.url("/big.zip"), str(tmp_path / "dl")],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        assert len(srv.requests) == 1, (srv.requests, outs)  # the second found the first's finished file
+    assert (tmp_path / "dl" / "big.zip").read_bytes() == data
+    assert json.loads((tmp_path / "dl" / "big.zip.sha256").read_text())["sha256"] == _sha(data)
+    assert sum("another process is downloading" in out for out in outs) == 1, outs
+    assert not (tmp_path / "dl" / "big.zip.part").exists()
+
+
+def test_changed_pin_checks_the_kept_file_again(tmp_path, fixtures):
+    path = "/nights/nights.zip"
+    data = fixtures[path]
+    with ArchiveServer(fixtures) as srv:
+        url = srv.url(path)
+        download(Archive(url), tmp_path, **FAST)  # first use: nothing pinned
+        download(Archive(url, sha256=_sha(data)), tmp_path, **FAST)  # the right pin added: checked, kept
+        assert len(srv.requests) == 1
+        with pytest.raises(DownloadError, match="the config pins " + "1" * 64):
+            download(Archive(url, sha256="1" * 64), tmp_path, **FAST)  # a changed pin is not skipped
+        with pytest.raises(DownloadError, match="the config pins " + "2" * 32):
+            download(Archive(url, md5="2" * 32), tmp_path, **FAST)
+
+
+def test_close_delimited_body_is_never_trusted_on_first_use(tmp_path, fixtures):
+    """A body with no Content-Length that stops early cannot be told from a whole one: its sha256 is not recorded."""
+    path = "/nights/nights.zip"
+    data = fixtures[path]
+    lines = []
+    with ArchiveServer(fixtures, modes={path: "close_truncate"}) as srv:
+        got = download(Archive(srv.url(path)), tmp_path, log=lines.append, **FAST)
+        assert got.stat().st_size == len(data) // 2
+        assert not (tmp_path / "nights.zip.sha256").exists()
+        assert any("NOT recorded" in line for line in lines)
+        got.unlink()
+        srv.modes[path] = "ok"  # the whole file, with its length: recorded now
+        assert download(Archive(srv.url(path)), tmp_path, **FAST).read_bytes() == data
+    assert json.loads((tmp_path / "nights.zip.sha256").read_text())["sha256"] == _sha(data)
+
+
+def test_resume_sends_if_range_and_a_changed_file_starts_over(tmp_path, fixtures):
+    """A file that changed between two attempts is downloaded whole, never spliced from both versions."""
+    path = "/nights/nights.zip"
+    old = fixtures[path]
+    new = bytes(b ^ 0xFF for b in old)  # same size, other bytes
+    lines = []
+    with ArchiveServer(fixtures, modes={path: "truncate"}) as srv:
+        with pytest.raises(DownloadError, match="failed after 1 attempts"):
+            download(Archive(srv.url(path)), tmp_path, attempts=1, **FAST)
+        kept = (tmp_path / "nights.zip.part").stat().st_size
+        srv.files[path], srv.modes[path] = new, "ok"
+        got = download(Archive(srv.url(path)), tmp_path, log=lines.append, **FAST)
+        assert srv.requests[-1] == (path, f"bytes={kept}-") and srv.if_ranges[-1] == _etag(old)
+    assert got.read_bytes() == new
+    assert json.loads((tmp_path / "nights.zip.sha256").read_text())["sha256"] == _sha(new)
+    assert any("file changed since the partial download" in line for line in lines)

@@ -5,6 +5,7 @@ import contextlib
 import gc
 import threading
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,6 +211,31 @@ def test_the_worker_cache_frees_the_previous_model(monkeypatch, tmp_path):
     assert embed.cached_gpu() is None  # on the CPU
     embed.release_cached_model()
     assert refs[1]() is None
+
+
+def test_the_worker_cache_keys_on_the_checkpoint_content_not_its_path(monkeypatch, tmp_path):
+    """A checkpoint replaced in place (same path, size and mtime: `cp -p`) is loaded again, and so is a new
+    content identity for the same file; the same checkpoint is reused."""
+    import os
+    import shutil
+    import time
+
+    loads = []
+    monkeypatch.setattr(embed, "_MODEL_CACHE", {})
+    monkeypatch.setattr(embed, "load_model", lambda arch, ckpt, **kw: loads.append(Path(ckpt).read_bytes()) or
+                        object())
+    ckpt, other = tmp_path / "epoch_1.pt", tmp_path / "new.pt"
+    ckpt.write_bytes(b"old weights")
+    other.write_bytes(b"new weights")
+    os.utime(other, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns))
+    first = embed._model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old")
+    assert embed._model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old") is first
+    time.sleep(0.05)  # file times have the kernel clock's tick as resolution
+    shutil.copy2(other, ckpt)  # `cp -p`: same path, size and mtime
+    second = embed._model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old")
+    assert second is not first and loads == [b"old weights", b"new weights"]
+    third = embed._model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-new")
+    assert third is not second and len(loads) == 3  # the listing says other content: not the cached model
 
 
 # --- the step: provenance, and the claim held until the Parquet file is written ---------------

@@ -37,6 +37,22 @@ def test_download_goes_through_hf_hub_download_and_checks_the_blob(offline_hub, 
         hub.download_file("org/run", f.path, expected_blob="0" * 64)
 
 
+def test_snapshot_entry_that_is_a_copy_is_checked_too(offline_hub):
+    """A cache whose snapshot holds copies (no links to named blobs) gets the same content check."""
+    content = b"weights!"
+    offline_hub.publish("org/run", {"ckpt/epoch_1.pt": content})
+    (f,) = hub.discover_epochs("org/run", "ckpt/epoch_{epoch}.pt")
+    entry = hub.download_file("org/run", f.path, expected_blob=f.blob)
+    assert entry.is_symlink()
+    entry.unlink()
+    entry.write_bytes(content)  # a faithful copy passes
+    assert hub.download_file("org/run", f.path, expected_blob=f.blob).read_bytes() == content
+    entry.write_bytes(b"X" * len(content))  # a damaged copy, same size
+    with pytest.raises(hub.HubError, match="is corrupt") as err:
+        hub.download_file("org/run", f.path, expected_blob=f.blob)
+    assert "a copy in the snapshot" in str(err.value) and str(entry) in str(err.value)
+
+
 def test_offline_without_the_repo_says_what_to_do(offline_hub):
     with pytest.raises(hub.HubError, match="HF_HUB_OFFLINE.*not in the local cache"):
         hub.discover_epochs("org/missing", "e_{epoch}.pt")

@@ -1,11 +1,12 @@
 """The listing record: the top-level process lists and records; job processes and readers read it."""
 
 import json
+import os
 
 import pytest
 
 from clipdyn.hub import CheckpointFile
-from clipdyn.listing import ListingMissing, Listings, invocation, source_key
+from clipdyn.listing import ENV, ListingMissing, Listings, invocation, source_key
 from clipdyn.sources import Resolved
 
 KEY = {"repo": "org/run", "repo_type": "model", "revision": "main", "checkpoint": "c/epoch_{epoch}.pt"}
@@ -35,10 +36,16 @@ def test_top_level_lists_once_per_source_and_records_on_save(tmp_path):
     top = Listings(path, "top")
     assert top.get("a", KEY, lambda: calls.append(1) or FOUND) == FOUND
     assert top.get("a_again", KEY, lambda: calls.append(1) or FOUND) == FOUND  # same run: listed once
-    assert len(calls) == 1 and not path.exists()  # nothing written before the run starts (onstart)
-    top.save()
+    assert len(calls) == 1
+    own = top.save()
     entry = json.loads(path.read_text())["entries"]
     assert [e["key"] for e in entry.values()] == [KEY]
+    assert own.parent == path.parent / "listings" and own.read_text() == path.read_text()
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_record(monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)  # save() names its record in the environment, for job processes
 
 
 def test_jobs_and_readers_read_the_record(tmp_path):
@@ -72,3 +79,35 @@ def test_the_key_is_what_the_listing_depends_on():
     m = dict(KEY, epochs={"auto": True, "step": 8}, label="B/16", arch="ViT-B-16")
     assert source_key(m) == KEY  # selecting other epochs or relabelling reuses the listing
     assert source_key(dict(m, revisions="epoch-{epoch}")) != KEY
+
+
+NEW = Resolved("hub_files", {**FOUND.files, 3: CheckpointFile(3, "c/epoch_3.pt", "d" * 40, "e" * 64, 789)},
+               repo="org/run", revision="main")
+
+
+def test_a_job_reads_its_own_invocations_record_not_a_later_one(tmp_path, monkeypatch):
+    """Invocation A runs; B (another working directory or --nolock, same results folder) lists a new epoch.
+    A's job processes, which inherit A's environment, still see A's listing; B's see B's."""
+    path = tmp_path / "results" / "checkpoints" / "listing.json"
+
+    def must_not_list():
+        raise AssertionError("listed")
+
+    a = Listings(path, "top")
+    a.get("m", KEY, lambda: FOUND)
+    a_record = a.save()
+    env_a = {ENV: str(a_record.resolve())}
+    assert os.environ[ENV] == env_a[ENV]  # what A's job processes inherit
+    b = Listings(path, "top")
+    b.get("m", KEY, lambda: NEW)
+    b_record = b.save()
+    assert b_record != a_record and a_record.exists()  # B never overwrites A's record
+    monkeypatch.setenv(ENV, env_a[ENV])
+    assert sorted(Listings(path, "job").get("m", KEY, must_not_list).files) == [1, 2]
+    monkeypatch.setenv(ENV, str(b_record))
+    assert sorted(Listings(path, "job").get("m", KEY, must_not_list).files) == [1, 2, 3]
+    monkeypatch.delenv(ENV)  # readers, and a job started by hand: the latest
+    assert sorted(Listings(path, "reader").get("m", KEY, must_not_list).files) == [1, 2, 3]
+    monkeypatch.setenv(ENV, str(tmp_path / "gone.json"))
+    with pytest.raises(ListingMissing, match="gone.json.*invocation that started this job"):
+        Listings(path, "job").get("m", KEY, must_not_list)

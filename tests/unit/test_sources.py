@@ -62,6 +62,30 @@ def test_hashes_are_cached_by_path_size_and_mtime(run, tmp_path, monkeypatch):
     assert third.files[2].blob != again.files[2].blob and third.files[1].blob == again.files[1].blob
 
 
+def test_file_replaced_keeping_size_and_mtime_is_rehashed(run, tmp_path):
+    """`cp -p` over a checkpoint keeps its size and mtime (and inode); its ctime tells the new content."""
+    import os
+    import shutil
+    import time
+
+    cache = tmp_path / "cache.json"
+    first = sources.resolve("r", {"local": str(run)}, HashCache(cache)).files[2]
+    target = Path(first.path)
+    other = tmp_path / "other" / "epoch_2.pt"
+    torch_file(other, 2)  # same layout and epoch: same size
+    data = bytearray(other.read_bytes())
+    data[-30] ^= 0xFF  # inside the zip's end record's comment-free tail: still a complete archive
+    other.write_bytes(bytes(data))
+    assert other.stat().st_size == target.stat().st_size and other.read_bytes() != target.read_bytes()
+    os.utime(other, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns))
+    ino = target.stat().st_ino
+    time.sleep(0.05)  # file times have the kernel clock's tick as resolution
+    shutil.copy2(other, target)  # what `cp -p` does: rewrite in place, copy the times
+    assert target.stat().st_ino == ino and target.stat().st_mtime_ns == other.stat().st_mtime_ns
+    again = sources.resolve("r", {"local": str(run)}, HashCache(cache)).files[2]
+    assert again.blob == hashlib.sha256(target.read_bytes()).hexdigest() != first.blob
+
+
 def test_half_written_checkpoint_is_skipped_with_a_notice_and_picked_up_later(run, tmp_path):
     ck = run / "checkpoints"
     full = torch_file(tmp_path / "scratch" / "epoch_6.pt", 6).read_bytes()

@@ -74,3 +74,63 @@ def test_signal_interrupts_the_round_once_and_stops_cleanly(tmp_path, sig):
     assert interrupted.read_text() == "SIGINT"  # the running round was told to stop, and waited for
     assert f"{sig.name}: stopping after interrupting the running round" in out
     assert "round 1 ended (exit status 130)" in out and "round 2" not in out and "stopped after 1 round(s)" in out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by whoever adopted it, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _watcher_with_stubborn_round(tmp_path, ignore_sigint=True):
+    """A watcher subprocess whose round writes its pid, ignores SIGINT (a stuck round) and sleeps."""
+    pid_file = tmp_path / "round.pid"
+    child = ("import os, pathlib, signal, time\n"
+             + ("signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if ignore_sigint else "")
+             + f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\ntime.sleep(120)\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
+    proc = subprocess.Popen([sys.executable, "-m", "clipdyn.watch", "--every", "0.001", "--lock",
+                             str(tmp_path / "lock"), "--", sys.executable, "-c", child],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    return proc, int(pid_file.read_text())
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def test_a_killed_watcher_does_not_leave_its_round_running(tmp_path):
+    proc, pid = _watcher_with_stubborn_round(tmp_path, ignore_sigint=False)
+    try:
+        proc.kill()  # SIGKILL: no handler, no finally
+        proc.communicate(timeout=30)
+        assert _gone_within(pid, 10), "the round outlived its watcher"
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_stops_a_round_that_ignores_the_first(tmp_path, sig):
+    proc, pid = _watcher_with_stubborn_round(tmp_path)
+    try:
+        proc.send_signal(sig)
+        time.sleep(0.5)
+        assert _alive(pid) and proc.poll() is None  # the first: the round is asked, and waited for
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=30)
+        assert f"{sig.name} again: stopping the round" in out, out
+        assert "stopped after 1 round(s)" in out and proc.returncode == 0
+        assert _gone_within(pid, 5)
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -12,11 +12,12 @@ it the mode that ``open()`` / ``mkdir()`` would have given it: 0666 / 0777 less 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 _UMASK_LOCK = threading.Lock()
 
@@ -72,14 +73,15 @@ def atomic_path(path: os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
 
 @contextlib.contextmanager
 def flocked(path: os.PathLike, shared: bool = False, wait: bool = True) -> Iterator[bool]:
-    """Hold an ``flock`` on ``path`` (created if missing) for the block; yields whether it was taken.
+    """Hold an ``flock`` on ``path`` (created if missing, never removed) for the block; yields whether
+    it was taken.
 
     ``shared``: a shared (reader) lock, else exclusive. ``wait=False``: do not wait; the block runs
     with ``False`` when another holder has it. The lock belongs to this open file, so two threads
-    of one process exclude each other as two processes do.
+    of one process exclude each other as two processes do, and the kernel releases it when its
+    holder dies: a killed job never leaves a lock behind. The file is never removed (removing it
+    would let a third process lock a new file while a second holds the old one).
     """
-    import fcntl
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
@@ -93,3 +95,23 @@ def flocked(path: os.PathLike, shared: bool = False, wait: bool = True) -> Itera
             yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def file_lock(path: os.PathLike, waiting: Optional[Callable[[], None]] = None) -> Iterator[Path]:
+    """Hold an exclusive lock on ``path`` (the lock file ``<path>.lock``) for the block.
+
+    Processes sharing a folder (two runs over one ``downloads/``) take turns on one target:
+    the second waits (``waiting()`` is called first, to say so) and then finds the first's
+    finished file.
+    """
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    with flocked(lock, wait=False) as got:
+        if got:
+            yield lock
+            return
+    if waiting is not None:
+        waiting()
+    with flocked(lock):
+        yield lock

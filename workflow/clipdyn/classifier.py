@@ -125,7 +125,7 @@ def text_classifier(*, checkpoint: str, manifest: Optional[str], out: str, arch:
     templates = class_templates(template_source, ds_meta.get("templates"))
     what = f"model {provenance.get('model')} epoch {provenance.get('epoch')}"
     with claim_device(lock_dir, log=_log, prefer=cached_gpu()) as device:
-        model = _model_for(arch, checkpoint, device, allow_pickle, what)
+        model = _model_for(arch, checkpoint, device, allow_pickle, what, provenance.get("checkpoint_blob") or "")
         t0 = time.time()
         W = zero_shot_classifier(model, arch, names, templates, device, precision=precision, log=_log)
         scale = logit_scale(model)

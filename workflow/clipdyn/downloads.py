@@ -5,12 +5,21 @@ download over a flaky link needs:
 
 * **resume**: bytes arrive in ``<file>.part``; an interrupted transfer (a dropped
   connection, a killed job) continues from there with an HTTP ``Range`` request on
-  the next attempt or the next run; a server that ignores ``Range`` is read again
-  from the start;
+  the next attempt or the next run, sent with ``If-Range`` (the ETag or
+  Last-Modified of the response that started the part, kept in
+  ``<file>.part.json``), so a file that changed meanwhile is sent whole and never
+  spliced; a server that ignores ``Range``, or a part with no validator, is read
+  again from the start;
+* **one writer**: processes sharing the download folder (two runs of one
+  checkout) take turns on a file through ``<file>.lock``; the second finds the
+  first's finished file;
 * **checksum**: the sha256 or md5 the config pins (as the publisher's own code
   pins it) is checked before the file is renamed into place; where no publisher
   pins one, the sha256 of the first complete download is recorded next to the file
   (``<file>.sha256``, trust on first use) and every later download must match it;
+  a download whose size the server did not announce is never recorded (its end
+  may be a dropped connection); a file verified before is checked again when the
+  config's pins change;
 * **clear errors**: a 404, an HTML page where an archive was expected (a login,
   moved or error page), a body shorter than announced, a wrong checksum: each
   raises :class:`DownloadError` naming the URL and what to do; nothing is
@@ -40,7 +49,7 @@ from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlparse
 
-from .atomic import atomic_path, publish
+from .atomic import atomic_path, file_lock, publish
 
 __all__ = ["DownloadError", "Archive", "download", "file_name", "human_bytes"]
 
@@ -134,11 +143,35 @@ def _looks_like_html(head: bytes) -> bool:
     return start.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in start
 
 
-def _open(url: str, offset: int, timeout: float):
+def _open(url: str, offset: int, timeout: float, validator: Optional[str] = None):
     req = urllib.request.Request(url, headers={"User-Agent": "clipdyn", "Accept-Encoding": "identity"})
     if offset:
         req.add_header("Range", f"bytes={offset}-")
+        req.add_header("If-Range", validator)  # a changed file is sent whole (200), never spliced
     return urllib.request.urlopen(req, timeout=timeout)
+
+
+def _validator(headers) -> Optional[str]:
+    """What ``If-Range`` can send back for this response: a strong ETag, else Last-Modified (None: neither)."""
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("Last-Modified") or None
+
+
+def _discard(part: Path) -> None:
+    """Delete a partial download and its resume record."""
+    part.unlink(missing_ok=True)
+    part.with_name(part.name + ".json").unlink(missing_ok=True)
+
+
+def _read_state(state: Path, url: str) -> Optional[str]:
+    """The validator recorded when ``<file>.part`` was started from ``url`` (None: it cannot be resumed)."""
+    try:
+        rec = json.loads(state.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec.get("validator") if rec.get("url") == url else None
 
 
 def _http_error(url: str, err: urllib.error.HTTPError) -> DownloadError:
@@ -165,14 +198,23 @@ class _Short(Exception):
 
 
 def _fetch_once(url: str, part: Path, progress_s: float, timeout: float,
-                log: Callable[[str], None]) -> None:
-    """One HTTP request: continue ``part`` from its size (Range) or start it over; raise on a short body."""
-    offset = part.stat().st_size if part.exists() else 0
+                log: Callable[[str], None]) -> bool:
+    """One HTTP request: continue ``part`` from its size (Range + If-Range) or start it over; raise on a short
+    body. Returns whether the size is known to be complete (announced by the server and reached).
+
+    ``<file>.part.json`` records the URL and the validator (ETag or Last-Modified) of the response that
+    started ``part``; a part without one is not resumed (its bytes may come from another version)."""
+    state = part.with_name(part.name + ".json")
+    validator = _read_state(state, url) if part.exists() else None
+    offset = part.stat().st_size if part.exists() and validator else 0
+    if part.exists() and not offset and part.stat().st_size:
+        log(f"{url}: {part} was not started by this URL with a validator (ETag or Last-Modified) that a resume "
+            "could check; starting over")
     try:
-        resp = _open(url, offset, timeout)
+        resp = _open(url, offset, timeout, validator)
     except urllib.error.HTTPError as err:
         if err.code == 416 and offset:  # nothing left to send, or a stale .part: start over
-            part.unlink()
+            _discard(part)
             log(f"{url}: the server refused to resume at byte {offset} (HTTP 416); starting over")
             resp = _open(url, 0, timeout)
             offset = 0
@@ -181,8 +223,13 @@ def _fetch_once(url: str, part: Path, progress_s: float, timeout: float,
     with resp:
         status = resp.status
         if offset and status != 206:
-            log(f"{url}: the server does not resume (HTTP {status} to a Range request); starting over")
+            log(f"{url}: the server does not resume, or the file changed since the partial download (HTTP {status} "
+                "to a Range request with If-Range); starting over")
             offset = 0
+        if offset and _validator(resp.headers) not in (None, validator):  # a server that ignored If-Range
+            _discard(part)
+            raise _Short(f"the file changed since the partial download (validator {validator} -> "
+                         f"{_validator(resp.headers)}); the partial file was deleted")
         ctype = (resp.headers.get("Content-Type") or "").lower()
         if "text/html" in ctype:
             raise DownloadError(_what_to_do_html(url))
@@ -201,6 +248,12 @@ def _fetch_once(url: str, part: Path, progress_s: float, timeout: float,
                                     f"{part} and run again")
         if offset:
             log(f"{url}: resuming at {human_bytes(offset)}" + (f" of {human_bytes(total)}" if total else ""))
+        else:
+            new = _validator(resp.headers)
+            if new:
+                _write_json(state, {"url": url, "validator": new})
+            else:
+                state.unlink(missing_ok=True)
         progress = _Progress(url, total, offset, progress_s, log)
         done = offset
         first = True
@@ -225,20 +278,25 @@ def _fetch_once(url: str, part: Path, progress_s: float, timeout: float,
         if total is not None and done < total:
             raise _Short(f"the connection closed at byte {done} of {total}")
         if total is not None and done > total:
-            part.unlink()
+            _discard(part)
             raise DownloadError(f"{url}: received {done} bytes, more than the {total} announced; the partial file "
                                 "was deleted, run again")
+        return total is not None
 
 
-def _check(url: str, part: Path, archive: Archive, record: Path, log: Callable[[str], None]) -> str:
-    """Check the finished download against the pinned checksum (or the recorded one); returns its sha256."""
+def _check(url: str, part: Path, archive: Archive, record: Path, log: Callable[[str], None],
+           complete: bool = True) -> str:
+    """Check the finished download against the pinned checksum (or the recorded one); returns its sha256.
+
+    ``complete``: its size is known to be whole (announced by the server, or the file was checked before); a
+    download whose end was only the connection closing is never recorded as the trusted version."""
     sha256 = _hash_file(part, "sha256")
     pins = [("sha256", archive.sha256, sha256)]
     if archive.md5:
         pins.append(("md5", archive.md5, _hash_file(part, "md5")))
     for algo, want, got in pins:
         if want and want.lower() != got:
-            part.unlink()
+            _discard(part)
             raise DownloadError(
                 f"{url}: {algo} of the download is {got}, the config pins {want.lower()}. The file was deleted "
                 "(nothing was extracted). Either the publisher changed the file or the download was corrupted: run "
@@ -248,12 +306,17 @@ def _check(url: str, part: Path, archive: Archive, record: Path, log: Callable[[
     if record.exists():
         known = json.loads(record.read_text())
         if known.get("sha256") != sha256:
-            part.unlink()
+            _discard(part)
             raise DownloadError(
                 f"{url}: the file differs from the first download (sha256 {sha256}, recorded {known.get('sha256')} in "
                 f"{record} on first use). The new file was deleted and nothing was extracted. If the publisher "
                 f"updated it and you trust the new version, delete {record} (or pin `sha256:` in the config) and run "
                 "again.")
+        return sha256
+    if not complete:
+        log(f"{url}: WARNING: the server announced no size, so a connection closed early cannot be told from the "
+            f"end of the file; its sha256 {sha256} is NOT recorded as the trusted version. Pin it (`sha256:` in the "
+            "config's `archives`) once you have checked the file.")
         return sha256
     _write_json(record, {"url": url, "sha256": sha256, "size": part.stat().st_size,
                          "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -268,39 +331,60 @@ def _write_json(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
+def _pins(archive: Archive) -> dict:
+    return {"sha256": (archive.sha256 or "").lower() or None, "md5": (archive.md5 or "").lower() or None}
+
+
 def download(archive: Archive, folder: os.PathLike, *, progress_s: float = 10.0, timeout: float = 60.0,
              attempts: int = 4, base_delay: float = 2.0, log: Callable[[str], None] = print) -> Path:
     """Download ``archive`` into ``folder`` (resumable) and check its checksum; returns the file.
 
-    A file already there that passed the check before (``<file>.ok`` holds its size,
-    mtime and sha256) is returned at once. Transient failures (a dropped connection,
-    a timeout, HTTP 5xx/429) are retried ``attempts`` times with exponential backoff,
-    each retry resuming where the last stopped; refusals (404, 401/403, an HTML page,
-    a wrong checksum) fail at once.
+    A file already there that passed the check before (``<file>.ok`` holds its URL, size,
+    mtime, sha256 and the checksums pinned then) is returned at once, unless the pins changed
+    (it is then checked again). Transient failures (a dropped connection, a timeout, HTTP
+    5xx/429) are retried ``attempts`` times with exponential backoff, each retry resuming
+    where the last stopped; refusals (404, 401/403, an HTML page, a wrong checksum) fail at
+    once. Processes sharing ``folder`` take turns on a file (``<file>.lock``): the second
+    waits for the first, then finds its finished file.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    url = archive.url
     dest = folder / archive.name
+    with file_lock(dest, lambda: log(f"{archive.url}: another process is downloading {dest}; waiting for it")):
+        return _download_locked(archive, dest, progress_s=progress_s, timeout=timeout, attempts=attempts,
+                                base_delay=base_delay, log=log)
+
+
+def _download_locked(archive: Archive, dest: Path, *, progress_s: float, timeout: float, attempts: int,
+                     base_delay: float, log: Callable[[str], None]) -> Path:
+    url = archive.url
     part = dest.with_name(dest.name + ".part")
     ok = dest.with_name(dest.name + ".ok")
     record = dest.with_name(dest.name + ".sha256")
+    pins = _pins(archive)
     if dest.exists() and ok.exists():
         st = dest.stat()
-        seen = json.loads(ok.read_text())
-        if seen.get("size") == st.st_size and seen.get("mtime") == st.st_mtime and seen.get("url") == url:
+        try:
+            seen = json.loads(ok.read_text())
+        except ValueError:
+            seen = {}
+        if (seen.get("size") == st.st_size and seen.get("mtime") == st.st_mtime and seen.get("url") == url
+                and seen.get("pins") == pins):
             return dest
-    if dest.exists():  # present but unverified (an older run, a hand copy): check it like a download
+    if dest.exists():  # present but unverified (an older run, a hand copy, other pins): check it like a download
+        ok.unlink(missing_ok=True)
         os.replace(dest, part)
+        part.with_name(part.name + ".json").unlink(missing_ok=True)  # not resumable: it is whole, or it is wrong
         try:
             sha256 = _check(url, part, archive, record, log)
-        except DownloadError:
-            pass  # deleted by the check: download it again below
+        except DownloadError as err:
+            log(f"{url}: the file already in {dest.parent} fails the check ({err}); downloading it again")
         else:
-            return _finish(part, dest, ok, url, sha256)
+            return _finish(part, dest, ok, url, sha256, pins)
+    complete = False
     for attempt in range(1, attempts + 1):
         try:
-            _fetch_once(url, part, progress_s, timeout, log)
+            complete = _fetch_once(url, part, progress_s, timeout, log)
             break
         except urllib.error.HTTPError as err:
             if not _transient(err):
@@ -321,14 +405,15 @@ def download(archive: Archive, folder: os.PathLike, *, progress_s: float = 10.0,
         delay = base_delay * 2 ** (attempt - 1)
         log(f"{url}: {why}; {human_bytes(got)} so far, retrying in {delay:.0f} s (attempt {attempt}/{attempts})")
         time.sleep(delay)
-    sha256 = _check(url, part, archive, record, log)
-    return _finish(part, dest, ok, url, sha256)
+    sha256 = _check(url, part, archive, record, log, complete=complete)
+    return _finish(part, dest, ok, url, sha256, pins)
 
 
-def _finish(part: Path, dest: Path, ok: Path, url: str, sha256: str) -> Path:
+def _finish(part: Path, dest: Path, ok: Path, url: str, sha256: str, pins: dict) -> Path:
+    part.with_name(part.name + ".json").unlink(missing_ok=True)
     publish(part, dest)
     st = dest.stat()
-    _write_json(ok, {"url": url, "size": st.st_size, "mtime": st.st_mtime, "sha256": sha256})
+    _write_json(ok, {"url": url, "size": st.st_size, "mtime": st.st_mtime, "sha256": sha256, "pins": pins})
     return dest
 
 
@@ -354,10 +439,10 @@ def fetch_archives(archives, download_dir: os.PathLike, extract_dir: os.PathLike
     sources, records = [], []
     for a in archives:
         path = download(a, download_dir, log=log, **kwargs)
-        records.append({"url": a.url, "file": str(path), "size": path.stat().st_size,
-                        "sha256": json.loads(path.with_name(path.name + ".ok").read_text())["sha256"]})
+        sha256 = json.loads(path.with_name(path.name + ".ok").read_text())["sha256"]
+        records.append({"url": a.url, "file": str(path), "size": path.stat().st_size, "sha256": sha256})
         try:
-            sources.append(safe_extract(path, extract_dir / "extracted" / a.name))
+            sources.append(safe_extract(path, extract_dir / "extracted" / a.name, sha256=sha256))
         except ValueError as err:
             if "not a .tar" not in str(err):
                 raise

@@ -557,13 +557,20 @@ def enable_model_cache() -> None:
     _MODEL_CACHE = {}
 
 
-def _model_for(arch: str, checkpoint: str, device, allow_pickle: bool, what: str):
-    """``embed.load_model``, or the worker's cached model when it is the same file on the same device."""
+def _model_for(arch: str, checkpoint: str, device, allow_pickle: bool, what: str, content_id: str = ""):
+    """``embed.load_model``, or the worker's cached model when it is the same checkpoint on the same device.
+
+    Same checkpoint: the same content identity (``content_id``: the sha256 or blob id the listing gave the
+    file, which changes when the file is replaced) and the same file version (device, inode, size, mtime,
+    ctime: a file replaced after the listing, even keeping size and mtime as ``cp -p`` does). Not the
+    path: a path is reused by a new file."""
     if _MODEL_CACHE is None:
         return load_model(arch, checkpoint, device=device, allow_pickle=allow_pickle, what=what)
     try:
-        st = os.stat(checkpoint)
-        key = (arch, os.path.realpath(checkpoint), st.st_size, st.st_mtime_ns, str(device), bool(allow_pickle))
+        from .sources import file_version
+
+        version = tuple(sorted(file_version(os.stat(checkpoint)).items()))
+        key = (arch, content_id or "", version, str(device), bool(allow_pickle))
     except OSError:
         key = None  # load_model names the missing file
     if key is not None and key in _MODEL_CACHE:
@@ -644,7 +651,7 @@ def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, ar
     # Parquet file is written
     with claim_device(lock_dir, log=_log, prefer=cached_gpu()) as device:
         t0 = time.time()
-        model = _model_for(arch, checkpoint, device, allow_pickle, what)
+        model = _model_for(arch, checkpoint, device, allow_pickle, what, provenance.get("checkpoint_blob") or "")
         if device.type == "cuda":
             torch.cuda.synchronize()
         _log(f"loaded {checkpoint} in {time.time() - t0:.1f} s")

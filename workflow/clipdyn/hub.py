@@ -480,15 +480,19 @@ def download_file(repo_id: str, filename: str, revision: str = "main", repo_type
                                                tqdm_class=_progress(f"{repo_id}/{filename}", progress_s)),
                        what, repo_id, repo_type))
     if expected_blob:
-        blob = Path(os.path.realpath(path)).name
-        if Path(path).is_symlink() and blob != expected_blob:
+        linked = Path(path).is_symlink()
+        # A snapshot entry is a link to its blob, named by its content hash; where the cache holds copies
+        # instead (a copied cache, a file system without links), the copy is checked against the listed hash.
+        blob = Path(os.path.realpath(path)).name if linked else expected_blob
+        if blob != expected_blob:
             raise HubError(f"{what}: content changed on the Hub since it was listed (blob {blob[:12]}, listed "
                            f"{expected_blob[:12]}). Run the workflow again to list the new version.")
         actual = _content_id(Path(os.path.realpath(path)), blob)
         if actual is not None and actual != blob:
-            raise HubError(f"{what}: the cached file {os.path.realpath(path)} is corrupt: its content hash is "
+            kind = "cached file" if linked else "cached file (a copy in the snapshot, not a link to a blob)"
+            raise HubError(f"{what}: the {kind} {os.path.realpath(path)} is corrupt: its content hash is "
                            f"{actual[:12]}, not {blob[:12]} (a damaged or tampered download). Delete it "
-                           f"(`hf cache rm hf://{repo_type}s/{repo_id}/{filename}`, or remove that blob) and run the "
+                           f"(`hf cache rm hf://{repo_type}s/{repo_id}/{filename}`, or remove that file) and run the "
                            "workflow again to download it again.")
     return path
 

@@ -6,13 +6,18 @@ study's epochs come from listing each model's checkpoints on the Hub, so without
 6,500-job SLURM run would list the Hub thousands of times (rate limits), and a compute node
 without internet could not start even a metric job.
 
-So only the top-level process lists. A real run (not a dry run) writes what it listed to
-``<results>/checkpoints/listing.json`` when it starts executing (Snakemake's ``onstart``,
-after it holds the working directory's lock, so a second invocation cannot overwrite the
-record of a running one). Job processes read that record and never list: a model missing
-from it is an error that says to rerun the top-level command. ``--report``, ``--unlock``,
-``--lint`` and the summaries read the record too; they list only a model the record lacks
-(a study never run).
+So only the top-level process lists. It writes what it listed while the Snakefile is parsed
+(not in an ``onstart`` hook, which ``--no-hooks`` skips) to its own record,
+``<results>/checkpoints/listings/<content id>.json`` (never rewritten: the id is the sha256 of
+what it holds), and names that file in the environment variable :data:`ENV`, which its job
+processes inherit (local jobs, SLURM's ``sbatch``) or are given (Snakemake's ``envvars:``, for
+other executors). A job process reads the record its own invocation named, never a later
+one: a second invocation over the same results folder (another working directory, or
+``--nolock``) that lists a new epoch cannot change what the first one's jobs see. Job
+processes never list: a model missing from the record is an error that says to rerun the
+top-level command. The latest record is also copied to ``<results>/checkpoints/listing.json``,
+which ``--report``, ``--unlock``, ``--lint`` and the summaries read (and a job process started
+by hand, without :data:`ENV`); those list only a model the record lacks (a study never run).
 
 An entry is what :func:`clipdyn.sources.resolve` found for a model (its checkpoints by epoch,
 with commit, content hash and size), keyed by the config keys the resolution depends on
@@ -22,6 +27,7 @@ changes a model's source lists it afresh.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -34,7 +40,10 @@ from .atomic import atomic_path
 from .hub import CheckpointFile
 
 RECORD = "checkpoints/listing.json"
+RECORDS = "checkpoints/listings"
 VERSION = 2
+#: the environment variable naming the record of the invocation that started a job process
+ENV = "CLIPDYN_LISTING"
 
 #: command-line flags of invocations that read results and run no job: they read the record
 READER_FLAGS = ("--report", "--unlock", "--lint", "--summary", "--detailed-summary", "--list-changes", "--lc",
@@ -92,15 +101,24 @@ class Listings:
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._record: Optional[Dict[str, dict]] = None
 
+    def source(self) -> Path:
+        """The record this process reads: its invocation's (:data:`ENV`, in a job process), else the latest."""
+        named = os.environ.get(ENV) if self.mode == "job" else None
+        return Path(named) if named else self.path
+
     def record(self) -> Dict[str, dict]:
         """The entries of the record on disk ({} if there is none)."""
         if self._record is None:
             self._record = {}
-            if self.path.exists():
+            path = self.source()
+            if path != self.path and not path.exists():
+                raise ListingMissing(f"{path}: the listing record of the invocation that started this job ({ENV}) "
+                                     "is missing; run the top-level command again.")
+            if path.exists():
                 try:
-                    data = json.loads(self.path.read_text())
+                    data = json.loads(path.read_text())
                 except ValueError as err:
-                    raise ListingMissing(f"{self.path}: the listing record is damaged ({err}); delete it and "
+                    raise ListingMissing(f"{path}: the listing record is damaged ({err}); delete it and "
                                          "run the workflow again (the top-level run writes it).") from err
                 if data.get("version") == VERSION:
                     self._record = data.get("entries", {})
@@ -118,9 +136,9 @@ class Listings:
                 return _decode(entry["resolved"])
             if self.mode == "job":
                 raise ListingMissing(
-                    f"models.{name}: this job process found no listing of {key} in {self.path}. Job processes do "
-                    "not list the Hub; the top-level `snakemake` writes the record when it starts running jobs. "
-                    "Run the top-level command again (without --no-hooks).")
+                    f"models.{name}: this job process found no listing of {key} in {self.source()}. Job processes "
+                    "do not list the Hub; the top-level `snakemake` writes the record. Run the top-level command "
+                    "again.")
             self._log(f"models.{name}: not in the listing record {self.path}: listing it on the Hub")
         found = list_fn()
         self.calls += 1
@@ -128,10 +146,19 @@ class Listings:
                           "resolved": _encode(found)}
         return found
 
-    def save(self) -> None:
-        """Write this invocation's listings as the record (top-level runs, when jobs are about to start)."""
+    def save(self) -> Optional[Path]:
+        """Write this invocation's listings (top-level runs, once the study is resolved): its own record, named
+        by content, and the latest copy; name the record in :data:`ENV` for the job processes. Returns the
+        record (None outside a top-level run)."""
         if self.mode != "top":
-            return
+            return None
+        text = json.dumps({"version": VERSION, "entries": self.listed}, indent=1, sort_keys=True) + "\n"
+        own = self.path.parent / Path(RECORDS).name / f"{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
+        if not own.exists():
+            with atomic_path(own) as tmp:
+                tmp.write_text(text)
         with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps({"version": VERSION, "entries": self.listed}, indent=1, sort_keys=True) + "\n")
+            tmp.write_text(text)
         self._record = dict(self.listed)
+        os.environ[ENV] = str(own.resolve())
+        return own

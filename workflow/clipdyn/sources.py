@@ -224,8 +224,18 @@ def local_folder(path: Path, template: str) -> Path:
     return path
 
 
+def file_version(st: os.stat_result) -> dict:
+    """What says a file is still the one seen before: device, inode, size, mtime and ctime.
+
+    Size and mtime alone miss a file replaced in place with both kept (``cp -p``, ``rsync -t``,
+    a restore); its ctime (which no program can set back) and, for a file renamed over the old
+    one, its inode differ."""
+    return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns}
+
+
 class HashCache:
-    """sha256 of local files, keyed by absolute path with the size and mtime it was computed at.
+    """sha256 of local files, keyed by absolute path with the :func:`file_version` it was computed at.
 
     A JSON file (``<results>/checkpoints/local-sha256.json``), rewritten atomically when it
     changes; ``None`` keeps it in memory only.
@@ -243,12 +253,12 @@ class HashCache:
 
     def get(self, path: Path, st: os.stat_result) -> Optional[str]:
         e = self.entries.get(str(path))
-        if e and e["size"] == st.st_size and e["mtime_ns"] == st.st_mtime_ns:
+        if e and {k: e.get(k) for k in ("dev", "ino", "size", "mtime_ns", "ctime_ns")} == file_version(st):
             return e["sha256"]
-        return None
+        return None  # unknown, changed in any way, or recorded by an older version without ino/ctime: rehash
 
     def put(self, path: Path, st: os.stat_result, sha: str) -> None:
-        self.entries[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+        self.entries[str(path)] = {**file_version(st), "sha256": sha}
         self.dirty = True
 
     def save(self) -> None:
@@ -297,8 +307,8 @@ def completeness(path: Path, size: int) -> Optional[str]:
 def inspect_local(path: Path, cache: "HashCache") -> Tuple[Optional[str], Optional[str], int]:
     """(sha256, None, size) for a complete, stable checkpoint, or (None, why it was skipped, size).
 
-    The file is looked at twice (stat before and after reading it): a file whose size or
-    mtime changed in between is still being written.
+    The file is looked at twice (stat before and after reading it): a file whose size, mtime,
+    ctime or inode changed in between is still being written (or was replaced).
     """
     st1 = path.stat()
     why = completeness(path, st1.st_size)
@@ -306,7 +316,7 @@ def inspect_local(path: Path, cache: "HashCache") -> Tuple[Optional[str], Option
         return None, why, st1.st_size
     sha = cache.get(path, st1) or sha256_file(path)
     st2 = path.stat()
-    if (st1.st_size, st1.st_mtime_ns) != (st2.st_size, st2.st_mtime_ns):
+    if file_version(st1) != file_version(st2):
         return None, f"changed while it was read ({st1.st_size} -> {st2.st_size} bytes)", st2.st_size
     if cache.get(path, st2) is None:
         cache.put(path, st2, sha)

@@ -8,7 +8,14 @@ exactly its own jobs and the figures, which depend on every metric, are redrawn;
 checkpoint still being written is skipped and taken by a later round. A second watcher on
 the same lock file refuses to start. SIGINT (Ctrl-C) or SIGTERM stops cleanly: while a
 round runs, it is interrupted once with SIGINT (Snakemake then stops its jobs and removes
-their incomplete outputs) and waited for; between rounds the watcher exits at once.
+their incomplete outputs) and waited for; between rounds the watcher exits at once. A
+second SIGINT or SIGTERM stops the round at once: SIGTERM to its whole process group
+(Snakemake and every job it started), SIGKILL to the group if it is still there 10 s later.
+
+A round never outlives its watcher: it runs in its own process group (so a Ctrl-C in the
+terminal reaches the watcher, which interrupts the round once), the kernel sends it SIGTERM
+when the watcher dies, even by SIGKILL (Linux's ``PR_SET_PDEATHSIG``), and a watcher that
+exits any other way (an exception) ends the round's group first.
 """
 
 from __future__ import annotations
@@ -23,6 +30,41 @@ import threading
 import time
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
+
+#: seconds between SIGTERM and SIGKILL to a round's process group when the watcher stops it hard
+KILL_AFTER_S = 10.0
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the round gets SIGTERM when the watcher dies (Linux; elsewhere the watcher's own
+    handlers and ``finally`` are all there is)."""
+    def preexec() -> None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the watcher died before the prctl: do not start
+            os._exit(1)
+    return preexec
+
+
+def _stop_group(p: subprocess.Popen, kill_after_s: float) -> None:
+    """SIGTERM the round's process group, SIGKILL it if it is still there ``kill_after_s`` later."""
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        p.wait(kill_after_s)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(p.pid, signal.SIGKILL)  # the leader gone, its jobs may remain: the group goes too
+    except ProcessLookupError:
+        pass
 
 
 class WatchError(RuntimeError):
@@ -59,10 +101,14 @@ def watch(cmd: Sequence[str], every_s: float, lock: os.PathLike = ".clipdyn-watc
     child: List[Optional[subprocess.Popen]] = [None]
 
     def on_signal(signum, _frame):
-        if stop.is_set():
+        p = child[0]
+        if stop.is_set():  # the second one: stop the round now
+            if p is not None and p.poll() is None:
+                log(f"[watch {_now()}] {signal.Signals(signum).name} again: stopping the round (SIGTERM to its "
+                    f"process group, SIGKILL after {KILL_AFTER_S:.0f} s)")
+                threading.Thread(target=_stop_group, args=(p, KILL_AFTER_S), daemon=True).start()
             return
         stop.set()
-        p = child[0]
         log(f"[watch {_now()}] {signal.Signals(signum).name}: stopping"
             + (" after interrupting the running round" if p is not None and p.poll() is None else ""))
         if p is not None and p.poll() is None:
@@ -76,8 +122,9 @@ def watch(cmd: Sequence[str], every_s: float, lock: os.PathLike = ".clipdyn-watc
             n += 1
             t0 = time.time()
             log(f"[watch {_now()}] round {n}: {' '.join(cmd)}")
-            # its own session: a Ctrl-C in the terminal reaches the watcher only, which interrupts the round once
-            child[0] = subprocess.Popen(list(cmd), start_new_session=True)
+            # its own session: a Ctrl-C in the terminal reaches the watcher only, which interrupts the round once;
+            # and it dies with the watcher
+            child[0] = subprocess.Popen(list(cmd), start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
             rc = child[0].wait()
             child[0] = None
             log(f"[watch {_now()}] round {n} ended (exit status {rc}) after {time.time() - t0:.0f} s")
@@ -85,6 +132,9 @@ def watch(cmd: Sequence[str], every_s: float, lock: os.PathLike = ".clipdyn-watc
                 break
             stop.wait(every_s)
     finally:
+        p = child[0]
+        if p is not None and p.poll() is None:  # leaving while a round runs (an exception): it goes too
+            _stop_group(p, KILL_AFTER_S)
         for s, h in old.items():
             signal.signal(s, h)
         lock_file.close()

@@ -31,8 +31,9 @@ validate(config, "../schemas/config.schema.yaml")
 # rerun-incomplete. Outputs are written atomically, so a partial file is never there to be trusted.
 
 # One Hub listing per invocation: the top-level run resolves each model's checkpoints once and
-# records them when it starts running jobs (onstart, below); job processes (SLURM jobs re-parse
-# this file) and --report/--unlock/--lint read the record instead of listing (clipdyn.listing).
+# records them (below, while parsing: hooks can be off); its job processes (SLURM jobs re-parse
+# this file) read that record, named in CLIPDYN_LISTING, and --report/--unlock/--lint the latest
+# one, instead of listing (clipdyn.listing).
 LISTINGS = Listings(
     Path(Study.results_dir(config)) / LISTING_RECORD,
     invocation(getattr(workflow, "is_main_process", True), sys.argv),
@@ -43,9 +44,11 @@ try:
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
 
+# a top-level run writes its record now: its jobs read it, whatever runs next in this results folder
+if LISTINGS.save() is not None:
 
-onstart:
-    LISTINGS.save()
+    envvars:
+        "CLIPDYN_LISTING",  # clipdyn.listing.ENV: passed to the job processes of any executor
 
 
 for (
