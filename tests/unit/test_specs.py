@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clipdyn.specs import ClassSetSpec, DatasetSpec, EmbeddingSettings, IntervalSettings, MetricSpec, ModelSpec, Preprocess
+from clipdyn.specs import (
+    ClassSetSpec,
+    DatasetSpec,
+    EmbeddingSettings,
+    IntervalSettings,
+    MetricSpec,
+    ModelSpec,
+    Preprocess,
+)
 from clipdyn.study import Study
 
 ROOT = Path(__file__).resolve().parents[2]
