@@ -8,6 +8,7 @@ import pytest
 
 from clipdyn.io import provenance, read_classifier, read_embeddings, write_classifier, write_embeddings, write_frame
 from clipdyn.metrics.compute import compute_metric, load_tables, metric_memo_paths
+from clipdyn.metrics.intervals import resample_counts
 from clipdyn.metrics.registry import evaluate
 
 EPOCHS = [1, 2, 3]
@@ -81,10 +82,43 @@ def test_a_rewritten_embedding_recomputes_only_its_epoch(study):
     assert compute_metric(**kw) == {"computed": [2], "reused": [1, 3]}
 
 
-@pytest.mark.parametrize("change", [{"code": "code-v2"}, {"options": {"note": "changed"}}])
+INTERVALS = {"enabled": True, "resamples": 300, "method": "percentile", "seed": 0, "level": 0.95}
+
+
+def test_rows_carry_finite_intervals_and_the_same_resamples_at_every_epoch(study):
+    tmp, kw = study
+    compute_metric(**dict(kw, intervals=INTERVALS))
+    got = pd.read_parquet(kw["out"])
+    top1 = got[got["measure"] == "zeroshot_top1"].sort_values("epoch")
+    assert np.isfinite(top1[["se", "ci_low", "ci_high"]].to_numpy()).all()
+    assert (top1["ci_low"] <= top1["value"]).all() and (top1["value"] <= top1["ci_high"]).all()
+    assert all(len(r) == 300 for r in top1["replicates"])
+    # resample k draws the same images at every epoch: per-image hits recomputed from the details
+    counts = resample_counts(40, 300, 0, "ds")
+    for e, reps in zip(top1["epoch"], top1["replicates"]):
+        _, details = metric_memo_paths(kw["out"], "zs", e)
+        d = pd.read_parquet(details)
+        hits = (d["label"] == d["predicted"]).to_numpy(float)
+        np.testing.assert_allclose(reps, counts @ hits / 40, rtol=1e-6)
+    # top-5 of 4 classes is undefined: NaN value and NaN interval
+    assert got.loc[got["measure"] == "zeroshot_top5", ["value", "ci_low"]].isna().all().all()
+
+
+def test_intervals_off_leave_nan_columns_and_no_replicates(study):
+    tmp, kw = study
+    compute_metric(**dict(kw, intervals=dict(INTERVALS, enabled=False)))
+    got = pd.read_parquet(kw["out"])
+    assert got[["se", "ci_low", "ci_high"]].isna().all().all() and all(len(r) == 0 for r in got["replicates"])
+
+
+@pytest.mark.parametrize("change", [{"code": "code-v2"}, {"options": {"note": "changed"}},
+                                    {"intervals": dict(INTERVALS, resamples=200)},
+                                    {"intervals": dict(INTERVALS, method="bca")}])
 def test_changed_code_or_options_recompute_every_epoch(study, change):
     tmp, kw = study
+    kw = dict(kw, intervals=INTERVALS)
     compute_metric(**kw)
+    assert compute_metric(**kw) == {"computed": [], "reused": EPOCHS}
     assert compute_metric(**dict(kw, **change)) == {"computed": EPOCHS, "reused": []}
 
 

@@ -26,17 +26,40 @@ from clipdyn.metrics import (
     split_heldout,
     zero_shot_logits,
 )
+from clipdyn.metrics.intervals import interval_fields
 from clipdyn.metrics.ood import fpr_at_95_tpr_closest
 from clipdyn.metrics.result import ROW_COLUMNS
 from clipdyn.metrics.saliency_alignment import imresize
 
 
 def evaluate(kind, **kwargs):
-    """The registry's evaluate, checking that the rows name only measures the kind declares."""
+    """The registry's evaluate, checking that the rows name only measures the kind declares, and that
+    every row with a value carries the statistic of its interval: equal to the value at unit weights,
+    with a finite bootstrap interval around it (every evaluator test below checks its intervals)."""
     result = registry.evaluate(kind, **kwargs)
     declared = {m.name for m in registry.get(kind).measures}
     assert set(result.rows["measure"]) <= declared, (kind, set(result.rows["measure"]) - declared)
+    check_intervals(result)
     return result
+
+
+def check_intervals(result):
+    rows = result.rows.reset_index(drop=True)
+    assert result.stats is not None and len(result.stats) == len(rows)
+    for (_, row), stat in zip(rows.iterrows(), result.stats):
+        if stat is None:  # only where the value itself is undefined
+            assert np.isnan(row["value"]), row
+            continue
+        at_ones = stat(*[np.ones((1, n)) for _, n in stat.strata])[0]
+        rel = 2e-3 if row["measure"] == "temperature" else 1e-9  # the temperature's grid search
+        np.testing.assert_allclose(at_ones, row["value"], rtol=rel, atol=1e-12, err_msg=str(row))
+        f = interval_fields(stat, {"enabled": True, "resamples": 200, "method": "percentile", "seed": 0,
+                                   "level": 0.95})
+        if np.isfinite(row["value"]) and not np.isnan(f["ci_low"]):
+            assert f["ci_low"] <= f["ci_high"] and np.isfinite(f["se"]) and len(f["replicates"]) == 200, row
+        elif np.isfinite(row["value"]):
+            # undefined only where almost every resample is degenerate (e.g. a 2-pair correlation)
+            assert np.isfinite(f["replicates"]).sum() < 2, row
 
 
 def onehot_classifier(classnames, dim=None, scale=100.0):

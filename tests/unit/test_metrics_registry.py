@@ -54,11 +54,11 @@ def test_reading_the_registry_imports_no_metric_module():
 
 
 def test_a_kind_module_imports_only_what_it_uses():
-    # the ood evaluator uses the zero-shot logits, not the other kinds' modules
+    # the ood evaluator uses the zero-shot logits and the interval statistics, not the other kinds' modules
     loaded = _python("import sys, clipdyn.metrics.ood; "
                      "print(' '.join(sorted(n for n in sys.modules if n.startswith('clipdyn.metrics.'))))")
     assert set(loaded.split()) == {"clipdyn.metrics.ood", "clipdyn.metrics.zeroshot", "clipdyn.metrics._join",
-                                   "clipdyn.metrics.result"}
+                                   "clipdyn.metrics.result", "clipdyn.metrics.intervals"}
 
 
 def test_notebook_imports_give_the_functions_whatever_was_imported_first():

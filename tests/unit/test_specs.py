@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clipdyn.specs import ClassSetSpec, DatasetSpec, EmbeddingSettings, MetricSpec, ModelSpec, Preprocess
+from clipdyn.specs import (
+    ClassSetSpec,
+    DatasetSpec,
+    EmbeddingSettings,
+    IntervalSettings,
+    MetricSpec,
+    ModelSpec,
+    Preprocess,
+)
 from clipdyn.study import Study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +33,7 @@ SPECS = [
     (ModelSpec, SCHEMA["properties"]["models"]["additionalProperties"]["properties"], "## `models.<name>`"),
     (DatasetSpec, SCHEMA["properties"]["datasets"]["additionalProperties"]["properties"], "## `datasets.<name>`"),
     (EmbeddingSettings, SCHEMA["properties"]["embedding"]["properties"], "## `embedding`"),
+    (IntervalSettings, SCHEMA["properties"]["intervals"]["properties"], "## `intervals`"),
 ]
 
 

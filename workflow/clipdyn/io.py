@@ -32,6 +32,15 @@ META_KEY = b"clipdyn"
 #: kind in :mod:`clipdyn.metrics.registry`).
 METRIC_COLUMNS = ["model", "epoch", "metric", "measure", "dataset", "variant", "value", "n"]
 
+#: Columns a metric row carries after :data:`METRIC_COLUMNS`: the bootstrap standard error and interval
+#: of ``value`` (:mod:`clipdyn.metrics.intervals`; NaN where intervals are off or undefined).
+INTERVAL_COLUMNS = ["se", "ci_low", "ci_high"]
+
+#: Column of a metric job's rows holding the bootstrap replicates of ``value`` (float32 list, resample k
+#: drawing the same units at every epoch; empty where intervals are off). Kept in the metric files and
+#: metrics.parquet (Table 1 reads them), left out of metrics.csv.
+REPLICATES_COLUMN = "replicates"
+
 
 @dataclass
 class EmbeddingTable:
@@ -210,6 +219,10 @@ def metric_frame(rows: Sequence[Mapping] | pd.DataFrame, model: str, epoch: int,
     missing = set(METRIC_COLUMNS) - set(df.columns)
     if missing:
         raise ValueError(f"metric rows lack columns {sorted(missing)}")
-    df = df[METRIC_COLUMNS]
+    for col in INTERVAL_COLUMNS:
+        if col not in df:
+            df[col] = np.nan
+    df = df[METRIC_COLUMNS + INTERVAL_COLUMNS + ([REPLICATES_COLUMN] if REPLICATES_COLUMN in df else [])]
     return df.astype({"model": str, "epoch": "int64", "metric": str, "measure": str, "dataset": str,
-                      "variant": str, "value": "float64", "n": "int64"})
+                      "variant": str, "value": "float64", "n": "int64", "se": "float64", "ci_low": "float64",
+                      "ci_high": "float64"})

@@ -59,6 +59,25 @@ class EmbeddingSettings:
 
 
 @dataclass(frozen=True)
+class IntervalSettings:
+    """The ``intervals:`` block: bootstrap intervals of every metric value (:mod:`clipdyn.metrics.intervals`)."""
+
+    enabled: bool = True  #: false: no intervals (the columns se, ci_low, ci_high are NaN)
+    resamples: int = 1000  #: bootstrap resamples per value
+    method: str = "percentile"  #: percentile | bca
+    seed: int = 0  #: seed of the resamples (the same units get the same resamples at every epoch)
+    level: float = 0.95  #: coverage of the interval
+
+    @classmethod
+    def from_config(cls, raw: Optional[Mapping]) -> "IntervalSettings":
+        return cls(**_known(cls, raw or {}))
+
+    def as_dict(self) -> dict:
+        """What a metric job reads (plain types, in its params)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """One ``datasets:`` entry: downloaded (``repo`` or ``path``) or derived (``derived_from``)."""
 

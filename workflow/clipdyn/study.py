@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 from . import hub, sources
 from .metrics import registry as metric_registry
-from .specs import ClassSetSpec, DatasetSpec, EmbeddingSettings, MetricSpec, ModelSpec, Preprocess
+from .specs import ClassSetSpec, DatasetSpec, EmbeddingSettings, IntervalSettings, MetricSpec, ModelSpec, Preprocess
 
 __all__ = ["Study", "ConfigError", "Preprocess", "ModelSpec", "DatasetSpec", "ClassSetSpec",
            "MetricSpec", "EmbeddingSettings", "arch_config", "preprocess_of"]
@@ -93,6 +93,8 @@ class Study:
         self.checkpoint_budget: Optional[int] = config.get("checkpoint_budget")
         self.model_config_paths = [str(p) for p in config.get("model_configs") or []]
         self.embedding = EmbeddingSettings.from_config(config.get("embedding"))
+        #: the ``intervals:`` block (bootstrap intervals of the metric values)
+        self.intervals = IntervalSettings.from_config(config.get("intervals"))
         #: the ``figures:`` block (its defaults: clipdyn.figures.spec.FigureSpec), and whether to draw them
         self.figures: dict = {k: v for k, v in (config.get("figures") or {}).items() if k != "enabled"}
         self.figures_enabled = bool((config.get("figures") or {}).get("enabled", True))

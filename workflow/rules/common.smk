@@ -369,6 +369,7 @@ def metric_params(wc):
         "options": metric_options(wc),
         "spatial": [d for d in m.datasets if STUDY.spatial(d)],
         "code": metric_code(m.kind),
+        "intervals": STUDY.intervals.as_dict(),
     }
 
 

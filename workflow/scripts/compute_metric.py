@@ -9,4 +9,4 @@ from clipdyn.metrics.compute import compute_metric
 j = snakemake.params.job
 w = snakemake.wildcards
 compute_metric(files=j["files"], kind=j["kind"], roles=j["inputs"], options=j["options"], spatial=j["spatial"],
-               code=j["code"], model=w.model, metric=w.metric, out=snakemake.output[0])
+               code=j["code"], model=w.model, metric=w.metric, out=snakemake.output[0], intervals=j["intervals"])

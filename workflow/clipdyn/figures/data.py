@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..io import METRIC_COLUMNS
+from ..io import INTERVAL_COLUMNS, METRIC_COLUMNS
 from .spec import ACCURACY_MEASURES, FigureSpec, Series
 
 _KEY = ["model", "epoch", "metric", "measure", "dataset", "variant"]
@@ -16,13 +16,16 @@ def check_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
     """The metric table with checked columns and types; one row per (model, epoch, metric, measure, dataset,
     variant).
 
+    The interval columns (``se``, ``ci_low``, ``ci_high``) are kept, NaN where the table has none.
     Raises ValueError naming the missing columns or the first duplicated rows:
     two values for one point would be drawn as a zig-zag or silently averaged.
     """
     missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
     if missing:
         raise ValueError(f"metric table lacks columns {missing}; it has {list(metrics.columns)}")
-    df = metrics[METRIC_COLUMNS].copy()
+    df = metrics[METRIC_COLUMNS + [c for c in INTERVAL_COLUMNS if c in metrics.columns]].copy()
+    for col in INTERVAL_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64") if col in df else np.nan
     for col in ("model", "metric", "measure", "dataset", "variant"):
         df[col] = df[col].fillna("").astype(str)
     df["epoch"] = df["epoch"].astype("int64")
@@ -36,7 +39,8 @@ def check_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def values(metrics: pd.DataFrame, model: str, series: Series, spec: FigureSpec | None = None,
            factor: float = 1.0) -> pd.DataFrame:
-    """``epoch``, ``value`` of one model for one series, sorted by epoch, NaN values dropped.
+    """``epoch``, ``value``, ``ci_low``, ``ci_high`` of one model for one series, sorted by epoch, NaN values
+    dropped (the interval is NaN where the table has none).
 
     Accuracy metrics are multiplied by ``factor`` (see :meth:`FigureSpec.accuracy_factor`).
     """
@@ -45,10 +49,20 @@ def values(metrics: pd.DataFrame, model: str, series: Series, spec: FigureSpec |
              & (m["variant"] == series.variant)]
     if series.metric:
         rows = rows[rows["metric"] == series.metric]
-    out = rows[["epoch", "value"]].dropna().sort_values("epoch").reset_index(drop=True)
+    cols = ["epoch", "value"] + [c for c in ("ci_low", "ci_high") if c in rows.columns]
+    out = rows[cols].dropna(subset=["epoch", "value"]).sort_values("epoch").reset_index(drop=True)
+    for col in ("ci_low", "ci_high"):
+        if col not in out:
+            out[col] = np.nan
     if series.measure in ACCURACY_MEASURES:
-        out["value"] = out["value"] * factor
+        for col in ("value", "ci_low", "ci_high"):
+            out[col] = out[col] * factor
     return out
+
+
+def has_interval(v: pd.DataFrame) -> bool:
+    """Whether any point of :func:`values` has a finite interval to draw."""
+    return bool(len(v)) and bool(np.isfinite(v["ci_low"].to_numpy(float)).any())
 
 
 def x_of(epochs, model: str, spec: FigureSpec, metrics: pd.DataFrame, x_axis: str,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -19,16 +20,36 @@ from .style import MARKERS, REFERENCE_GREY, model_colours, new_figure, note, sav
 
 
 def _pairs(metrics: pd.DataFrame, model: str, x: Series, y: Series, factor: float) -> pd.DataFrame:
-    """``epoch, x, y`` of one model over the checkpoints where both were measured."""
-    xs = values(metrics, model, x, factor=factor).rename(columns={"value": "x"})
-    ys = values(metrics, model, y, factor=factor).rename(columns={"value": "y"})
+    """``epoch, x, y`` of one model over the checkpoints where both were measured, with the intervals
+    ``x_low, x_high, y_low, y_high`` (NaN where there are none)."""
+    xs = values(metrics, model, x, factor=factor).rename(columns={"value": "x", "ci_low": "x_low",
+                                                                  "ci_high": "x_high"})
+    ys = values(metrics, model, y, factor=factor).rename(columns={"value": "y", "ci_low": "y_low",
+                                                                  "ci_high": "y_high"})
     return xs.merge(ys, on="epoch").sort_values("epoch")
+
+
+def _error_bars(ax: Axes, pts: pd.DataFrame, colour: str) -> None:
+    """Each point's 95% bootstrap intervals on both axes, as thin bars (none where there are none)."""
+    for axis in ("x", "y"):
+        lo, hi = pts[f"{axis}_low"].to_numpy(float), pts[f"{axis}_high"].to_numpy(float)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        if not ok.any():
+            continue
+        centre = pts[axis].to_numpy(float)[ok]
+        err = np.vstack([np.maximum(centre - lo[ok], 0), np.maximum(hi[ok] - centre, 0)])
+        other = pts["y" if axis == "x" else "x"].to_numpy(float)[ok]
+        xy = (centre, other) if axis == "x" else (other, centre)
+        ax.errorbar(*xy, **{f"{axis}err": err}, fmt="none", ecolor=colour, elinewidth=0.6, alpha=0.5,
+                    capsize=0, zorder=2.5)
 
 
 def _scatter(ax: Axes, pts: pd.DataFrame, colour: str, marker: str, filled: bool = True) -> None:
     # A faint line in epoch order shows where training went; the points are the checkpoints.
     ax._clipdyn_points = getattr(ax, "_clipdyn_points", []) + list(zip(pts["x"], pts["y"]))
     ax.plot(pts["x"], pts["y"], color=colour, lw=0.6, alpha=0.35, zorder=2)
+    if {"x_low", "y_low"} <= set(pts.columns):
+        _error_bars(ax, pts, colour)
     ax.scatter(pts["x"], pts["y"], s=16, marker=marker, zorder=3, linewidths=0.9,
                facecolors=colour if filled else "white", edgecolors=colour)
 

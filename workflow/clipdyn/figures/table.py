@@ -23,8 +23,12 @@ from .spec import ACCURACY_MEASURES, VARIANT_NAMES, FigureSpec, SpecLike, measur
 
 #: Columns of :func:`table1`, in order.
 TABLE1_COLUMNS = ["model", "label", "measure", "metric", "dataset", "variant", "better", "n_epochs",
-                  "spearman_rho", "p_value", "peak_rule", "peak_epoch", "peak_value", "first_epoch", "first_value",
+                  "spearman_rho", "rho_ci_low", "rho_ci_high", "p_value", "peak_rule", "peak_epoch",
+                  "peak_epoch_low", "peak_epoch_high", "peak_value", "first_epoch", "first_value",
                   "last_epoch", "last_value", "note"]
+
+#: Coverage of Table 1's intervals (rho and the peak epoch), from the metric rows' bootstrap replicates.
+TABLE_LEVEL = 0.95
 
 #: Fewest shared epochs for which a rank correlation is reported.
 MIN_EPOCHS = 3
@@ -54,6 +58,70 @@ def _summary(v: pd.DataFrame, better: Optional[str]) -> dict:
                 last_epoch=int(v["epoch"].iloc[-1]), last_value=float(v["value"].iloc[-1]))
 
 
+def replicate_matrix(metrics: pd.DataFrame, model: str, series, epochs) -> Optional[np.ndarray]:
+    """(len(epochs), B) bootstrap replicates of one model's series at ``epochs`` (the metric rows'
+    ``replicates`` column; resample k draws the same units at every epoch), or None when any epoch
+    lacks them (intervals off, or a table without the column)."""
+    if series is None or "replicates" not in metrics.columns or not len(epochs):
+        return None
+    m = metrics
+    rows = m[(m["model"] == model) & (m["measure"] == series.measure) & (m["dataset"] == series.dataset)
+             & (m["variant"] == series.variant)]
+    if series.metric:
+        rows = rows[rows["metric"] == series.metric]
+    by_epoch = {int(e): r for e, r in zip(rows["epoch"], rows["replicates"])}
+    reps = [by_epoch.get(int(e)) for e in epochs]
+    if any(r is None or len(r) == 0 for r in reps) or len({len(r) for r in reps}) != 1:
+        return None
+    return np.stack([np.asarray(r, dtype=np.float64) for r in reps])
+
+
+def rho_interval(tb: np.ndarray, m: np.ndarray, level: float = TABLE_LEVEL) -> tuple[float, float]:
+    """Percentile interval of the Spearman rho across epochs over whole-study resamples: column k of
+    ``tb`` and ``m`` ((epochs, B) replicates) is one alternative study. NaN when fewer than half the
+    resamples give a defined rho (a constant series).
+
+    Example:
+        >>> e = np.arange(5.0)[:, None]
+        >>> rho_interval(e + np.zeros((5, 100)), -e + np.zeros((5, 100)))
+        (-1.0, -1.0)
+    """
+    if tb.shape[0] < MIN_EPOCHS:
+        return math.nan, math.nan
+    ok = np.isfinite(tb).all(axis=0) & np.isfinite(m).all(axis=0)
+    ra, rb = stats.rankdata(tb[:, ok], axis=0), stats.rankdata(m[:, ok], axis=0)
+    ra, rb = ra - ra.mean(axis=0), rb - rb.mean(axis=0)
+    den = np.sqrt((ra ** 2).sum(axis=0) * (rb ** 2).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (ra * rb).sum(axis=0) / den
+    rho = rho[np.isfinite(rho) & (den > 0)]
+    if rho.size < max(2, tb.shape[1] // 2):
+        return math.nan, math.nan
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(rho, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def peak_range(m: np.ndarray, epochs, better: Optional[str], level: float = TABLE_LEVEL) -> tuple:
+    """The range of epochs holding ``level`` of the resampled peaks: each whole-study resample
+    (column of ``m``) has its best epoch (earliest among ties); the range runs from the
+    (1-level)/2 to the (1+level)/2 quantile of those epochs (epochs that occur, no interpolation).
+
+    Example:
+        >>> m = np.array([[0.0] * 10, [1.0] * 9 + [0.0], [0.5] * 9 + [2.0]])
+        >>> peak_range(m, [1, 2, 3], "higher")
+        (2, 3)
+    """
+    epochs = np.asarray(epochs)
+    ok = np.isfinite(m).all(axis=0)
+    if not ok.any():
+        return pd.NA, pd.NA
+    at = np.argmin(m[:, ok], axis=0) if better == "lower" else np.argmax(m[:, ok], axis=0)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(epochs[at], [alpha, 1 - alpha], method="inverted_cdf")
+    return int(lo), int(hi)
+
+
 def table1(metrics: pd.DataFrame, spec: SpecLike = None) -> pd.DataFrame:
     """Table 1 as a DataFrame with the columns :data:`TABLE1_COLUMNS`.
 
@@ -71,11 +139,17 @@ def table1(metrics: pd.DataFrame, spec: SpecLike = None) -> pd.DataFrame:
       lower-is-better ones (texture bias, noise sensitivity, ECE, NLL, FPR@95);
       ``peak_rule`` says which. Ties go to the earliest epoch.
     - ``first_*``, ``last_*``: the measure at the first and last measured epoch.
+    - ``rho_ci_low``, ``rho_ci_high``: the 95% interval of rho over whole-study bootstrap resamples
+      (:func:`rho_interval`: resample k draws the same images at every epoch, so it is one
+      alternative study; rho is recomputed on each); ``peak_epoch_low``, ``peak_epoch_high``: the
+      range of epochs holding 95% of the resampled peaks (:func:`peak_range`). Read from the metric
+      rows' ``replicates`` (:mod:`clipdyn.metrics.intervals`); NaN when the table has none.
 
     Accuracies are in percent, like the figures. A model without data for a measure
     gets a row with NaN values and the note "no data for this model".
     """
     spec = FigureSpec.from_config(spec)
+    raw = metrics
     metrics = check_metrics(metrics)
     factor = spec.accuracy_factor(metrics)
     models = spec.resolve_scale_models(metrics)
@@ -95,6 +169,9 @@ def table1(metrics: pd.DataFrame, spec: SpecLike = None) -> pd.DataFrame:
                 columns=["epoch", "value"])
             v = v[np.isfinite(v["value"].astype(float))].reset_index(drop=True)
             row.update(_summary(v, info.better))
+            reps = replicate_matrix(raw, model, series, v["epoch"].tolist())
+            low, high = peak_range(reps, v["epoch"], info.better) if reps is not None else (pd.NA, pd.NA)
+            row.update(peak_epoch_low=low, peak_epoch_high=high, rho_ci_low=math.nan, rho_ci_high=math.nan)
             notes = []
             if v.empty:
                 notes.append("no data for this model")
@@ -106,12 +183,16 @@ def table1(metrics: pd.DataFrame, spec: SpecLike = None) -> pd.DataFrame:
                 both = both[np.isfinite(both["value_tb"].astype(float))]
                 rho, p, why = _spearman(both["value_tb"].to_numpy(float), both["value_m"].to_numpy(float))
                 row.update(n_epochs=len(both), spearman_rho=rho, p_value=p)
+                shared = both["epoch"].tolist()
+                rt, rm = replicate_matrix(raw, model, tex_series, shared), replicate_matrix(raw, model, series, shared)
+                if np.isfinite(rho) and rt is not None and rm is not None and rt.shape == rm.shape:
+                    row["rho_ci_low"], row["rho_ci_high"] = rho_interval(rt, rm)
                 if why and not v.empty:
                     notes.append(why if not tb.empty else "no texture bias for this model")
             row["note"] = "; ".join(notes)
             rows.append(row)
     out = pd.DataFrame(rows, columns=TABLE1_COLUMNS)
-    for col in ("n_epochs", "peak_epoch", "first_epoch", "last_epoch"):
+    for col in ("n_epochs", "peak_epoch", "peak_epoch_low", "peak_epoch_high", "first_epoch", "last_epoch"):
         out[col] = out[col].astype("Int64")
     return out
 
@@ -145,6 +226,24 @@ def _at(value: Any, epoch: Any) -> str:
     return f"{_fmt_value(value)} (ep. {int(epoch)})"
 
 
+def _missing(x: Any) -> bool:
+    return x is None or x is pd.NA or (isinstance(x, float) and not math.isfinite(x))
+
+
+def _rho_cell(r: Any, lo: Any, hi: Any) -> str:
+    text = _fmt_rho(r)
+    if _missing(lo) or _missing(hi) or text == "–":
+        return text
+    return f"{text} [{_fmt_rho(lo)}, {_fmt_rho(hi)}]"
+
+
+def _peak_cell(value: Any, epoch: Any, lo: Any, hi: Any) -> str:
+    text = _at(value, epoch)
+    if _missing(lo) or _missing(hi) or text == "–":
+        return text
+    return text[:-1] + (f"; 95%: {int(lo)})" if int(lo) == int(hi) else f"; 95%: {int(lo)}–{int(hi)})")
+
+
 def display_table(df: pd.DataFrame) -> pd.DataFrame:
     """Table 1 as strings for reading: one column per quantity, metrics with their set and variant."""
     rows = []
@@ -156,9 +255,10 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
             name += ", %"
         arrow = {"higher": "↑", "lower": "↓"}.get(r.better, "")
         rows.append({"Model": r.label, "Metric": f"{name} {arrow}".strip(),
-                     "ρ with texture bias": _fmt_rho(r.spearman_rho), "p": _fmt_p(r.p_value),
+                     "ρ with texture bias": _rho_cell(r.spearman_rho, r.rho_ci_low, r.rho_ci_high),
+                     "p": _fmt_p(r.p_value),
                      "n": "–" if r.n_epochs is pd.NA else str(int(r.n_epochs)),
-                     "Best (epoch)": _at(r.peak_value, r.peak_epoch),
+                     "Best (epoch)": _peak_cell(r.peak_value, r.peak_epoch, r.peak_epoch_low, r.peak_epoch_high),
                      "First (epoch)": _at(r.first_value, r.first_epoch),
                      "Last (epoch)": _at(r.last_value, r.last_epoch),
                      "Note": r.note})
@@ -212,7 +312,9 @@ def _write_text(path: os.PathLike, text: str) -> Path:
 
 TABLE1_CAPTION = ("Spearman rank correlation across epochs between texture bias and each measure, "
                   "the epoch where each measure is best (maximum, or minimum for lower-is-better metrics), "
-                  "and its first and last values.")
+                  "and its first and last values. In brackets: 95% bootstrap intervals over whole-study "
+                  "resamples (the same images resampled at every epoch): for rho, its 2.5% and 97.5% "
+                  "quantiles; for the best epoch, the range of epochs holding 95% of the resampled peaks.")
 
 
 def write_table1(df: pd.DataFrame, csv: Optional[os.PathLike] = None, md: Optional[os.PathLike] = None,

@@ -13,12 +13,13 @@ import os
 import textwrap
 from typing import Mapping, Optional
 
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .data import check_metrics, values, x_of
+from .data import check_metrics, has_interval, values, x_of
 from .spec import VARIANT_NAMES, FigureSpec, Series, SpecLike, measure_info, reference_curve
 from .style import OKABE_ITO, REFERENCE_GREY, integer_epochs, model_colours, new_figure, note, save, style
 
@@ -94,6 +95,16 @@ def _reference(ax: Axes, spec: FigureSpec, metrics: pd.DataFrame, model: str, x_
     return line
 
 
+def interval_band(ax: Axes, x, v: pd.DataFrame, colour: str, alpha: float = 0.18) -> None:
+    """The points' 95% bootstrap intervals as a band behind their line (nothing where there are none)."""
+    if not has_interval(v):
+        return
+    lo, hi = v["ci_low"].to_numpy(float), v["ci_high"].to_numpy(float)
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    ax.fill_between(np.asarray(x, dtype=float), lo, hi, where=ok, color=colour, alpha=alpha, lw=0, zorder=2.5,
+                    interpolate=False)
+
+
 def _line_panel(ax: Axes, metrics: pd.DataFrame, spec: FigureSpec, measure: str, models: list,
                 colours: Mapping[str, str], x_axis: str, factor: float, *, published: bool = False,
                 human: bool = True, series: Optional[Series] = None, x_label: bool = True) -> list:
@@ -107,7 +118,9 @@ def _line_panel(ax: Axes, metrics: pd.DataFrame, spec: FigureSpec, measure: str,
         v = values(metrics, model, series, spec, factor) if series is not None else pd.DataFrame()
         colour = colours[model]
         if len(v):
-            ax.plot(x_of(v["epoch"], model, spec, metrics, x_axis), v["value"], color=colour, zorder=3,
+            x = x_of(v["epoch"], model, spec, metrics, x_axis)
+            interval_band(ax, x, v, colour)
+            ax.plot(x, v["value"], color=colour, zorder=3,
                     marker="o" if len(v) <= MARKER_MAX_POINTS else None, label=spec.label(model))
         else:
             missing.append(model)
@@ -184,6 +197,7 @@ def _low_level_panel(ax: Axes, metrics: pd.DataFrame, spec: FigureSpec, model: s
     v = values(metrics, model, main)
     if len(v):
         label = "mean of datasets" if main.dataset == "mean" else main.dataset
+        interval_band(ax, x_of(v["epoch"], model, spec, metrics, x_axis), v, colour)
         ax.plot(x_of(v["epoch"], model, spec, metrics, x_axis), v["value"], lw=2.4, color=colour, zorder=3,
                 marker="o" if len(v) <= MARKER_MAX_POINTS else None, label=label)
         drawn += 1

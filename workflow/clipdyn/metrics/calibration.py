@@ -10,6 +10,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 
 from ._join import as_list, class_labels, join_images, need_classifier
+from .intervals import Statistic, mean_of
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import classifier_logits, dataset_logits, softmax
 
@@ -174,10 +175,64 @@ def calibration_task(*, embeddings, tables, classifier, inputs, options) -> Metr
         subset = options.get("class_subset", "restrict")
         sets.append((name, *dataset_logits(name, Xs, imgs, tables, classifier, subset)))
     rows = [metric_row("temperature", ind, "fitted", T, len(fit))]
-    for name, lg, y in sets:
+    stats = [temperature_statistic(logits[fit], labels[fit], T, f"{ind}/fit")]
+    for i, (name, lg, y) in enumerate(sets):
+        stream = f"{ind}/eval" if i == 0 else name
         for variant, scaled in (("raw", lg), ("temperature_scaled", lg / T)):
-            ece = expected_calibration_error(softmax(scaled, axis=1), y, n_bins)
+            probs = softmax(scaled, axis=1)
+            ece = expected_calibration_error(probs, y, n_bins)
             rows.append(metric_row("ece", name, variant, ece, len(y)))
             rows.append(metric_row("nll", name, variant, negative_log_likelihood(scaled, y), len(y)))
+            # intervals over the set's images; the temperature-scaled rows hold the fitted T fixed
+            per_image_nll = logsumexp(scaled, axis=1) - scaled[np.arange(len(y)), y]
+            stats += [ece_statistic(probs, y, n_bins, stream), mean_of(per_image_nll, stream)]
     details = pd.DataFrame({"image_id": images["image_id"], "heldout_for_fit": np.isin(np.arange(len(labels)), fit)})
-    return MetricResult(rows_frame(rows), details)
+    return MetricResult(rows_frame(rows), details, stats)
+
+
+def ece_statistic(probs: np.ndarray, labels: np.ndarray, n_bins: int, stream: str) -> Statistic:
+    """:func:`expected_calibration_error` (``l1``) as a function of image weights, vectorised:
+    ``sum_b |sum of hits in b - sum of confidences in b| / number of images``."""
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins)
+    onehot = np.zeros((len(conf), n_bins + 1))
+    onehot[np.arange(len(conf)), idx] = 1.0
+    gap = onehot * (correct - conf)[:, None]
+
+    def fn(w):
+        tot = w.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(tot > 0, np.abs(w @ gap).sum(axis=1) / np.where(tot > 0, tot, 1.0), np.nan)
+
+    return Statistic(fn, ((stream, len(conf)),))
+
+
+#: grid of log-temperature offsets around the fitted one on which resampled fits are searched
+_LOG_T_GRID = np.linspace(-1.0, 1.0, 41)
+
+
+def temperature_statistic(logits: np.ndarray, labels: np.ndarray, T: float, stream: str) -> Statistic:
+    """The fitted temperature as a function of fitting-image weights: each resample's weighted NLL is
+    evaluated on a grid of log T within ``T * e^(+-1)`` (41 points; the per-image NLL is computed once
+    per grid point, so a resample costs one matrix product) and its minimum refined by a parabola
+    through the three nearest grid points. A resample whose fit leaves the grid gets its edge."""
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    u = np.log(T) + _LOG_T_GRID
+    true = logits[np.arange(len(labels)), labels]
+    per = np.stack([logsumexp(logits * np.exp(-v), axis=1) - true * np.exp(-v) for v in u], axis=1)  # (n, G)
+
+    def fn(w):
+        loss = (w @ per) / w.sum(axis=1, keepdims=True)
+        j = np.clip(np.argmin(loss, axis=1), 1, len(u) - 2)
+        rows = np.arange(len(j))
+        y0, y1, y2 = loss[rows, j - 1], loss[rows, j], loss[rows, j + 1]
+        h = u[1] - u[0]
+        den = y0 - 2 * y1 + y2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shift = np.where(den > 0, 0.5 * h * (y0 - y2) / np.where(den > 0, den, 1.0), 0.0)
+        return np.exp(np.clip(u[j] + np.clip(shift, -h, h), u[0], u[-1]))
+
+    return Statistic(fn, ((stream, len(labels)),))

@@ -8,12 +8,21 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import pandas as pd
 
 from ..atomic import atomic_path
-from ..io import DamagedFileError, metric_frame, read_classifier, read_embeddings, read_frame, read_meta, write_frame
+from ..io import (
+    REPLICATES_COLUMN,
+    DamagedFileError,
+    metric_frame,
+    read_classifier,
+    read_embeddings,
+    read_frame,
+    read_meta,
+    write_frame,
+)
 from ..io import provenance as prov
 
 
@@ -42,7 +51,7 @@ def metric_memo_paths(out: str, metric: str, epoch: int):
 
 
 def compute_metric(*, files: Mapping, kind: str, roles: dict, options: dict, spatial: Sequence[str], code: str,
-                   model: str, metric: str, out: str) -> dict:
+                   model: str, metric: str, out: str, intervals: Optional[Mapping] = None) -> dict:
     """One metric of one model at every epoch, from cached embeddings; rows of all epochs to ``out``.
 
     ``files``: what the job reads, by what it is: ``tables``: dataset -> {``manifest``, ``trials``};
@@ -54,6 +63,10 @@ def compute_metric(*, files: Mapping, kind: str, roles: dict, options: dict, spa
     result is computed from (embeddings, classifier, manifests). An epoch whose key is unchanged is read
     back instead of recomputed, so when a new epoch arrives only the new epoch is computed, and when the
     metric's code or options change every epoch is. Returns ``{"computed": [...], "reused": [...]}``.
+
+    ``intervals``: the ``intervals:`` settings (:class:`clipdyn.specs.IntervalSettings` as a dict);
+    each row gains ``se``, ``ci_low``, ``ci_high`` and its bootstrap ``replicates``
+    (:func:`with_intervals`). They are part of the key: changing them recomputes every epoch.
     """
     from .registry import evaluate
 
@@ -80,6 +93,7 @@ def compute_metric(*, files: Mapping, kind: str, roles: dict, options: dict, spa
         key = hashlib.sha256(json.dumps({
             "kind": kind, "roles": roles, "options": options, "spatial": sorted(spatial), "code": code,
             "model": model, "epoch": int(epoch), "metric": metric, "shared": shared,
+            "intervals": dict(intervals or {}),
             "files": {d: _file_state(f) for d, f in emb_files.items()},
             "classifier": _file_state(clf) if clf else None,
         }, sort_keys=True, default=str).encode()).hexdigest()
@@ -97,11 +111,12 @@ def compute_metric(*, files: Mapping, kind: str, roles: dict, options: dict, spa
         embeddings = {d: read_embeddings(f, spatial=d in spatial) for d, f in emb_files.items()}
         result = evaluate(kind, embeddings=embeddings, tables={d: table(d) for d in datasets},
                           classifier=read_classifier(clf) if clf else None, inputs=roles, options=options)
-        rows = metric_frame(result.rows, model, int(epoch), metric)
+        rows = metric_frame(with_intervals(result, intervals), model, int(epoch), metric)
         meta = prov(model=model, epoch=int(epoch), metric=metric, kind=kind, memo_key=key,
                     inputs={d: e.meta for d, e in embeddings.items()})
         for _, r in rows.iterrows():
-            _log(f"epoch {epoch}: {r['measure']} {r['dataset']} {r['variant']}: {r['value']:.4f} (n={r['n']})")
+            _log(f"epoch {epoch}: {r['measure']} {r['dataset']} {r['variant']}: {r['value']:.4f} "
+                 f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}] (n={r['n']})")
         details = result.details if result.details is not None else pd.DataFrame()
         write_frame(details, details_path, meta)
         write_frame(rows, rows_path, meta)  # last: a rows file with its key means both are complete
@@ -113,6 +128,24 @@ def compute_metric(*, files: Mapping, kind: str, roles: dict, options: dict, spa
     write_frame(df, out, prov(model=model, metric=metric, kind=kind, code=code, epochs=[int(e) for e in epochs],
                               **done))
     return done
+
+
+def with_intervals(result, intervals: Optional[Mapping]) -> pd.DataFrame:
+    """An evaluator's rows with the columns ``se``, ``ci_low``, ``ci_high`` and ``replicates`` of each
+    row's statistic (:func:`clipdyn.metrics.intervals.interval_fields`); NaN and no replicates for a
+    row without a statistic, or for every row when ``intervals`` is off (or None)."""
+    from .intervals import interval_fields
+
+    rows = result.rows.reset_index(drop=True)
+    stats = list(result.stats) if result.stats is not None else [None] * len(rows)
+    if len(stats) != len(rows):
+        raise ValueError(f"the evaluator returned {len(rows)} rows but {len(stats)} statistics")
+    fields = [interval_fields(s, intervals) for s in stats]
+    out = rows.copy()
+    for col in ("se", "ci_low", "ci_high"):
+        out[col] = [f[col] for f in fields]
+    out[REPLICATES_COLUMN] = [f["replicates"] for f in fields]
+    return out
 
 
 def _per_epoch(by_epoch: Mapping, epoch: int, *default):
@@ -138,11 +171,13 @@ def _ranges(xs: Sequence[int]) -> str:
 
 
 def collect_metrics(paths: Sequence[str], out_parquet: str, out_csv: str) -> int:
+    """Every metric file's rows into one Parquet table (with the bootstrap replicates) and a CSV
+    (without them)."""
     frames = [read_frame(p)[0] for p in paths]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if len(df):
         df = df.sort_values(["model", "metric", "measure", "dataset", "variant", "epoch"]).reset_index(drop=True)
     write_frame(df, out_parquet, prov(n_files=len(paths)))
     with atomic_path(out_csv) as tmp:
-        df.to_csv(tmp, index=False)
+        df.drop(columns=[REPLICATES_COLUMN], errors="ignore").to_csv(tmp, index=False)
     return len(df)

@@ -10,6 +10,7 @@ import pandas as pd
 from scipy import stats
 
 from ._join import as_list, embedding_index, require_columns
+from .intervals import Statistic, per_resample, weighted_pearson, weighted_spearman
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import l2_normalize
 
@@ -144,6 +145,7 @@ def low_level_alignment_task(*, embeddings, tables, classifier, inputs, options)
         raise ValueError("low_level_alignment needs at least one dataset in role 'datasets'")
     kind = options.get("distance", "dimnorm_euclidean")
     rows, details, per = [], [], {v: [] for v in ("spearman", "pearson", "kendall")}
+    stats, by_variant = [], {v: [] for v in per}
     for name in names:
         trials = tables[name].trials
         require_columns(trials, ["ref_id", "dist_id", "score", "score_type"], name, "trials")
@@ -160,11 +162,49 @@ def low_level_alignment_task(*, embeddings, tables, classifier, inputs, options)
         d = embedding_distance(X[pos.loc[t["ref_id"]].to_numpy()], X[pos.loc[t["dist_id"]].to_numpy()], kind)
         score = pd.to_numeric(t["score"], errors="raise").to_numpy(dtype=np.float64)
         c = alignment_correlations(d, score, score_higher_is_better=types[0] == "mos")
+        sign = -1.0 if types[0] == "mos" else 1.0
         for v in per:
             rows.append(metric_row("low_level_alignment", name, v, c[v], len(t)))
             per[v].append(c[v])
+            stat = correlation_statistic(v, d, score, sign, name)
+            stats.append(stat)
+            by_variant[v].append(stat)
         details.append(pd.DataFrame({"dataset": name, "ref_id": t["ref_id"], "dist_id": t["dist_id"],
                                      "score": score, "score_type": types[0], "distance": d}))
     for v, values in per.items():
         rows.append(metric_row("low_level_alignment", "mean", v, float(np.mean(values)), len(values)))
-    return MetricResult(rows_frame(rows), pd.concat(details, ignore_index=True))
+        stats.append(mean_over_strata(by_variant[v]))
+    return MetricResult(rows_frame(rows), pd.concat(details, ignore_index=True), stats)
+
+
+def correlation_statistic(variant: str, distance, score, sign: float, stream: str) -> Statistic:
+    """One dataset's correlation (``variant``), signed as :func:`alignment_correlations`, as a function
+    of pair weights: the unit is the (reference, distorted) pair. Spearman and Pearson are vectorised;
+    Kendall's tau is computed resample by resample (scipy)."""
+    d, s = np.asarray(distance, dtype=np.float64), np.asarray(score, dtype=np.float64)
+    if variant == "spearman":
+        return Statistic(lambda w: sign * weighted_spearman(w, d, s), ((stream, len(d)),))
+    if variant == "pearson":
+        return Statistic(lambda w: sign * weighted_pearson(w, d, s), ((stream, len(d)),))
+
+    def kendall(a, b):
+        if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+            return float("nan")
+        return sign * float(stats.kendalltau(a, b)[0])
+
+    return per_resample(kendall, [[d, s]], [(stream, len(d))])
+
+
+def mean_over_strata(parts) -> Statistic:
+    """The unweighted mean of several datasets' statistics, each dataset a stratum of its own."""
+    strata = tuple(st for p in parts for st in p.strata)
+    sizes = [len(p.strata) for p in parts]
+
+    def fn(*w):
+        out, i = [], 0
+        for p, k in zip(parts, sizes):
+            out.append(p(*w[i:i + k]))
+            i += k
+        return np.mean(out, axis=0)
+
+    return Statistic(fn, strata)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ._join import embedding_index, require_columns
+from .intervals import mean_of, ratio_of_sums
 from .low_level_alignment import dimension_scale, embedding_distance
 from .result import MetricResult, metric_row, rows_frame
 
@@ -205,13 +206,21 @@ def mid_level_alignment_task(*, embeddings, tables, classifier, inputs, options)
     p = right / (pd.to_numeric(t["left_vote"]).to_numpy(np.float64) + right)
     d_left, d_right = distances_for_triplets(embeddings[name].X, pos.index, t["ref_id"], t["left_id"],
                                              t["right_id"], kind=distance)
-    rows = []
+    rows, stats = [], []
+    two_afc = (d_left < d_right) * (1 - p) + (d_right < d_left) * p + 0.5 * (d_left == d_right)
     if settings["protocol"] == "authors":
         rows.append(metric_row("mid_level_alignment", name, "unanimous", unanimous_accuracy(d_left, d_right, p),
                                len(t)))
+        unanimous = (d_right < d_left) & (p == 1.0) | (d_left < d_right) & (p == 0.0)
+        stats.append(mean_of(unanimous, name))
+    # intervals over the triplets; majority: the triplets without a majority weigh 0
+    has_majority = (p != 0.5).astype(np.float64)
+    pm = (p > 0.5).astype(np.float64)
+    majority = has_majority * ((d_left < d_right) * (1 - pm) + (d_right < d_left) * pm + 0.5 * (d_left == d_right))
+    stats += [mean_of(two_afc, name), ratio_of_sums(majority, has_majority, name)]
     rows += [metric_row("mid_level_alignment", name, "2afc", two_afc_score(d_left, d_right, p), len(t)),
              metric_row("mid_level_alignment", name, "majority", majority_accuracy(d_left, d_right, p),
                         int(np.sum(p != 0.5)))]
     details = pd.DataFrame({"ref_id": t["ref_id"], "left_id": t["left_id"], "right_id": t["right_id"],
                             "p_right": p, "d_left": d_left, "d_right": d_right})
-    return MetricResult(rows_frame(rows), details)
+    return MetricResult(rows_frame(rows), details, stats)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ._join import class_labels, join_images, need_classifier
+from .intervals import Statistic
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import classifier_logits, topk_accuracy
 
@@ -71,4 +72,58 @@ def noise_sensitivity_task(*, embeddings, tables, classifier, inputs, options) -
     rows.append(metric_row("noise_sensitivity", noisy, "mean", ns["mean"], len(yn)))
     details = pd.DataFrame({"image_id": inoisy["image_id"], "severity": severity, "label": yn,
                             "predicted": ln.argmax(axis=1)})
-    return MetricResult(rows_frame(rows), details)
+    clean_hit = lc.argmax(axis=1) == yc
+    source = inoisy["source_id"].astype(str).to_numpy() if "source_id" in inoisy.columns else None
+    stats = noise_statistics(clean_hit, ic["image_id"].astype(str).to_numpy(), correct, severity, source,
+                             clean, noisy)
+    return MetricResult(rows_frame(rows), details, stats)
+
+
+def noise_statistics(clean_hit, clean_ids, noisy_hit, severity, source_ids, clean: str, noisy: str) -> list:
+    """The rows' values (in the evaluator's order: clean accuracy, accuracy per severity, drop per
+    severity, mean drop) as functions of unit weights, for intervals.
+
+    Paired (every noisy image names a clean image of the clean set in ``source_ids``, as a derived
+    dataset's manifest does): the unit is the clean image, and a resample draws each clean image
+    with all its noisy versions, so the clean and noisy accuracies of the drop move together.
+    Otherwise (a noisy set not derived from the clean one) the clean and the noisy images are two
+    strata, each resampled within itself."""
+    clean_hit = np.asarray(clean_hit, dtype=np.float64)
+    noisy_hit = np.asarray(noisy_hit, dtype=np.float64)
+    levels = np.unique(severity)
+    pos = {c: i for i, c in enumerate(clean_ids)}
+    paired = source_ids is not None and all(s in pos for s in source_ids)
+    if paired:
+        unit = np.array([pos[s] for s in source_ids], dtype=np.int64)
+        nc = len(clean_hit)
+        hits = np.stack([np.bincount(unit, weights=noisy_hit * (severity == s), minlength=nc) for s in levels], 1)
+        count = np.stack([np.bincount(unit, weights=(severity == s).astype(float), minlength=nc) for s in levels], 1)
+        strata = ((clean, nc),)
+
+        def parts(w):
+            return (w @ clean_hit) / w.sum(axis=1), (w @ hits) / (w @ count)
+    else:
+        hits = noisy_hit[:, None] * (severity[:, None] == levels[None, :])
+        count = (severity[:, None] == levels[None, :]).astype(np.float64)
+        strata = ((clean, len(clean_hit)), (noisy, len(noisy_hit)))
+
+        def parts(wc, wn):
+            return (wc @ clean_hit) / wc.sum(axis=1), (wn @ hits) / (wn @ count)
+
+    def drops(*w):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c, a = parts(*w)
+            return np.where(c[:, None] != 0, (c[:, None] - a) / np.where(c[:, None] != 0, c[:, None], 1.0), np.nan)
+
+    def pick(fn, j):
+        return Statistic(lambda *w: fn(*w)[:, j], strata)
+
+    def noisy_acc(*w):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return parts(*w)[1]
+
+    out = [Statistic(lambda *w: parts(*w)[0], strata)]
+    out += [pick(noisy_acc, j) for j in range(len(levels))]
+    out += [pick(drops, j) for j in range(len(levels))]
+    out.append(Statistic(lambda *w: drops(*w).mean(axis=1), strata))
+    return out

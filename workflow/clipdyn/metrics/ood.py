@@ -7,6 +7,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from ._join import as_list, join_images, need_classifier
+from .intervals import Statistic, per_resample, weighted_ranks
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import classifier_logits, softmax, zero_shot_logits
 
@@ -152,7 +153,7 @@ def ood_detection_task(*, embeddings, tables, classifier, inputs, options) -> Me
     X, images, _ = join_images(ind, embeddings, tables, [])
     classifier_logits(ind, X, classifier)  # dimension check
     s_in = mcm_scores(X, classifier.W, T)
-    rows, details = [], [pd.DataFrame({"dataset": ind, "image_id": images["image_id"], "mcm": s_in})]
+    rows, stats, details = [], [], [pd.DataFrame({"dataset": ind, "image_id": images["image_id"], "mcm": s_in})]
     for name in oods:
         Xo, io, _ = join_images(name, embeddings, tables, [])
         classifier_logits(name, Xo, classifier)
@@ -160,5 +161,26 @@ def ood_detection_task(*, embeddings, tables, classifier, inputs, options) -> Me
         n = len(s_in) + len(s_out)
         rows += [metric_row("ood_auroc", name, "mcm", auroc(s_in, s_out), n),
                  metric_row("ood_fpr95", name, "mcm", fpr95(s_in, s_out), n)]
+        # intervals: the ID and the OOD images are two strata, each resampled within itself
+        strata = [(ind, len(s_in)), (name, len(s_out))]
+        stats += [auroc_statistic(s_in, s_out, ind, name), per_resample(fpr95, [[s_in], [s_out]], strata)]
         details.append(pd.DataFrame({"dataset": name, "image_id": io["image_id"], "mcm": s_out}))
-    return MetricResult(rows_frame(rows), pd.concat(details, ignore_index=True))
+    return MetricResult(rows_frame(rows), pd.concat(details, ignore_index=True), stats)
+
+
+def auroc_statistic(in_scores, out_scores, in_stream: str, out_stream: str) -> Statistic:
+    """:func:`auroc` as a function of ID and OOD image weights (Mann-Whitney U of the resampled
+    scores, from weighted average ranks), vectorised over resamples."""
+    a, b = np.asarray(in_scores, dtype=np.float64), np.asarray(out_scores, dtype=np.float64)
+    both = np.concatenate([a, b])
+
+    def fn(w_in, w_out):
+        k = max(w_in.shape[0], w_out.shape[0])
+        w = np.concatenate([np.broadcast_to(w_in, (k, a.size)), np.broadcast_to(w_out, (k, b.size))], axis=1)
+        ranks = weighted_ranks(w, both)
+        n_in, n_out = w[:, :a.size].sum(axis=1), w[:, a.size:].sum(axis=1)
+        u = np.sum(w[:, :a.size] * ranks[:, :a.size], axis=1) - n_in * (n_in + 1) / 2.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n_in * n_out > 0, u / (n_in * n_out), np.nan)
+
+    return Statistic(fn, ((in_stream, a.size), (out_stream, b.size)))

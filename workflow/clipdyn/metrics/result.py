@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from .intervals import Statistic
 
 __all__ = ["MetricResult", "ROW_COLUMNS", "metric_row", "rows_frame"]
 
@@ -15,10 +18,13 @@ ROW_COLUMNS = ["measure", "dataset", "variant", "value", "n"]
 
 @dataclass
 class MetricResult:
-    """Metric rows (columns :data:`ROW_COLUMNS`) and an optional per-image/per-trial table."""
+    """Metric rows (columns :data:`ROW_COLUMNS`), an optional per-image/per-trial table, and per row the
+    :class:`~clipdyn.metrics.intervals.Statistic` its value is (over the row's sampling unit), from
+    which the metric step draws the row's bootstrap interval (None: no interval for that row)."""
 
     rows: pd.DataFrame
     details: Optional[pd.DataFrame] = None
+    stats: Optional[List[Optional["Statistic"]]] = None
 
 
 def rows_frame(rows: List[dict]) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ._join import join_images
+from .intervals import ratio_of_sums
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import l2_normalize
 
@@ -435,12 +436,14 @@ def saliency_alignment_task(*, embeddings, tables, classifier, inputs, options) 
                                  interpolation=interpolation, cc_resolution=cc_resolution)
         for k in out:
             out[k].append(scores[k])
-    rows = []
+    rows, stats = [], []
     for variant, values in out.items():
         v = np.asarray(values, dtype=np.float64)
         ok = np.isfinite(v)
         if variant != "cc" and not ok.any():
             continue
         rows.append(metric_row("saliency_alignment", name, variant, v[ok].mean() if ok.any() else np.nan, ok.sum()))
+        # interval over the images (an image without a score, e.g. no fixations for NSS, weighs 0)
+        stats.append(ratio_of_sums(np.where(ok, v, 0.0), ok, name))
     details = pd.DataFrame({"image_id": images["image_id"], **{k: np.asarray(v) for k, v in out.items()}})
-    return MetricResult(rows_frame(rows), details)
+    return MetricResult(rows_frame(rows), details, stats)

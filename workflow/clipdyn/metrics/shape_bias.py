@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ._join import join_images, need_classifier
+from .intervals import ratio_of_sums
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import classifier_logits, softmax
 
@@ -197,4 +198,19 @@ def shape_bias_task(*, embeddings, tables, classifier, inputs, options) -> Metri
             metric_row("fraction_correct_texture", name, decision, r["fraction_correct_texture"], r["n_all"])]
     details = pd.DataFrame({"image_id": images["image_id"], "shape": shape.to_numpy(),
                             "texture": texture.to_numpy(), "predicted": np.asarray(predicted, dtype=str)})
-    return MetricResult(rows_frame(rows), details)
+    return MetricResult(rows_frame(rows), details, shape_bias_statistics(shape, texture, predicted, name))
+
+
+def shape_bias_statistics(shape, texture, predicted, stream: str) -> list:
+    """The :func:`shape_bias` rows' values as functions of image weights (in the evaluator's row order),
+    for intervals over the cue-conflict images (all of them, the excluded ones included, so that
+    ``fraction_correct_*`` and the biases resample the same images)."""
+    shape, texture = np.asarray(shape, dtype=str), np.asarray(texture, dtype=str)
+    predicted = np.asarray(predicted, dtype=str)
+    keep = (shape != texture).astype(np.float64)
+    s_hit = keep * (predicted == shape)
+    t_hit = keep * (predicted == texture)
+    ones = np.ones(len(shape))
+    return [ratio_of_sums(s_hit, s_hit + t_hit, stream), ratio_of_sums(t_hit, s_hit + t_hit, stream),
+            ratio_of_sums(s_hit, keep, stream), ratio_of_sums(t_hit, keep, stream),
+            ratio_of_sums(s_hit, ones, stream), ratio_of_sums(t_hit, ones, stream)]

@@ -10,6 +10,7 @@ import pandas as pd
 from scipy.special import softmax as _scipy_softmax
 
 from ._join import class_labels, join_images, need_classifier
+from .intervals import mean_of
 from .result import MetricResult, metric_row, rows_frame
 
 if TYPE_CHECKING:
@@ -95,12 +96,20 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1
     out = {}
     if n == 0:
         return {f"top{k}": float("nan") for k in ks}
-    # rank of the true class = number of classes strictly ahead of it in a stable descending sort
-    true = logits[np.arange(n), labels][:, None]
-    ahead = (logits > true).sum(axis=1) + ((logits == true) & (np.arange(c)[None, :] < labels[:, None])).sum(axis=1)
+    ahead = true_class_rank(logits, labels)
     for k in ks:
         out[f"top{k}"] = float("nan") if k > c or k < 1 else float(np.mean(ahead < k))
     return out
+
+
+def true_class_rank(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per sample, the number of classes ahead of the true class in a stable descending sort of the
+    logits (0 = top-1 hit; a top-k hit is ``rank < k``), as :func:`topk_accuracy` counts them."""
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n, c = logits.shape
+    true = logits[np.arange(n), labels][:, None]
+    return (logits > true).sum(axis=1) + ((logits == true) & (np.arange(c)[None, :] < labels[:, None])).sum(axis=1)
 
 
 def classifier_logits(dataset: str, X: np.ndarray, classifier: "Classifier", scale: Optional[float] = None
@@ -219,6 +228,9 @@ def zeroshot_accuracy(*, embeddings, tables, classifier, inputs, options) -> Met
     acc = topk_accuracy(logits, labels, ks=(1, 5))
     rows = [metric_row("zeroshot_top1", name, "", acc["top1"], len(labels)),
             metric_row("zeroshot_top5", name, "", acc["top5"], len(labels))]
+    rank = true_class_rank(logits, labels)
+    # intervals over the images (top-5 has none where it is undefined: fewer than 5 classes)
+    stats = [mean_of(rank < 1, name), mean_of(rank < 5, name) if logits.shape[1] >= 5 else None]
     pred = logits.argmax(axis=1)
     details = pd.DataFrame({"image_id": images["image_id"], "label": labels, "predicted": pred})
-    return MetricResult(rows_frame(rows), details)
+    return MetricResult(rows_frame(rows), details, stats)
