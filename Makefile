@@ -43,13 +43,13 @@ demo-more-epochs: demo-hub
 	$(DEMO_ENV) $(SNAKEMAKE_DEMO)
 	$(DEMO_ENV) $(SNAKEMAKE_DEMO) --report results-demo/report.html
 
-# The demo online: clipdyn.hubserver serves demo-hub/ as a Hugging Face Hub on 127.0.0.1, the
+# The demo online: clipdyn.fixtures.hubserver serves demo-hub/ as a Hugging Face Hub on 127.0.0.1, the
 # study runs with HF_ENDPOINT pointing at it and an empty HF cache (HF_HUB_OFFLINE unset), then
 # two more epochs are published while it serves and the rerun runs only their jobs.
 demo-online: demo-hub
 	rm -rf $(ONLINE) $(ONLINE_RESULTS) && mkdir -p $(ONLINE)
 	@set -e; \
-	$(BIN)/python -m clipdyn.hubserver --root $(DEMO_HUB) --port 0 --url-file $(ONLINE)/url \
+	$(BIN)/python -m clipdyn.fixtures.hubserver --root $(DEMO_HUB) --port 0 --url-file $(ONLINE)/url \
 	  --log $(ONLINE)/requests.jsonl > /dev/null & server=$$!; trap "kill $$server" EXIT; \
 	for i in $$(seq 300); do test -s $(ONLINE)/url && break; sleep 0.1; done; \
 	test -s $(ONLINE)/url || { echo "the local Hub did not start"; exit 1; }; \

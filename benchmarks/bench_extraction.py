@@ -15,7 +15,7 @@ writes them to a JSON file):
 
 Snakemake runs (parts 3 and 4) use a snapshot copy of the workflow (workflow/, config/, envs/), so
 edits to the working tree while the benchmark runs cannot make a finished study look stale. The
-tiny studies come from ``clipdyn.testing``, as in the tests.
+tiny studies come from ``clipdyn.fixtures.studies``, as in the tests.
 
 Usage::
 

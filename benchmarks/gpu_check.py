@@ -158,7 +158,7 @@ def load_only(arch: str, ckpt: str, device: str, how: str = "clipdyn") -> dict:
     CPU every weight is read once after loading, so that the weights' pages count in the RSS."""
     import torch
 
-    from clipdyn.embed import _skip_random_init, load_model, register_model_configs
+    from clipdyn.embed.encode import _skip_random_init, load_model, register_model_configs
 
     register_model_configs([])
     dev = torch.device(device)
@@ -203,8 +203,8 @@ def check_arch(arch, ckpt, meta, dev, args, checks: Checks, report: dict) -> Non
     import open_clip
     import torch
 
-    from clipdyn.classifier import zero_shot_classifier
-    from clipdyn.embed import embed_pixels, load_model
+    from clipdyn.embed.classifier import zero_shot_classifier
+    from clipdyn.embed.encode import embed_pixels, load_model
 
     r = report.setdefault("archs", {}).setdefault(arch, {})
     r.update(checkpoint_gb=meta["checkpoint_bytes"] / 1e9, weights_gb=meta["weights_bytes"] / 1e9)
@@ -319,7 +319,7 @@ def memory_cap(model, dev, batch_fits: int, sim_calls: list):
 def check_oom(arch, ckpt, dev, args, checks: Checks, report: dict) -> None:
     import torch
 
-    from clipdyn.embed import embed_pixels, load_model
+    from clipdyn.embed.encode import embed_pixels, load_model
 
     model = load_model(arch, str(ckpt), device=dev)
     px = images(args.oom_images, image_size(model), seed=3)
@@ -371,7 +371,7 @@ def check_oom(arch, ckpt, dev, args, checks: Checks, report: dict) -> None:
 def check_compile_cache(arch, ckpts, dev, args, checks: Checks, report: dict) -> None:
     import torch
 
-    from clipdyn import embed
+    from clipdyn.embed import encode as embed
 
     backend = args.compile_backend
     real = torch.compile
@@ -409,7 +409,7 @@ def check_compile_cache(arch, ckpts, dev, args, checks: Checks, report: dict) ->
 def check_e2e(arch, ckpt, dev, args, checks: Checks, report: dict, workdir: Path) -> None:
     import torch
 
-    from clipdyn.embed import embed_pixels, load_model
+    from clipdyn.embed.encode import embed_pixels, load_model
     from clipdyn.io import provenance, write_embeddings
 
     model = load_model(arch, str(ckpt), device=dev)
@@ -424,15 +424,17 @@ def check_e2e(arch, ckpt, dev, args, checks: Checks, report: dict, workdir: Path
     ids = [f"img{i:06d}" for i in range(n)]
     out = workdir / "emb.parquet"
     v = model.visual
-    mean = torch.tensor(v.image_mean or (0.48145466, 0.4578275, 0.40821073), device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(v.image_std or (0.26862954, 0.26130258, 0.27577711), device=dev).view(1, 3, 1, 1)
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    mean = torch.tensor(v.image_mean or OPENAI_DATASET_MEAN, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(v.image_std or OPENAI_DATASET_STD, device=dev).view(1, 3, 1, 1)
     fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
     x = torch.from_numpy(np.array(arr)).to(dev).permute(0, 3, 1, 2).float().div_(255).sub_(mean).div_(std)
     x = x.contiguous(memory_format=fmt)
     info: dict = {}
 
     def bare():
-        from clipdyn.embed import autocast_dtype
+        from clipdyn.embed.encode import autocast_dtype
 
         dtype = autocast_dtype("auto", dev, quiet)
         with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -469,8 +471,8 @@ def check_e2e(arch, ckpt, dev, args, checks: Checks, report: dict, workdir: Path
 def check_text(arch, ckpt, dev, args, checks: Checks, report: dict) -> None:
     import open_clip
 
-    from clipdyn.classifier import zero_shot_classifier
-    from clipdyn.embed import load_model
+    from clipdyn.embed.classifier import zero_shot_classifier
+    from clipdyn.embed.encode import load_model
 
     model = load_model(arch, str(ckpt), device=dev)
     names = list(open_clip.IMAGENET_CLASSNAMES)[:args.text_classes]
@@ -572,7 +574,7 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    from clipdyn.embed import register_model_configs
+    from clipdyn.embed.encode import register_model_configs
 
     if not args.cpu and not torch.cuda.is_available():
         log("no CUDA device: run with --cpu for the reduced check")

@@ -2,5 +2,5 @@
 
 Each module has ``run(args, wd, ...) -> dict`` (the figures, JSON-ready) and ``report(result)``
 (prints them as tables). What they share is in :mod:`extraction.common`; the tiny studies come
-from :mod:`clipdyn.testing`, as in the tests.
+from :mod:`clipdyn.fixtures.studies`, as in the tests.
 """

@@ -76,8 +76,8 @@ def make_image_folder(root: Path, n: int, classes: int = 10, size=(500, 375), se
 
 def make_checkpoints(folder: Path, arch: str, epochs: int) -> list:
     """Open_clip training checkpoints of ``arch`` (random weights, one seed per epoch) in
-    ``folder``, as the tests make them (:func:`clipdyn.testing.make_checkpoint`). Reused if there."""
-    from clipdyn.testing import make_checkpoint
+    ``folder``, as the tests make them (:func:`clipdyn.fixtures.studies.make_checkpoint`). Reused if there."""
+    from clipdyn.fixtures.studies import make_checkpoint
 
     out = []
     for e in range(1, epochs + 1):
@@ -94,7 +94,7 @@ def setup_torch(args):
 
     import torch
 
-    from clipdyn.embed import register_model_configs
+    from clipdyn.embed.encode import register_model_configs
 
     logging.getLogger().setLevel(logging.ERROR)  # open_clip's "no pretrained weights" warnings
     torch.set_num_threads(args.threads)
@@ -125,7 +125,7 @@ def autocast_ctx(dev, precision):
 # ----------------------------------------------------------------------------------- snakemake
 def snapshot_repo(wd: Path) -> Path:
     """A copy of the workflow as it is now (edits by others during the benchmark cannot reach it)."""
-    from clipdyn.testing import copy_workflow
+    from clipdyn.fixtures.studies import copy_workflow
 
     dst = wd / "repo"
     if dst.exists():
@@ -140,7 +140,7 @@ def smk_env(study, repo: Path) -> dict:
 
 
 def run_smk(study, repo: Path, *args, prefix=(), timeout=3600) -> tuple:
-    """Run snakemake on ``study`` (a :class:`clipdyn.testing.TinyStudy`) with the workflow copy
+    """Run snakemake on ``study`` (a :class:`clipdyn.fixtures.studies.TinyStudy`) with the workflow copy
     ``repo``; returns (process, wall seconds, CPU seconds of it and its children)."""
     import resource
 

@@ -2,7 +2,7 @@
 
 A local hub with the study's three runs (ViT-B-16 171, ViT-L-14 160, ViT-H-14 256 epochs; dummy
 checkpoint files, which a dry run never opens) and every dataset and metric of the study
-(``clipdyn.testing.build_tiny_study(full=True)``); times ``snakemake -n`` (target <= 30 s for
+(``clipdyn.fixtures.studies.build_tiny_study(full=True)``); times ``snakemake -n`` (target <= 30 s for
 ~10,000 jobs), also with the shipped ``config/config.yaml``, and profiles it; then a no-op
 ``snakemake -n`` on a finished small study (target <= 5 s).
 """
@@ -23,8 +23,8 @@ STUDY_RUNS = (("vit_b_16", "ViT-B-16", 171), ("vit_l_14", "ViT-L-14", 160), ("vi
 
 def build_dag_study(root: Path, runs) -> object:
     """build_tiny_study(full=True)'s datasets, class sets and metrics, with the study's three runs."""
-    from clipdyn.localhub import LocalHub
-    from clipdyn.testing import build_tiny_study
+    from clipdyn.fixtures.localhub import LocalHub
+    from clipdyn.fixtures.studies import build_tiny_study
 
     study = build_tiny_study(root, n_models=1, n_epochs=1, full=True)
     hub = LocalHub(study.hub)
@@ -48,7 +48,7 @@ def shipped_config(study, path: Path):
     """config/config.yaml as shipped, its models pointed at the local hub's runs (``epochs: auto``)."""
     import yaml
 
-    from clipdyn.testing import TinyStudy
+    from clipdyn.fixtures.studies import TinyStudy
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     models = study.read_config()["models"]
@@ -64,7 +64,7 @@ def shipped_config(study, path: Path):
 def run(args, wd: Path, repo: Path) -> dict:
     import pstats
 
-    from clipdyn.testing import build_tiny_study, parse_job_counts
+    from clipdyn.fixtures.studies import build_tiny_study, parse_job_counts
 
     runs = STUDY_RUNS if not args.quick else tuple((n, a, 10) for n, a, _ in STUDY_RUNS)
     res = {"runs": [list(r) for r in runs], "dry_runs": []}

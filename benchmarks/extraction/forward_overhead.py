@@ -1,7 +1,7 @@
 """1. End-to-end embedding vs the bare model forward.
 
-Pixel cache (``clipdyn.pixels.build_pixel_cache`` of generated 500x375 JPEGs) ->
-``clipdyn.embed.embed_pixels`` -> Parquet (``clipdyn.io.write_embeddings``), divided by bare
+Pixel cache (``clipdyn.data.pixels.build_pixel_cache`` of generated 500x375 JPEGs) ->
+``clipdyn.embed.encode.embed_pixels`` -> Parquet (``clipdyn.io.write_embeddings``), divided by bare
 ``model.encode_image`` on the same images already normalised in memory (on the device), same
 model, batch size, precision and ``inference_mode``. Targets: >= 0.9 on CPU with a small model,
 >= 0.7 on GPU for ViT-B-16 bf16.
@@ -21,11 +21,11 @@ def run(args, wd: Path, dev) -> dict:
     import open_clip
     import torch
 
-    from clipdyn.datasets import read_dataset
-    from clipdyn.embed import embed_pixels
+    from clipdyn.config.study import preprocess_of
+    from clipdyn.data.formats import read_dataset
+    from clipdyn.data.pixels import build_pixel_cache, open_pixels
+    from clipdyn.embed.encode import embed_pixels
     from clipdyn.io import provenance, write_embeddings
-    from clipdyn.pixels import build_pixel_cache, open_pixels
-    from clipdyn.study import preprocess_of
 
     arch, n, bs = args.p1_model, args.p1_images, args.batch_size
     log(f"part 1: {n} images -> pixel cache -> {arch} (batch {bs}, {args.device}, precision {args.precision})")
@@ -41,8 +41,10 @@ def run(args, wd: Path, dev) -> dict:
     arr, ids, _ = open_pixels(npy, idx)
     # the bare forward's inputs: the same images, normalised as embed_pixels does, in device memory
     v = model.visual
-    mean = torch.tensor(v.image_mean or (0.48145466, 0.4578275, 0.40821073), device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(v.image_std or (0.26862954, 0.26130258, 0.27577711), device=dev).view(1, 3, 1, 1)
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    mean = torch.tensor(v.image_mean or OPENAI_DATASET_MEAN, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(v.image_std or OPENAI_DATASET_STD, device=dev).view(1, 3, 1, 1)
     x = torch.from_numpy(np.array(arr)).to(dev).permute(0, 3, 1, 2).float().div_(255)
     x = ((x - mean) / std).contiguous()
     out = wd / "p1" / "embeddings.parquet"

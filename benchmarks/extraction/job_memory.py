@@ -45,7 +45,8 @@ class ProcWatcher(threading.Thread):
                     continue
                 vals = {k: int(v) / 1024 for k, v in re.findall(r"^(VmHWM|VmRSS|RssAnon|RssFile):\s+(\d+) kB",
                                                                status, re.M)}
-                kind = ("embed_images job" if "embed_images" in cmd else "embedding worker" if "clipdyn.worker" in cmd
+                kind = ("embed_images job" if "embed_images" in cmd
+                        else "embedding worker" if "clipdyn.embed.worker" in cmd
                         else "snakemake" if "snakemake" in cmd
                         else "time" if cmd.startswith("/usr/bin/time") else cmd[:60])
                 cur = self.peaks.setdefault(kind, {})
@@ -55,9 +56,9 @@ class ProcWatcher(threading.Thread):
 
 
 def run(args, wd: Path, repo: Path, dev) -> dict:
-    from clipdyn.localhub import LocalHub
-    from clipdyn.study import preprocess_of
-    from clipdyn.testing import TinyStudy
+    from clipdyn.config.study import preprocess_of
+    from clipdyn.fixtures.localhub import LocalHub
+    from clipdyn.fixtures.studies import TinyStudy
 
     arch, n = args.p1_model, args.p4_images
     log(f"part 4: one embed_images job through snakemake ({arch}, {n} images)")
@@ -124,7 +125,7 @@ def report(r: dict) -> None:
                 ["process", "peak RSS MB (VmHWM)", "anon MB", "file-backed MB"],
                 [["embed_images job (the rule's script)", job.get("VmHWM", float("nan")),
                   job.get("RssAnon", float("nan")), job.get("RssFile", float("nan"))],
-                 ["its embedding worker (clipdyn.worker: torch, model, batches)", wrk.get("VmHWM", float("nan")),
+                 ["its embedding worker (clipdyn.embed.worker: torch, model, batches)", wrk.get("VmHWM", float("nan")),
                   wrk.get("RssAnon", float("nan")), wrk.get("RssFile", float("nan"))],
                  ["snakemake (scheduler)", smk.get("VmHWM", float("nan")), smk.get("RssAnon", float("nan")),
                   smk.get("RssFile", float("nan"))]]))

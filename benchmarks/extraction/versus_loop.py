@@ -25,11 +25,11 @@ def run(args, wd: Path, dev, arch: str, n: int, epochs: int) -> dict:
     import torch
     import torchvision
 
-    from clipdyn.datasets import read_dataset
-    from clipdyn.embed import embed_pixels, load_model
+    from clipdyn.config.study import preprocess_of
+    from clipdyn.data.formats import read_dataset
+    from clipdyn.data.pixels import build_pixel_cache, open_pixels
+    from clipdyn.embed.encode import embed_pixels, load_model
     from clipdyn.io import provenance, write_embeddings
-    from clipdyn.pixels import build_pixel_cache, open_pixels
-    from clipdyn.study import preprocess_of
 
     bs, workers = args.batch_size, args.workers
     log(f"part 2: {arch}, {n} images, {epochs} epochs, batch {bs}, {workers} decode workers")
@@ -128,8 +128,8 @@ def load_cost(args, wd: Path, archs) -> list:
     import open_clip
     import torch
 
-    from clipdyn.embed import _skip_random_init as skip_init  # what load_model does
-    from clipdyn.embed import load_model
+    from clipdyn.embed.encode import _skip_random_init as skip_init  # what load_model does
+    from clipdyn.embed.encode import load_model
 
     out = []
     for arch in archs:
@@ -163,7 +163,7 @@ def load_cost(args, wd: Path, archs) -> list:
 
 
 def report_load_cost(rows) -> None:
-    print(table("2b. fixed cost of each embed/text job on the CPU side: clipdyn.embed.load_model (medians; "
+    print(table("2b. fixed cost of each embed/text job on the CPU side: clipdyn.embed.encode.load_model (medians; "
                 "it builds the model with random init skipped, then loads the checkpoint)",
                 ["model", "params M", "ckpt MB", "load_model s", "create with random init s",
                  "create, init skipped s", "load_checkpoint s"],

@@ -33,7 +33,7 @@ def tiny_checkpoint() -> Path:
     """A good open_clip training checkpoint of the tiny architecture (as open_clip_train writes it)."""
     from runs import own_tmp
 
-    from clipdyn.testing import make_checkpoint
+    from clipdyn.fixtures.studies import make_checkpoint
 
     with own_tmp("ckpt") as root:
         path = root / "epoch_1.pt"

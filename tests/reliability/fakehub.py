@@ -113,7 +113,7 @@ class FakeHub:
 
 CLIENT = r"""
 import json, sys, time, types
-from clipdyn import hub
+from clipdyn.hub import client as hub
 delays, hf_delays = [], []
 hub.time = types.SimpleNamespace(sleep=delays.append)  # record clipdyn's backoff instead of waiting
 time.sleep = hf_delays.append  # and huggingface_hub's own
@@ -131,7 +131,7 @@ print("RESULT " + json.dumps(res))
 
 
 def call_hub(fakehub: FakeHub, cache: Path, fn: str, token: str = "", **kwargs) -> dict:
-    """Run ``clipdyn.hub.<fn>(**kwargs)`` in a fresh interpreter pointed at the fake Hub
+    """Run ``clipdyn.hub.client.<fn>(**kwargs)`` in a fresh interpreter pointed at the fake Hub
     (with ``HF_TOKEN=token`` if given)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.update(HF_ENDPOINT=fakehub.url, HF_HUB_CACHE=str(cache), HF_HOME=str(cache.parent / "hf-home"),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipdyn.testing import TinyStudy, build_tiny_study, tiny_image
+from clipdyn.fixtures.studies import TinyStudy, build_tiny_study, tiny_image
 
 #: looks like a real token; must never appear in any file the workflow writes
 TOKEN = "hf_test_secret_" + "Zq7RkX2mVw9LpT4yNc8B"
@@ -62,8 +62,8 @@ def token_study(root: Path, **kw) -> TokenStudy:
 def add_broken_datasets(study: TokenStudy) -> dict:
     """An image-folder dataset with one corrupt and one missing image, used twice (on_bad_image
     error / skip), and an IQA dataset whose archive has a member that escapes the folder."""
-    from clipdyn.datasets import writers
-    from clipdyn.localhub import LocalHub, repo_folder
+    from clipdyn.fixtures import writers
+    from clipdyn.fixtures.localhub import LocalHub, repo_folder
 
     hub = LocalHub(study.hub)
     rng = np.random.default_rng(7)

@@ -1,4 +1,4 @@
-"""Bad and untrusted checkpoints through clipdyn.embed.load_model: every failure is a
+"""Bad and untrusted checkpoints through clipdyn.embed.encode.load_model: every failure is a
 CheckpointError that names the file and says what to do; pickled code never runs unless the
 config opts in with `allow_pickle`."""
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from clipdyn.embed import CheckpointError, load_model
-from clipdyn.testing import ARCH, make_checkpoint
+from clipdyn.embed.encode import CheckpointError, load_model
+from clipdyn.fixtures.studies import ARCH, make_checkpoint
 
 WHAT = "model tiny_a epoch 1"
 

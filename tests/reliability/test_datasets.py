@@ -1,4 +1,4 @@
-"""Bad dataset files through the data rule's own entry point (clipdyn.manifests.prepare_manifest, what
+"""Bad dataset files through the data rule's own entry point (clipdyn.data.manifests.prepare_manifest, what
 `rule prepare_manifest` runs): a CSV without a needed column, and archives with members that
 would land outside the extraction folder. The adapters' and safe_extract's own unit tests are in
 tests/unit; these check that the workflow path stops with the same message and writes nothing.
@@ -10,9 +10,10 @@ import tarfile
 import numpy as np
 import pytest
 
-from clipdyn.archives import UnsafeArchiveError
-from clipdyn.datasets import DatasetFormatError, writers
-from clipdyn.manifests import prepare_manifest
+from clipdyn.data.formats import DatasetFormatError
+from clipdyn.data.manifests import prepare_manifest
+from clipdyn.fixtures import writers
+from clipdyn.hub.archives import UnsafeArchiveError
 
 
 def _prepare(tmp_path, folder, fmt, extract=(), options=None):

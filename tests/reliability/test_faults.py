@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 from clipdyn import io
-from clipdyn.pixels import build_pixel_cache
-from clipdyn.study import Preprocess
-from clipdyn.testing import ARCH
+from clipdyn.config.study import Preprocess
+from clipdyn.data.pixels import build_pixel_cache
+from clipdyn.fixtures.studies import ARCH
 
 KILL_WRITER = textwrap.dedent(r"""
     import sys, time
@@ -52,9 +52,9 @@ KILL_DECODER = textwrap.dedent(r"""
     import sys, time
     from pathlib import Path
     import pandas as pd
-    from clipdyn import images
-    from clipdyn.pixels import build_pixel_cache
-    from clipdyn.study import Preprocess
+    from clipdyn.data import images
+    from clipdyn.data.pixels import build_pixel_cache
+    from clipdyn.config.study import Preprocess
 
     manifest, out, ready = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     real_open, seen = images.open_image, []
@@ -172,7 +172,7 @@ def _poisoned(tiny_checkpoint, tmp_path, key, value):
 
 
 def test_embed_job_with_diverged_checkpoint_fails_without_output(tiny_checkpoint, pixel_cache, tmp_path):
-    from clipdyn.embed import embed_images
+    from clipdyn.embed.encode import embed_images
 
     ckpt = _poisoned(tiny_checkpoint, tmp_path, "module.visual.proj", float("nan"))
     out = tmp_path / "results" / "emb.parquet"
@@ -185,7 +185,7 @@ def test_embed_job_with_diverged_checkpoint_fails_without_output(tiny_checkpoint
 
 
 def test_text_job_with_nonfinite_logit_scale_fails_without_output(tiny_checkpoint, tmp_path):
-    from clipdyn.classifier import text_classifier
+    from clipdyn.embed.classifier import text_classifier
 
     ckpt = _poisoned(tiny_checkpoint, tmp_path, "module.logit_scale", float("inf"))
     out = tmp_path / "results" / "cls.parquet"

@@ -3,7 +3,7 @@ errors, partial and damaged downloads. Each ends in a HubError that names the re
 file) and says what to do; nothing half-downloaded is ever handed on as a checkpoint.
 
 Offline cases run in-process against a LocalHub cache (the real offline code path of
-huggingface_hub). Online cases run clipdyn.hub in a subprocess against FakeHub, a local
+huggingface_hub). Online cases run clipdyn.hub.client in a subprocess against FakeHub, a local
 HTTP server that answers like the Hub, so huggingface_hub raises its own GatedRepoError,
 RepositoryNotFoundError and RemoteEntryNotFoundError from real responses.
 """
@@ -14,8 +14,8 @@ import os
 import pytest
 from fakehub import FakeHub, call_hub
 
-from clipdyn import hub
-from clipdyn.localhub import LocalHub, repo_folder
+from clipdyn.fixtures.localhub import LocalHub, repo_folder
+from clipdyn.hub import client as hub
 
 
 @pytest.fixture
@@ -228,7 +228,7 @@ def test_partial_download_is_never_listed_or_used(offline, tmp_path):
 def test_link_to_a_missing_blob_is_not_used(offline, tmp_path):
     """A snapshot link whose blob is gone (only the .incomplete remains): listed, but the
     download step fails, and the model loader refuses the dangling link."""
-    from clipdyn.embed import CheckpointError, load_model
+    from clipdyn.embed.encode import CheckpointError, load_model
 
     offline.publish("org/run", {"ckpt/epoch_1.pt": os.urandom(4096)})
     root = repo_folder(offline.cache_dir, "org/run")

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from runs import TokenStudy, own_tmp, wait_for
 
-from clipdyn.testing import build_tiny_study, parse_job_counts
+from clipdyn.fixtures.studies import build_tiny_study, parse_job_counts
 
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 

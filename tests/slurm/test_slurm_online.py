@@ -1,5 +1,5 @@
 """One Hub listing per invocation, none per SLURM job: the tiny study run online on the local
-SLURM cluster against the local Hub server (clipdyn.hubserver) from an empty Hugging Face
+SLURM cluster against the local Hub server (clipdyn.fixtures.hubserver) from an empty Hugging Face
 cache. Every SLURM job re-parses the Snakefile; the server counts the listing requests (repo
 info + tree of each model repo): one per model from the top-level process, zero from the jobs,
 zero from --report afterwards. The downloads themselves run in SLURM jobs, over HTTP."""
@@ -9,8 +9,8 @@ import os
 import pytest
 from localslurm import REPO, slurm_snakemake, submitted_jobs
 
-from clipdyn.hubserver import HubServer
-from clipdyn.testing import build_tiny_study
+from clipdyn.fixtures.hubserver import HubServer
+from clipdyn.fixtures.studies import build_tiny_study
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 

@@ -1,4 +1,4 @@
-"""clipdyn itself on SLURM: the tiny local-hub study (clipdyn.testing)
+"""clipdyn itself on SLURM: the tiny local-hub study (clipdyn.fixtures.studies)
 run with `--executor slurm --profile workflow/profiles/slurm` on the local test
 cluster must submit every non-local job through sbatch (GPU rules with a GPU gres)
 and produce the same results/metrics.parquet as a local run of the same study."""
@@ -19,7 +19,7 @@ CLUSTER_RULES = GPU_RULES | {"prepare_manifest", "pixel_cache", "compute_metric"
 
 
 def _study_builder():
-    from clipdyn.testing import build_tiny_study, parse_job_counts
+    from clipdyn.fixtures.studies import build_tiny_study, parse_job_counts
 
     return build_tiny_study, parse_job_counts
 

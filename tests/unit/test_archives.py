@@ -1,4 +1,4 @@
-"""clipdyn.archives.safe_extract: normal archives, malicious members, atomicity, idempotence."""
+"""clipdyn.hub.archives.safe_extract: normal archives, malicious members, atomicity, idempotence."""
 
 import io
 import json
@@ -7,8 +7,8 @@ import zipfile
 
 import pytest
 
-from clipdyn import archives
-from clipdyn.archives import MARKER, UnsafeArchiveError, safe_extract
+from clipdyn.hub import archives
+from clipdyn.hub.archives import MARKER, UnsafeArchiveError, safe_extract
 
 
 def _tar(path, members, mode="w:gz"):

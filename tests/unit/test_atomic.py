@@ -99,8 +99,8 @@ def test_parquet_artifacts_get_plain_open_permissions(umask, tmp_path):
 def test_pixel_caches_get_plain_open_permissions(umask, tmp_path):
     from PIL import Image
 
-    from clipdyn.pixels import build_pixel_cache
-    from clipdyn.specs import Preprocess
+    from clipdyn.config.specs import Preprocess
+    from clipdyn.data.pixels import build_pixel_cache
 
     rng = np.random.default_rng(0)
     rows = []
@@ -117,7 +117,7 @@ def test_pixel_caches_get_plain_open_permissions(umask, tmp_path):
 
 
 def test_extracted_archive_folder_gets_plain_mkdir_permissions(umask, tmp_path):
-    from clipdyn.archives import safe_extract
+    from clipdyn.hub.archives import safe_extract
 
     arc = tmp_path / "a.tar"
     with tarfile.open(arc, "w") as tf:
@@ -146,7 +146,7 @@ def test_figures_and_tables_get_plain_open_permissions(umask, tmp_path):
 
 def test_local_hub_blobs_and_demo_manifest_get_plain_open_permissions(umask, tmp_path):
     from clipdyn.demo.build import _write_manifest
-    from clipdyn.localhub import LocalHub
+    from clipdyn.fixtures.localhub import LocalHub
 
     hub = LocalHub(tmp_path / "hub")
     src = tmp_path / "weights.bin"
@@ -161,15 +161,15 @@ def test_local_hub_blobs_and_demo_manifest_get_plain_open_permissions(umask, tmp
 
 
 def test_test_checkpoints_get_plain_open_permissions(umask, tmp_path):
-    from clipdyn.testing import make_checkpoint
+    from clipdyn.fixtures.studies import make_checkpoint
 
     make_checkpoint(tmp_path / "run" / "epoch_1.pt", 1, seed=0)
     assert mode(tmp_path / "run" / "epoch_1.pt") == plain_file_mode(tmp_path)
 
 
 def test_metric_collection_and_dataset_snapshot_get_plain_open_permissions(umask, tmp_path):
+    from clipdyn.data.manifests import fetch_dataset
     from clipdyn.io import metric_frame, write_frame
-    from clipdyn.manifests import fetch_dataset
     from clipdyn.metrics.compute import collect_metrics
 
     rows = metric_frame([{"measure": "acc", "dataset": "d", "value": 0.5, "n": 3}], "m", 1, "zs")
@@ -189,7 +189,7 @@ def test_http_downloads_get_plain_open_permissions(umask, tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from archive_server import ArchiveServer
 
-    from clipdyn.downloads import Archive, download
+    from clipdyn.hub.downloads import Archive, download
 
     with ArchiveServer({"/data.csv": b"a,b\n1,2\n"}) as srv:
         got = download(Archive(srv.url("/data.csv")), tmp_path / "dl", base_delay=0.0, progress_s=0.0, log=print)
@@ -199,8 +199,8 @@ def test_http_downloads_get_plain_open_permissions(umask, tmp_path):
 
 
 def test_listing_record_and_hash_cache_get_plain_open_permissions(umask, tmp_path):
-    from clipdyn.listing import Listings
-    from clipdyn.sources import HashCache
+    from clipdyn.hub.listing import Listings
+    from clipdyn.hub.sources import HashCache
 
     Listings(tmp_path / "listing.json", mode="top").save()
     cache = HashCache(tmp_path / "local-sha256.json")

@@ -1,6 +1,6 @@
-"""clipdyn.checkpoints: a checkpoint fetched by identity, its record, the run's store under a budget.
+"""clipdyn.hub.checkpoints: a checkpoint fetched by identity, its record, the run's store under a budget.
 
-Served by the local Hub (clipdyn.hubserver) on 127.0.0.1; the real huggingface_hub downloads."""
+Served by the local Hub (clipdyn.fixtures.hubserver) on 127.0.0.1; the real huggingface_hub downloads."""
 
 import hashlib
 import json
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from clipdyn import checkpoints, hub
-from clipdyn.hubserver import HubServer
-from clipdyn.localhub import LocalHub
+from clipdyn.fixtures.hubserver import HubServer
+from clipdyn.fixtures.localhub import LocalHub
+from clipdyn.hub import checkpoints
+from clipdyn.hub import client as hub
 
 W1, W2 = b"\0weights-1" * 300, b"\0weights-2" * 300
 

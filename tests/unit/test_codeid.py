@@ -65,21 +65,21 @@ def test_hashes_are_stable_and_distinct():
 
 def test_moving_a_function_to_another_module_changes_no_hash(tree):
     before = hashes(tree)
-    manifests = tree / "clipdyn" / "manifests.py"
+    manifests = tree / "clipdyn" / "data" / "manifests.py"
     text = manifests.read_text()
     start = text.index("def stratified_subset")
     end = text.index("\ndef ", start + 1)
-    (tree / "clipdyn" / "subsets.py").write_text(
+    (tree / "clipdyn" / "data" / "subsets.py").write_text(
         "from typing import Optional\n\nimport numpy as np\nimport pandas as pd\n\n\n" + text[start:end])
     text = text[:start] + text[end:]
-    text = text.replace("from .atomic import", "from .subsets import stratified_subset\nfrom .atomic import", 1)
+    text = text.replace("from ..atomic import", "from .subsets import stratified_subset\nfrom ..atomic import", 1)
     manifests.write_text(text)
     assert changed(before, hashes(tree)) == set()
 
 
 def test_renaming_a_module_or_a_function_changes_no_hash(tree):
     before = hashes(tree)
-    (tree / "clipdyn" / "corruptions.py").rename(tree / "clipdyn" / "noise.py")
+    (tree / "clipdyn" / "data" / "corruptions.py").rename(tree / "clipdyn" / "data" / "noise.py")
     rename_everywhere(tree, "corruptions", "noise")
     rename_everywhere(tree, "build_pixel_cache", "cache_pixels")
     rename_everywhere(tree, "read_embeddings", "load_embeddings")
@@ -106,7 +106,7 @@ def test_reordering_and_comments_change_no_hash(tree):
 
 def test_an_edit_reruns_exactly_the_stages_whose_code_runs_it(tree):
     before = hashes(tree)
-    add_statement(tree / "clipdyn" / "pixels.py", "build_pixel_cache")
+    add_statement(tree / "clipdyn" / "data" / "pixels.py", "build_pixel_cache")
     assert changed(before, hashes(tree)) == {"pixel_cache.py", "derived_pixel_cache.py"}
 
 
@@ -131,13 +131,13 @@ def test_registered_adapters_count_for_the_stage_that_looks_them_up(tree):
     """Dataset adapters register themselves by a decorator on import; the manifest stage finds
     them by name, so an adapter's edit reruns the manifests."""
     before = hashes(tree)
-    add_statement(tree / "clipdyn" / "datasets" / "nights.py", "read")
+    add_statement(tree / "clipdyn" / "data" / "formats" / "nights.py", "read")
     assert changed(before, hashes(tree)) == {"prepare_manifest.py"}
 
 
 def test_import_time_statements_count(tree):
     before = hashes(tree)
-    with open(tree / "clipdyn" / "corruptions.py", "a") as f:
+    with open(tree / "clipdyn" / "data" / "corruptions.py", "a") as f:
         f.write("\nnp.seterr(all='ignore')\n")
     assert changed(before, hashes(tree)) >= {"pixel_cache.py", "derived_pixel_cache.py"}
 
@@ -159,7 +159,7 @@ def test_package_data_file_counts_for_its_readers(tree):
     script = str(tree / "scripts" / "compute_metric.py")
     sb = ci.code_hash(script, ["clipdyn.metrics.shape_bias:shape_bias_task"])
     ood = ci.code_hash(script, ["clipdyn.metrics.ood:ood_detection_task"])
-    csv = tree / "clipdyn" / "data" / "imagenet16_categories.csv"
+    csv = tree / "clipdyn" / "metrics" / "imagenet16_categories.csv"
     csv.write_text(csv.read_text() + " \n")
     ci2 = CodeIdentity(tree / "clipdyn")
     assert ci2.code_hash(script, ["clipdyn.metrics.shape_bias:shape_bias_task"]) != sb
@@ -266,5 +266,5 @@ def test_code_hash_is_kept_on_disk_and_follows_edits(tree):
     cache = tree / "clipdyn" / "__pycache__" / "clipdyn-codeid.json"
     assert first in cache.read_text()
     assert run() == first
-    add_statement(tree / "clipdyn" / "pixels.py", "build_pixel_cache")
+    add_statement(tree / "clipdyn" / "data" / "pixels.py", "build_pixel_cache")
     assert run() != first

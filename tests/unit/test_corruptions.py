@@ -1,9 +1,9 @@
-"""clipdyn.corruptions: ImageNet-C Gaussian noise, checked against the reference formula."""
+"""clipdyn.data.corruptions: ImageNet-C Gaussian noise, checked against the reference formula."""
 
 import numpy as np
 import pytest
 
-from clipdyn.corruptions import GAUSSIAN_NOISE_SIGMA, corrupt_image, gaussian_noise, noise_seed
+from clipdyn.data.corruptions import GAUSSIAN_NOISE_SIGMA, corrupt_image, gaussian_noise, noise_seed
 
 
 def reference_gaussian_noise(x, severity, rng):

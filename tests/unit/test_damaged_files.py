@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from clipdyn.config.specs import Preprocess
+from clipdyn.data.pixels import build_pixel_cache, open_pixels
 from clipdyn.io import (
     DamagedFileError,
     provenance,
@@ -16,8 +18,6 @@ from clipdyn.io import (
     write_embeddings,
     write_frame,
 )
-from clipdyn.pixels import build_pixel_cache, open_pixels
-from clipdyn.specs import Preprocess
 
 
 def truncate(path, keep: float = 0.5) -> None:

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipdyn.datasets import DatasetFormatError, read_dataset
-from clipdyn.datasets.cue_conflict import CATEGORIES
-from clipdyn.datasets.writers import write_cue_conflict
-from clipdyn.images import open_image
+from clipdyn.data.formats import DatasetFormatError, read_dataset
+from clipdyn.data.formats.cue_conflict import CATEGORIES
+from clipdyn.data.images import open_image
+from clipdyn.fixtures.writers import write_cue_conflict
 
 SAMPLE = Path("/work/shared/data/cue-conflict-sample")
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdyn.datasets import DatasetFormatError, read_dataset
-from clipdyn.datasets.writers import write_image_folder
-from clipdyn.images import open_image
+from clipdyn.data.formats import DatasetFormatError, read_dataset
+from clipdyn.data.images import open_image
+from clipdyn.fixtures.writers import write_image_folder
 
 
 def _imgs(n, seed=0):

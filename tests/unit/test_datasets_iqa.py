@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdyn import archives
-from clipdyn.datasets import DatasetFormatError, read_dataset
-from clipdyn.datasets.writers import write_iqa
-from clipdyn.images import open_image
+from clipdyn.data.formats import DatasetFormatError, read_dataset
+from clipdyn.data.images import open_image
+from clipdyn.fixtures.writers import write_iqa
+from clipdyn.hub import archives
 
 
 def _img(seed, fmt):

@@ -2,14 +2,14 @@
 
 import pytest
 
-from clipdyn.datasets import ADAPTERS, DatasetFormatError, DatasetTables, read_dataset
+from clipdyn.data.formats import ADAPTERS, DatasetFormatError, DatasetTables, read_dataset
 
 FORMATS = ["webdataset", "image_folder", "cue_conflict", "imagenet_c", "iqa_tid2013", "iqa_kadid10k", "nights",
            "saliency"]
 
 
 def test_all_formats_registered():
-    import clipdyn.datasets.formats  # noqa: F401  (registers every adapter)
+    import clipdyn.data.formats.known  # noqa: F401  (registers every adapter)
 
     assert set(FORMATS) <= set(ADAPTERS)
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdyn.datasets import DatasetFormatError, read_dataset
-from clipdyn.datasets.writers import write_saliency
-from clipdyn.images import open_image
+from clipdyn.data.formats import DatasetFormatError, read_dataset
+from clipdyn.data.images import open_image
+from clipdyn.fixtures.writers import write_saliency
 
 
 def _data(n=3, seed=0):

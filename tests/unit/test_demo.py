@@ -131,7 +131,7 @@ def micro_hub(tmp_path_factory):
 
 
 def test_build_writes_the_hf_cache_layout(micro_hub):
-    from clipdyn.localhub import repo_folder
+    from clipdyn.fixtures.localhub import repo_folder
 
     hub_dir, manifest = micro_hub
     assert json.loads((hub_dir / "demo-manifest.json").read_text()) == manifest
@@ -153,7 +153,7 @@ def test_build_writes_the_hf_cache_layout(micro_hub):
 def test_built_datasets_read_back_through_the_hub(micro_hub, monkeypatch):
     from huggingface_hub import constants, hf_hub_download, snapshot_download
 
-    from clipdyn.datasets import read_dataset
+    from clipdyn.data.formats import read_dataset
 
     hub_dir, manifest = micro_hub
     # huggingface_hub reads the variable at import; set both so nothing tries the network
@@ -179,7 +179,7 @@ def test_built_datasets_read_back_through_the_hub(micro_hub, monkeypatch):
 
 def test_more_epochs_publishes_a_new_commit(micro_hub):
     from clipdyn.demo.build import load_manifest, more_epochs
-    from clipdyn.localhub import LocalHub
+    from clipdyn.fixtures.localhub import LocalHub
 
     hub_dir, manifest = micro_hub
     before = manifest["models"]["demo-s"]["revision"]

@@ -8,8 +8,8 @@ import hashlib
 import pytest
 import torch
 
-from clipdyn import sources
-from clipdyn.demo import runs
+from clipdyn.fixtures import runs
+from clipdyn.hub import sources
 
 open_clip = pytest.importorskip("open_clip")
 
@@ -75,8 +75,8 @@ def test_epochs_published_as_revisions(offline):
 
 
 def test_final_weights_as_open_clip_pretrained(offline):
-    from clipdyn.embed import load_model, register_model_configs
-    from clipdyn.study import Study
+    from clipdyn.config.study import Study
+    from clipdyn.embed.encode import load_model, register_model_configs
 
     hub_dir, manifest = offline
     runs.publish_final(hub_dir, "demo-s")

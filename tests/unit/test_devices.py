@@ -2,7 +2,7 @@
 import multiprocessing as mp
 import time
 
-from clipdyn.devices import claim_slot, try_claim
+from clipdyn.embed.devices import claim_slot, try_claim
 
 
 def _hold(keys, lock_dir, q, hold_s):
@@ -60,7 +60,7 @@ import types  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from clipdyn.devices import claim_device, half_dtype, visible_gpus  # noqa: E402
+from clipdyn.embed.devices import claim_device, half_dtype, visible_gpus  # noqa: E402
 
 
 def _fake_gpus(monkeypatch, n, capability=(9, 0)):

@@ -1,4 +1,4 @@
-"""Datasets over HTTP (clipdyn.downloads): resume, checksums, trust on first use, clear errors.
+"""Datasets over HTTP (clipdyn.hub.downloads): resume, checksums, trust on first use, clear errors.
 
 A 127.0.0.1 server (archive_server.py) serves fixture archives in the published layouts
 (model-vs-human's cue-conflict.tar.gz, dreamsim's nights.zip, MIT1003's ALLSTIMULI.zip +
@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from archive_server import ArchiveServer  # noqa: E402
 
-from clipdyn.datasets.writers import write_cue_conflict, write_nights  # noqa: E402
-from clipdyn.downloads import Archive, DownloadError, download, fetch_archives  # noqa: E402
-from clipdyn.manifests import fetch_dataset, prepare_manifest  # noqa: E402
+from clipdyn.data.manifests import fetch_dataset, prepare_manifest  # noqa: E402
+from clipdyn.fixtures.writers import write_cue_conflict, write_nights  # noqa: E402
+from clipdyn.hub.downloads import Archive, DownloadError, download, fetch_archives  # noqa: E402
 
 FAST = dict(base_delay=0.0, progress_s=0.0)
 
@@ -260,7 +260,7 @@ def test_unreachable_server_names_the_url(tmp_path):
 
 _CONCURRENT = """
 import sys
-from clipdyn.downloads import Archive, download
+from clipdyn.hub.downloads import Archive, download
 download(Archive(sys.argv[1]), sys.argv[2], base_delay=0.0, progress_s=0.0, log=lambda s: print(s, flush=True))
 """
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from clipdyn import embed
-from clipdyn.embed import embed_pixels, register_model_configs
+from clipdyn.embed import encode as embed
+from clipdyn.embed.encode import embed_pixels, register_model_configs
 
 ARCH = "clipdyn-tiny"
 
@@ -88,7 +88,7 @@ def test_auto_is_fp32_on_the_cpu_and_bf16_only_on_native_gpus(monkeypatch):
 def test_text_projection_runs_in_fp32_under_bf16_autocast():
     import open_clip
 
-    from clipdyn.classifier import zero_shot_classifier
+    from clipdyn.embed.classifier import zero_shot_classifier
 
     model = _model(1)
     names, templates = ["red", "green", "blue"], ["a photo of a {}.", "a {} thing."]
@@ -194,7 +194,7 @@ def test_compiled_towers_go_with_their_models(monkeypatch):
 
 
 def test_the_worker_cache_frees_the_previous_model(monkeypatch, tmp_path):
-    from clipdyn.testing import make_checkpoint
+    from clipdyn.fixtures.studies import make_checkpoint
 
     real = torch.compile
     monkeypatch.setattr(torch, "compile", lambda m, **kw: real(m, backend="eager"))
@@ -247,11 +247,12 @@ def test_embedding_file_records_what_ran_and_the_claim_covers_the_write(monkeypa
     import pandas as pd
     from PIL import Image
 
-    from clipdyn import devices, io
+    from clipdyn import io
+    from clipdyn.config.study import Preprocess
+    from clipdyn.data.pixels import build_pixel_cache
+    from clipdyn.embed import devices
+    from clipdyn.fixtures.studies import make_checkpoint
     from clipdyn.io import read_meta
-    from clipdyn.pixels import build_pixel_cache
-    from clipdyn.study import Preprocess
-    from clipdyn.testing import make_checkpoint
 
     rng = np.random.default_rng(0)
     rows = []
@@ -291,7 +292,7 @@ def test_embedding_file_records_what_ran_and_the_claim_covers_the_write(monkeypa
 
 
 def test_job_memory_follows_the_checkpoint_size():
-    from clipdyn.embed import FALLBACK_MEM_MB, JOB_BASE_MB, job_mem_mb
+    from clipdyn.embed.encode import FALLBACK_MEM_MB, JOB_BASE_MB, job_mem_mb
 
     vit_h_adamw = 11_830_000_000  # ViT-H-14 with AdamW state, about 11.8 GB
     assert job_mem_mb(vit_h_adamw) == JOB_BASE_MB + 11282

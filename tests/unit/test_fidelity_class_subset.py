@@ -81,7 +81,7 @@ def test_tied_logits_go_to_the_first_subset_class():
 def _subset_fixture(seed=0, C=12, N=300, k=5):
     import pandas as pd
 
-    from clipdyn.datasets import DatasetTables
+    from clipdyn.data.formats import DatasetTables
     from clipdyn.io import Classifier, EmbeddingTable
 
     rng = np.random.default_rng(seed)

@@ -10,9 +10,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clipdyn.corruptions import IMAGENET_C_JPEG_QUALITY, corrupt_for_model, imagenet_c_crop, jpeg_roundtrip, noise_seed
-from clipdyn.pixels import build_pixel_cache, open_pixels, pil_transform
-from clipdyn.study import Preprocess
+from clipdyn.config.study import Preprocess
+from clipdyn.data.corruptions import (
+    IMAGENET_C_JPEG_QUALITY,
+    corrupt_for_model,
+    imagenet_c_crop,
+    jpeg_roundtrip,
+    noise_seed,
+)
+from clipdyn.data.pixels import build_pixel_cache, open_pixels, pil_transform
 
 
 def port_resize_256_crop_224(img):

@@ -5,7 +5,7 @@ text and image features, and scores ``max softmax(image @ text.T / T)``."""
 import numpy as np
 import pytest
 
-from clipdyn.classifier import MCM_TEMPLATES, class_templates, zero_shot_classifier
+from clipdyn.embed.classifier import MCM_TEMPLATES, class_templates, zero_shot_classifier
 from clipdyn.metrics.ood import mcm_scores
 
 
@@ -20,7 +20,7 @@ def test_mcm_classifier_and_score_match_a_port_of_mcm():
     import open_clip
     import torch
 
-    from clipdyn.embed import register_model_configs
+    from clipdyn.embed.encode import register_model_configs
 
     register_model_configs([])
     torch.manual_seed(0)
@@ -54,7 +54,7 @@ def test_mcm_score_edge_cases():
 def test_ood_metric_checks_the_prompts():
     import pandas as pd
 
-    from clipdyn.datasets import DatasetTables
+    from clipdyn.data.formats import DatasetTables
     from clipdyn.io import Classifier, EmbeddingTable
     from clipdyn.metrics import registry
 

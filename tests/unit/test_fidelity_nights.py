@@ -118,7 +118,7 @@ def test_protocol_settings():
 def _nights_tables(seed=0, n=120):
     import pandas as pd
 
-    from clipdyn.datasets import DatasetTables
+    from clipdyn.data.formats import DatasetTables
     from clipdyn.io import EmbeddingTable
 
     X, ids, ref, left, right, rv = _triplets(seed, n=n)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipdyn.datasets import DatasetTables
+from clipdyn.data.formats import DatasetTables
 from clipdyn.io import Classifier, EmbeddingTable
 from clipdyn.metrics import registry
 from clipdyn.metrics.shape_bias import MODEL_VS_HUMAN_LOGIT_SCALE, decision_logit_scale, shape_bias

@@ -224,7 +224,7 @@ def test_reference_curve_is_a_fraction_turned_percent():
     ref = reference_curve({"run": LAION_B32.removesuffix(".pt")})
     assert ref["epoch"].is_monotonic_increasing and ref["epoch"].is_unique
     raw = pd.read_csv(__import__("importlib.resources").resources.files("clipdyn")
-                      .joinpath("data/laion_imagenet_zeroshot_curves.csv"))
+                      .joinpath("figures/laion_imagenet_zeroshot_curves.csv"))
     raw = raw[raw["name"] == LAION_B32]
     assert raw["imagenet-zeroshot-val-top1"].max() <= 1.0
     assert np.isclose(ref["value"].max(), 100 * raw["imagenet-zeroshot-val-top1"].max())

@@ -1,8 +1,8 @@
 """Epoch discovery and selection against a local Hugging Face cache (the real offline code path)."""
 import pytest
 
-from clipdyn import hub
-from clipdyn.localhub import LocalHub
+from clipdyn.fixtures.localhub import LocalHub
+from clipdyn.hub import client as hub
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from clipdyn.hubserver import LFS_THRESHOLD, HubServer
-from clipdyn.localhub import LocalHub
+from clipdyn.fixtures.hubserver import LFS_THRESHOLD, HubServer
+from clipdyn.fixtures.localhub import LocalHub
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -208,13 +208,13 @@ def test_cli_prints_the_url_and_clipdyn_hub_works_online_through_hf_endpoint(hub
     url_file, log = tmp_path / "url", tmp_path / "requests.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env["PYTHONPATH"] = str(REPO / "workflow")
-    proc = subprocess.Popen([sys.executable, "-m", "clipdyn.hubserver", "--root", str(hub.cache_dir), "--port", "0",
-                             "--url-file", str(url_file), "--log", str(log)],
+    proc = subprocess.Popen([sys.executable, "-m", "clipdyn.fixtures.hubserver", "--root", str(hub.cache_dir),
+                             "--port", "0", "--url-file", str(url_file), "--log", str(log)],
                             env=env, stdout=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and url_file.read_text().strip() == url
-        client = ("import json; from clipdyn import hub;"
+        client = ("import json; from clipdyn.hub import client as hub;"
                   "fs = hub.discover_epochs('org/run', 'ckpt/run/epoch_{epoch}.pt');"
                   "p = hub.download_file('org/run', fs[1].path, expected_blob=fs[1].blob);"
                   "d, c = hub.download_snapshot('org/data', allow_patterns=['classnames.txt']);"
@@ -236,10 +236,10 @@ def test_cli_prints_the_url_and_clipdyn_hub_works_online_through_hf_endpoint(hub
 
 
 def test_download_progress_reaches_the_log_while_it_runs(hub, cache, tmp_path, monkeypatch):
-    """Off a terminal huggingface_hub shows no bars; clipdyn.hub logs bytes, rate and time left."""
+    """Off a terminal huggingface_hub shows no bars; clipdyn.hub.client logs bytes, rate and time left."""
     from huggingface_hub import constants
 
-    from clipdyn import hub as clipdyn_hub
+    from clipdyn.hub import client as clipdyn_hub
 
     data = _weights(600_000, 3)
     hub.publish("org/slow", {"w.pt": data})
@@ -263,7 +263,7 @@ def test_download_progress_reaches_the_log_while_it_runs(hub, cache, tmp_path, m
 
 
 def test_progress_lines_without_updates_and_quiet_counters():
-    from clipdyn.hub import LogProgress
+    from clipdyn.hub.client import LogProgress
 
     lines = []
     bar = LogProgress(total=5_000_000, desc="x", unit="B", label="org/r/f.pt", every=0.05, log=lines.append)
@@ -286,10 +286,10 @@ def test_progress_lines_without_updates_and_quiet_counters():
 
 
 def test_sources_resolve_revisions_as_epochs_online(hub, monkeypatch, tmp_path):
-    """clipdyn.sources' Hub revisions (one branch per epoch): refs listing + paths-info, online."""
+    """clipdyn.hub.sources' Hub revisions (one branch per epoch): refs listing + paths-info, online."""
     from huggingface_hub import constants
 
-    from clipdyn import sources
+    from clipdyn.hub import sources
 
     commits = {e: hub.publish("org/revs", {"model.pt": _weights(2000, e)}, branch=f"epoch-{e}") for e in (1, 2, 3)}
     with HubServer(hub.cache_dir) as s:

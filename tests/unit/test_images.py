@@ -1,4 +1,4 @@
-"""clipdyn.images.open_image: plain files and tar members, RGB output, clear failures."""
+"""clipdyn.data.images.open_image: plain files and tar members, RGB output, clear failures."""
 
 import io
 import tarfile
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdyn import images
-from clipdyn.images import BadImageError, open_image
+from clipdyn.data import images
+from clipdyn.data.images import BadImageError, open_image
 
 
 def _rgb(seed=0, h=16, w=12):

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from clipdyn.hub import CheckpointFile
-from clipdyn.listing import ENV, ListingMissing, Listings, invocation, source_key
-from clipdyn.sources import Resolved
+from clipdyn.hub.client import CheckpointFile
+from clipdyn.hub.listing import ENV, ListingMissing, Listings, invocation, source_key
+from clipdyn.hub.sources import Resolved
 
 KEY = {"repo": "org/run", "repo_type": "model", "revision": "main", "checkpoint": "c/epoch_{epoch}.pt"}
 FOUND = Resolved("hub_files", {1: CheckpointFile(1, "c/epoch_1.pt", "a" * 40, "b" * 64, 123),

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import torch
 
-from clipdyn.embed import load_model
-from clipdyn.testing import make_checkpoint
+from clipdyn.embed.encode import load_model
+from clipdyn.fixtures.studies import make_checkpoint
 
 
 def test_loaded_model_holds_exactly_the_checkpoint_and_init_is_restored(tmp_path):
@@ -27,7 +27,7 @@ def _adamw_checkpoint(path, seed=1, dtype=torch.float32, **save_kw):
     per parameter), which is 2/3 of the file."""
     import open_clip
 
-    from clipdyn.embed import register_model_configs
+    from clipdyn.embed.encode import register_model_configs
 
     register_model_configs([])
     torch.manual_seed(seed)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clipdyn.datasets import DatasetTables
+from clipdyn.data.formats import DatasetTables
 from clipdyn.io import Classifier, EmbeddingTable
 from clipdyn.metrics import (
     alignment_correlations,
@@ -538,7 +538,8 @@ def test_ood_detection_rows():
 
 def test_evaluators_read_the_adapters_tables(tmp_path):
     """The column contract holds for tables as the format adapters produce them."""
-    from clipdyn.datasets import read_dataset, writers
+    from clipdyn.data.formats import read_dataset
+    from clipdyn.fixtures import writers
 
     rng = np.random.default_rng(0)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clipdyn.hub import CheckpointFile
+from clipdyn.config.study import ConfigError, Study
+from clipdyn.hub.client import CheckpointFile
 from clipdyn.metrics import registry
-from clipdyn.study import ConfigError, Study
 
 ROOT = Path(__file__).resolve().parents[2]
 KIND_MODULES = sorted({k.module for k in registry.KINDS.values()})

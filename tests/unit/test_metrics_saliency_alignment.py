@@ -14,7 +14,7 @@ from PIL import Image
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from clipdyn.datasets import DatasetTables
+from clipdyn.data.formats import DatasetTables
 from clipdyn.io import EmbeddingTable
 from clipdyn.metrics import auc_judd, center_crop, nss, patch_similarity_map, pearson_cc, registry, resize_map
 from clipdyn.metrics.saliency_alignment import (

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clipdyn.manifests import stratified_subset
-from clipdyn.pixels import build_pixel_cache, open_pixels
-from clipdyn.study import Preprocess
+from clipdyn.config.study import Preprocess
+from clipdyn.data.manifests import stratified_subset
+from clipdyn.data.pixels import build_pixel_cache, open_pixels
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_embeddings_from_cache_equal_direct(folder, tmp_path):
     import open_clip
     import torch
 
-    from clipdyn.embed import embed_pixels, register_model_configs
+    from clipdyn.embed.encode import embed_pixels, register_model_configs
 
     register_model_configs([])
     torch.manual_seed(0)
@@ -60,7 +60,7 @@ def test_embeddings_from_cache_equal_direct(folder, tmp_path):
 
 
 def test_bad_image_error_names_the_file_and_skip_lists_it(folder, tmp_path):
-    from clipdyn.images import BadImageError
+    from clipdyn.data.images import BadImageError
 
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
@@ -95,7 +95,7 @@ def test_compiled_image_tower_gives_the_same_embeddings(folder, tmp_path):
     import open_clip
     import torch
 
-    from clipdyn.embed import embed_pixels, register_model_configs
+    from clipdyn.embed.encode import embed_pixels, register_model_configs
 
     register_model_configs([])
     torch.manual_seed(0)

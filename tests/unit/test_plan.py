@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from clipdyn import plan
-from clipdyn.localhub import LocalHub
+from clipdyn.fixtures.localhub import LocalHub
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,7 @@ def test_parameter_count_matches_open_clip():
     import torch
     from open_clip.model import CLIP
 
-    from clipdyn.study import arch_config
+    from clipdyn.config.study import arch_config
 
     for arch in ("ViT-B-16", "ViT-L-14", "ViT-H-14"):
         cfg = arch_config(arch)

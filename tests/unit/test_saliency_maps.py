@@ -1,4 +1,4 @@
-"""CLIP saliency-map variants (clipdyn.saliency_maps) on tiny open_clip ViTs.
+"""CLIP saliency-map variants (clipdyn.embed.saliency_maps) on tiny open_clip ViTs.
 
 Each variant is checked against an independent computation (torch's own
 ``nn.MultiheadAttention(need_weights=True)`` weights, the numpy cosine map), and the
@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from clipdyn.embed import embed_pixels, register_model_configs  # noqa: E402
+from clipdyn.embed.encode import embed_pixels, register_model_configs  # noqa: E402
+from clipdyn.embed.saliency_maps import DEFAULT_SALIENCY_MAP, SALIENCY_MAPS, check_saliency_map, forward_with_maps  # noqa: E402
 from clipdyn.metrics.saliency_alignment import patch_similarity_map  # noqa: E402
-from clipdyn.saliency_maps import DEFAULT_SALIENCY_MAP, SALIENCY_MAPS, check_saliency_map, forward_with_maps  # noqa: E402
 
 
 @pytest.fixture(scope="module")

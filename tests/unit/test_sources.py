@@ -1,4 +1,4 @@
-"""Checkpoint sources (clipdyn.sources): local training runs, Hub revisions, final models."""
+"""Checkpoint sources (clipdyn.hub.sources): local training runs, Hub revisions, final models."""
 
 import hashlib
 import json
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from clipdyn import sources
-from clipdyn.localhub import LocalHub
-from clipdyn.sources import HashCache, SourceError
+from clipdyn.fixtures.localhub import LocalHub
+from clipdyn.hub import sources
+from clipdyn.hub.sources import HashCache, SourceError
 
 
 def torch_file(path: Path, epoch: int) -> Path:
@@ -117,7 +117,7 @@ def test_checkpoint_changing_while_it_is_read_is_skipped(run, monkeypatch):
 def test_epoch_selection_is_the_hubs(run):
     m = {"local": str(run), "epochs": {"auto": True, "step": 2, "include_last": True}}
     res = sources.resolve("r", m, HashCache(None))
-    from clipdyn.hub import select_epochs
+    from clipdyn.hub.client import select_epochs
 
     assert select_epochs(m["epochs"], sorted(res.files)) == [1, 3, 5]
 
@@ -234,7 +234,7 @@ def test_a_few_lines_evaluate_a_local_run_on_the_studys_datasets(run, tmp_path, 
     import yaml
     from snakemake.utils import validate
 
-    from clipdyn.study import Study, apply_base
+    from clipdyn.config.study import Study, apply_base
 
     monkeypatch.chdir(tmp_path)
     mine = {"base": "config/config.yaml", "results": "results-my-run",
@@ -249,14 +249,14 @@ def test_a_few_lines_evaluate_a_local_run_on_the_studys_datasets(run, tmp_path, 
     m = study.models["my-run"]
     assert list(study.models) == ["my-run"] and m.source == "local_run" and m.epochs == [1, 3, 5]
     assert (tmp_path / "results-my-run" / "checkpoints" / "local-sha256.json").exists()
-    from clipdyn.study import ConfigError
+    from clipdyn.config.study import ConfigError
 
     with pytest.raises(ConfigError, match="base: 'nope.yaml' not found"):
         apply_base({"base": "nope.yaml"}, [REPO])
 
 
 def test_local_run_epochs_not_written_yet_are_noticed_not_fatal(run, tmp_path, monkeypatch):
-    from clipdyn.study import Study
+    from clipdyn.config.study import Study
 
     monkeypatch.chdir(tmp_path)
     cfg = {"models": {"r": {"arch": "ViT-B-32", "local": str(run), "epochs": [2, 4, 6, 8]}},
@@ -272,7 +272,7 @@ def test_shipped_source_configs_are_valid(name, monkeypatch, tmp_path):
     import yaml
     from snakemake.utils import validate
 
-    from clipdyn.study import apply_base
+    from clipdyn.config.study import apply_base
 
     monkeypatch.chdir(tmp_path)
     cfg = apply_base(yaml.safe_load((REPO / "config" / name).read_text()), [REPO])

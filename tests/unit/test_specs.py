@@ -1,4 +1,4 @@
-"""Each config default lives in one place (clipdyn.specs); the schema and config/README.md agree with it.
+"""Each config default lives in one place (clipdyn.config.specs); the schema and config/README.md agree with it.
 
 - every key the schema allows for a model, dataset, class set, metric or the embedding block is a
   field of its spec (a key the spec lacked would be dropped silently);
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clipdyn.specs import (
+from clipdyn.config.specs import (
     ClassSetSpec,
     DatasetSpec,
     EmbeddingSettings,
@@ -22,7 +22,7 @@ from clipdyn.specs import (
     ModelSpec,
     Preprocess,
 )
-from clipdyn.study import Study
+from clipdyn.config.study import Study
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())

@@ -1,4 +1,4 @@
-"""The persistent embedding worker (clipdyn.worker): same results, one process, clean failures."""
+"""The persistent embedding worker (clipdyn.embed.worker): same results, one process, clean failures."""
 import os
 import shutil
 import subprocess
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipdyn import worker
-from clipdyn.worker import WorkerError, run_step
+from clipdyn.embed import worker
+from clipdyn.embed.worker import WorkerError, run_step
 
 HERE = Path(__file__).resolve().parent
 
@@ -135,7 +135,7 @@ def test_concurrent_jobs_get_separate_workers(wdir, tmp_path):
 def test_killed_job_stops_its_worker_before_it_writes(wdir, tmp_path):
     d, pids = wdir
     target = tmp_path / "late-output"
-    code = ("import sys; sys.path.insert(0, %r); from clipdyn.worker import run_step; "
+    code = ("import sys; sys.path.insert(0, %r); from clipdyn.embed.worker import run_step; "
             "run_step('_worker_steps:slow_write', {'path': %r, 'seconds': 4}, idle_s=30)"
             % (str(Path(worker.__file__).parent.parent), str(target)))
     client = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
@@ -194,10 +194,10 @@ def test_embeddings_through_the_worker_equal_in_process(wdir, tmp_path):
     import pandas as pd
     from PIL import Image
 
+    from clipdyn.config.study import Preprocess
+    from clipdyn.data.pixels import build_pixel_cache
+    from clipdyn.fixtures.studies import make_checkpoint
     from clipdyn.io import read_embeddings
-    from clipdyn.pixels import build_pixel_cache
-    from clipdyn.study import Preprocess
-    from clipdyn.testing import make_checkpoint
 
     d, pids = wdir
     rng = np.random.default_rng(0)
@@ -212,7 +212,7 @@ def test_embeddings_through_the_worker_equal_in_process(wdir, tmp_path):
     kw = dict(checkpoint=str(ckpt), pixels=str(tmp_path / "px.npy"), pixel_index=str(tmp_path / "px.parquet"),
               arch="clipdyn-tiny", allow_pickle=False, spatial=True, batch_size=4, precision="auto",
               model_configs=[], provenance={"model": "t", "epoch": 1}, threads=1)
-    step = "clipdyn.embed:embed_images"
+    step = "clipdyn.embed.encode:embed_images"
     run_step(step, dict(kw, out=str(tmp_path / "direct.parquet")), mode="off")
     log = tmp_path / "w.log"
     run_step(step, dict(kw, out=str(tmp_path / "w1.parquet")), log=str(log), idle_s=30)

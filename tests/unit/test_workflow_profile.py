@@ -7,7 +7,7 @@ import pytest
 import yaml
 from snakemake.cli import parse_args
 
-from clipdyn.testing import REPO
+from clipdyn.fixtures.studies import REPO
 
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 DEFAULT = REPO / "workflow" / "profiles" / "default" / "config.yaml"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from clipdyn.testing import TinyStudy, build_tiny_study
+from clipdyn.fixtures.studies import TinyStudy, build_tiny_study
 
 
 def _own_tmp(name: str) -> Path:

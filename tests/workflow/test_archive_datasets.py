@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipdyn.testing import build_tiny_study
+from clipdyn.fixtures.studies import build_tiny_study
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 
@@ -29,7 +29,7 @@ def study():
 
 
 def _nights_zip(tmp: Path) -> bytes:
-    from clipdyn.datasets.writers import write_nights
+    from clipdyn.fixtures.writers import write_nights
 
     rng = np.random.default_rng(0)
     img = lambda: rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)  # noqa: E731

@@ -1,4 +1,4 @@
-"""checkpoint_budget on the local Hub (clipdyn.hubserver), online: the run's store holds at most N
+"""checkpoint_budget on the local Hub (clipdyn.fixtures.hubserver), online: the run's store holds at most N
 checkpoints while it runs and none after; a checkpoint the user has in the HF cache is read in place
 and never removed (also one downloaded between two runs); a dataset added later runs only its own
 jobs; two model entries with the same bytes share one blob; two runs started together over one HF
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from clipdyn.hubserver import HubServer
-from clipdyn.testing import build_tiny_study, parse_job_counts
+from clipdyn.fixtures.hubserver import HubServer
+from clipdyn.fixtures.studies import build_tiny_study, parse_job_counts
 
 pytestmark = pytest.mark.workflow
 

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from clipdyn.testing import REPO, copy_workflow
+from clipdyn.fixtures.studies import REPO, copy_workflow
 
 pytestmark = pytest.mark.workflow
 
@@ -61,11 +61,11 @@ def test_baseline_nothing_to_do(full_study):
 
 
 def test_comment_or_docstring_edit_reruns_nothing(full_study, tmp_path):
-    assert dry_run_with_edit(full_study, "clipdyn/embed.py", tmp_path, text="\n# a comment\n") == {}
+    assert dry_run_with_edit(full_study, "clipdyn/embed/encode.py", tmp_path, text="\n# a comment\n") == {}
 
 
 def test_manifest_builder_edit_reruns_manifests_and_everything_downstream(full_study, tmp_path):
-    jobs = dry_run_with_edit(full_study, "clipdyn/manifests.py", tmp_path, "prepare_manifest")
+    jobs = dry_run_with_edit(full_study, "clipdyn/data/manifests.py", tmp_path, "prepare_manifest")
     cfg = full_study.read_config()
     downloaded = [d for d, spec in cfg["datasets"].items() if "derived_from" not in spec]
     assert jobs["prepare_manifest"] == len(downloaded)
@@ -79,13 +79,13 @@ def test_manifest_builder_edit_reruns_manifests_and_everything_downstream(full_s
 
 
 def test_pixel_cache_edit_reruns_pixel_caches_and_embeddings(full_study, tmp_path):
-    jobs = dry_run_with_edit(full_study, "clipdyn/pixels.py", tmp_path, "build_pixel_cache")
+    jobs = dry_run_with_edit(full_study, "clipdyn/data/pixels.py", tmp_path, "build_pixel_cache")
     assert jobs.get("pixel_cache", 0) > 0 and jobs.get("embed_images", 0) > 0, jobs
     assert "prepare_manifest" not in jobs and "download_dataset" not in jobs
 
 
 def test_model_loading_edit_reruns_embeddings_and_classifiers_only_upstream_of_metrics(full_study, tmp_path):
-    jobs = dry_run_with_edit(full_study, "clipdyn/embed.py", tmp_path, "load_model")
+    jobs = dry_run_with_edit(full_study, "clipdyn/embed/encode.py", tmp_path, "load_model")
     assert jobs.get("embed_images", 0) > 0 and jobs.get("text_classifier", 0) > 0, jobs
     for rule in ("prepare_manifest", "pixel_cache", "derived_pixel_cache"):
         assert rule not in jobs, (rule, jobs)
@@ -93,7 +93,7 @@ def test_model_loading_edit_reruns_embeddings_and_classifiers_only_upstream_of_m
 
 
 def test_text_classifier_edit_reruns_classifiers_not_embeddings(full_study, tmp_path):
-    jobs = dry_run_with_edit(full_study, "clipdyn/classifier.py", tmp_path, "zero_shot_classifier")
+    jobs = dry_run_with_edit(full_study, "clipdyn/embed/classifier.py", tmp_path, "zero_shot_classifier")
     assert jobs.get("text_classifier", 0) > 0, jobs
     assert "embed_images" not in jobs and "pixel_cache" not in jobs
     assert jobs.get("compute_metric", 0) > 0  # the kinds that read a classifier
@@ -167,9 +167,9 @@ def test_package_data_file_edit_reruns_its_readers(full_study, tmp_path):
     """The shipped 16-category mapping is read by the shape-bias code: its jobs rerun, others do not."""
     cfg = full_study.read_config()
     sb = [n for n, m in cfg["metrics"].items() if m["kind"] == "shape_bias"]
-    jobs = dry_run_with_edit(full_study, "clipdyn/data/imagenet16_categories.csv", tmp_path, text="")
+    jobs = dry_run_with_edit(full_study, "clipdyn/metrics/imagenet16_categories.csv", tmp_path, text="")
     assert jobs == {}  # appending nothing changes nothing
-    csv = "clipdyn/data/imagenet16_categories.csv"
+    csv = "clipdyn/metrics/imagenet16_categories.csv"
     text = (REPO / "workflow" / csv).read_text()
     jobs = dry_run_with_edit(full_study, csv, tmp_path / "b", text="\n" if not text.endswith("\n") else " \n")
     assert jobs.get("compute_metric") == len(sb) * len(cfg["models"]), jobs

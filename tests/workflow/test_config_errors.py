@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from clipdyn.testing import build_tiny_study
+from clipdyn.fixtures.studies import build_tiny_study
 
 pytestmark = pytest.mark.workflow
 
@@ -76,7 +76,7 @@ def test_configfile_replaces_the_shipped_study_config(study):
     import subprocess
     import sys
 
-    from clipdyn.testing import REPO
+    from clipdyn.fixtures.studies import REPO
 
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
                            "--configfile", str(study.config), "-n", "--cores", "1"],

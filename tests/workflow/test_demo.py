@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from clipdyn.testing import REPO, TinyStudy, parse_job_counts
+from clipdyn.fixtures.studies import REPO, TinyStudy, parse_job_counts
 
 pytestmark = [
     pytest.mark.workflow,

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from clipdyn.testing import copy_workflow
+from clipdyn.fixtures.studies import copy_workflow
 
 pytestmark = pytest.mark.workflow
 
@@ -86,7 +86,7 @@ def test_saliency_map_variant_reembeds_only_the_saliency_datasets(full_study):
     spatial = list((full_study.workdir / "results" / "embeddings").glob("*/epoch_*/saliency.parquet"))
     saliency_metrics = [n for n, m in cfg["metrics"].items() if m["kind"] == "saliency_alignment"]
     assert spatial and saliency_metrics
-    # each re-embedding reads its checkpoint by record (clipdyn.checkpoints): no fetch job
+    # each re-embedding reads its checkpoint by record (clipdyn.hub.checkpoints): no fetch job
     assert jobs == {"embed_images": len(spatial),
                     "compute_metric": len(saliency_metrics) * len(cfg["models"]),
                     "collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}

@@ -1,4 +1,4 @@
-"""The listing record is written while the Snakefile is parsed, one record per listing (clipdyn.listing).
+"""The listing record is written while the Snakefile is parsed, one record per listing (clipdyn.hub.listing).
 
 With --no-hooks, Snakemake runs no onstart hook: a record written there was never written, and
 job processes read an older one. And a second invocation over the same results folder must not
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from clipdyn.localhub import LocalHub
-from clipdyn.testing import build_tiny_study, publish_epochs
+from clipdyn.fixtures.localhub import LocalHub
+from clipdyn.fixtures.studies import build_tiny_study, publish_epochs
 
 pytestmark = pytest.mark.workflow
 

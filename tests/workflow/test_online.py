@@ -1,4 +1,4 @@
-"""The workflow online, end to end, against the local Hub server (clipdyn.hubserver) from an
+"""The workflow online, end to end, against the local Hub server (clipdyn.fixtures.hubserver) from an
 empty Hugging Face cache: HfApi listings, hf_hub_download of every checkpoint,
 snapshot_download of the dataset, all through the unmodified huggingface_hub client.
 
@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clipdyn.hubserver import HubServer
-from clipdyn.localhub import LocalHub
-from clipdyn.testing import build_tiny_study, parse_job_counts, publish_epochs
+from clipdyn.fixtures.hubserver import HubServer
+from clipdyn.fixtures.localhub import LocalHub
+from clipdyn.fixtures.studies import build_tiny_study, parse_job_counts, publish_epochs
 
 pytestmark = pytest.mark.workflow
 
@@ -103,7 +103,7 @@ def test_new_epochs_published_while_serving_run_only_their_jobs(online):
     server.clear()
     dry = run(study, "-n", "--quiet", "rules")
     jobs = parse_job_counts(dry.stdout + dry.stderr)
-    # one fetch per new checkpoint (clipdyn.checkpoints), read by its embedding and its classifier
+    # one fetch per new checkpoint (clipdyn.hub.checkpoints), read by its embedding and its classifier
     assert jobs.get("embed_images") == 2 and jobs.get("text_classifier") == 2, jobs
     assert jobs.get("fetch_checkpoint") == 2, jobs
     assert listings(server) == {r: (1, 1) for r in MODEL_REPOS}  # the dry run lists once too

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipdyn.testing import (
+from clipdyn.fixtures.studies import (
     TinyStudy,
     build_tiny_study,
     make_checkpoint,
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.workflow
 def sources_study():
     import tempfile
 
-    from clipdyn.localhub import LocalHub
+    from clipdyn.fixtures.localhub import LocalHub
 
     root = Path(tempfile.mkdtemp(prefix="clipdyn-sources-"))
     study = build_tiny_study(root, n_models=1, n_epochs=2)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipdyn.testing import ARCH, copy_workflow, publish_epochs
+from clipdyn.fixtures.studies import ARCH, copy_workflow, publish_epochs
 
 pytestmark = pytest.mark.workflow
 
@@ -54,7 +54,7 @@ def test_accuracy_equals_direct_open_clip_computation(spine_study):
     import torch
     from PIL import Image
 
-    from clipdyn.embed import register_model_configs
+    from clipdyn.embed.encode import register_model_configs
 
     register_model_configs([])
     r = spine_study.workdir / "results"
@@ -114,7 +114,7 @@ def test_changing_one_datasets_subset_reruns_only_that_dataset(spine_study):
 
 
 def test_new_epoch_on_the_hub_adds_exactly_its_jobs(spine_study):
-    from clipdyn.localhub import LocalHub
+    from clipdyn.fixtures.localhub import LocalHub
 
     # a new commit on the model repo: epoch 4 of tiny_a (epochs: auto)
     publish_epochs(LocalHub(spine_study.hub), "tiny-a", [4], seed=0, scratch=spine_study.root / "scratch")
@@ -154,7 +154,7 @@ def test_embedding_jobs_ask_for_memory_by_checkpoint_size(spine_study):
     (from the Hub listing); with it, the configured value."""
     import re
 
-    from clipdyn.embed import JOB_BASE_MB
+    from clipdyn.embed.encode import JOB_BASE_MB
 
     cfg = spine_study.read_config()
     saved = dict(cfg)

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from . import hub
-from .specs import DatasetSpec
-from .study import Study, _ranges, arch_config
+from .config.specs import DatasetSpec
+from .config.study import Study, _ranges, arch_config
+from .hub import client as hub
 
 #: dense bf16/fp16 tensor-core peak (FLOP/s) from the vendors' data sheets
 GPU_PEAK = {"V100 (fp16)": 125e12, "A100": 312e12, "L40S": 362e12, "H100 SXM": 989e12, "H200": 989e12}
@@ -186,7 +186,7 @@ def dataset_plans(study: Study, results: Path, network: bool) -> Dict[str, Datas
 
 
 def _prompts(study: Study) -> int:
-    from .classifier import class_templates  # the templates' home
+    from .embed.classifier import class_templates  # the templates' home
 
     n = 0
     used = {m.classset for m in study.metrics.values()} - {None}
@@ -265,7 +265,7 @@ def _pixel_bytes(study: Study, datasets: Dict[str, DatasetPlan]) -> Optional[int
 
 
 def _b(n: Optional[float]) -> str:
-    from .downloads import human_bytes
+    from .hub.downloads import human_bytes
 
     return "unknown" if n is None else human_bytes(n)
 
@@ -346,7 +346,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = yaml.safe_load(Path(args.configfile).read_text())
     from snakemake.utils import validate
 
-    from .study import apply_base
+    from .config.study import apply_base
 
     config = apply_base(config, [Path(__file__).resolve().parents[2]])  # `base:` as the workflow reads it
 

@@ -11,9 +11,9 @@ WORKFLOW_DIR = Path(workflow.current_basedir).parent
 sys.path.insert(0, str(WORKFLOW_DIR))
 
 from clipdyn.codeid import code_hash  # noqa: E402
-from clipdyn.listing import RECORD as LISTING_RECORD, Listings, invocation  # noqa: E402
+from clipdyn.hub.listing import RECORD as LISTING_RECORD, Listings, invocation  # noqa: E402
 from clipdyn.metrics import registry as metric_registry  # noqa: E402
-from clipdyn.study import ConfigError, Study, apply_base  # noqa: E402
+from clipdyn.config.study import ConfigError, Study, apply_base  # noqa: E402
 
 # `base: config/config.yaml`: a few-line config (your own models) on top of the study's datasets and metrics
 try:
@@ -33,7 +33,7 @@ validate(config, "../schemas/config.schema.yaml")
 # One Hub listing per invocation: the top-level run resolves each model's checkpoints once and
 # records them (below, while parsing: hooks can be off); its job processes (SLURM jobs re-parse
 # this file) read that record, named in CLIPDYN_LISTING, and --report/--unlock/--lint the latest
-# one, instead of listing (clipdyn.listing).
+# one, instead of listing (clipdyn.hub.listing).
 LISTINGS = Listings(
     Path(Study.results_dir(config)) / LISTING_RECORD,
     invocation(getattr(workflow, "is_main_process", True), sys.argv),
@@ -48,7 +48,7 @@ except ConfigError as err:
 if LISTINGS.save() is not None:
 
     envvars:
-        "CLIPDYN_LISTING",  # clipdyn.listing.ENV: passed to the job processes of any executor
+        "CLIPDYN_LISTING",  # clipdyn.hub.listing.ENV: passed to the job processes of any executor
 
 
 for (
@@ -103,8 +103,8 @@ def ckpt_file(wc):
 
 def job_mem_mb(wc, attempt=1):
     """Memory request of a checkpoint's embedding and text jobs: from the checkpoint's size in the
-    listing (clipdyn.embed.job_mem_mb), unless `embedding: mem_mb` is set."""
-    from clipdyn.embed import job_mem_mb as mem
+    listing (clipdyn.embed.encode.job_mem_mb), unless `embedding: mem_mb` is set."""
+    from clipdyn.embed.encode import job_mem_mb as mem
 
     return mem(getattr(ckpt_file(wc), "size", None), EMBED.mem_mb, attempt)
 
@@ -121,7 +121,7 @@ def checkpoint_params(wc):
     }
 
 
-# checkpoint_budget: N holds at most N checkpoints in the run's own store (clipdyn.checkpoints)
+# checkpoint_budget: N holds at most N checkpoints in the run's own store (clipdyn.hub.checkpoints)
 BUDGET = STUDY.checkpoint_budget
 STORE = f"{R}/checkpoint_store"
 
@@ -139,7 +139,7 @@ def checkpoint_consumers(model, epoch):
 
 
 def record_path(model, epoch):
-    """The checkpoint's record (clipdyn.checkpoints): its identity and where it is read from."""
+    """The checkpoint's record (clipdyn.hub.checkpoints): its identity and where it is read from."""
     return f"{R}/checkpoints/{model}/epoch_{epoch}.json"
 
 
@@ -177,7 +177,7 @@ def ckpt_blob(model, epoch):
 
 # Checkpoints in order (model by model, epoch by epoch): a checkpoint's downloads, embeddings
 # and classifier jobs run back to back, so a persistent embedding worker that loaded it for one
-# dataset still holds it for the next (clipdyn.worker), and results arrive epoch by epoch.
+# dataset still holds it for the next (clipdyn.embed.worker), and results arrive epoch by epoch.
 _CHECKPOINT_ORDER = [(n, e) for n, m in STUDY.models.items() for e in m.epochs]
 _CHECKPOINT_RANK = {ck: i for i, ck in enumerate(_CHECKPOINT_ORDER)}
 

@@ -20,7 +20,7 @@ rule list_epochs:
         "../scripts/write_epochs.py"
 
 
-# One job per Hub checkpoint (clipdyn.checkpoints): fetch it by identity (repo, revision, file,
+# One job per Hub checkpoint (clipdyn.hub.checkpoints): fetch it by identity (repo, revision, file,
 # blob) and write its permanent record, which every job that reads the checkpoint takes as an
 # ancient input. A local rule: downloads run where the network is (a cluster's head node).
 rule fetch_checkpoint:

@@ -4,7 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.stdout = sys.stderr
 
-from clipdyn.manifests import derive_manifest
+from clipdyn.data.manifests import derive_manifest
 
 n = derive_manifest(snakemake.input.manifest, snakemake.params.corruption, snakemake.params.severities,
                     snakemake.output.manifest, snakemake.output.trials, dataset=snakemake.wildcards.dataset)

@@ -8,9 +8,9 @@ sys.stdout = sys.stderr
 
 import pandas as pd
 
+from clipdyn.config.specs import Preprocess
+from clipdyn.data.pixels import build_pixel_cache
 from clipdyn.io import read_meta
-from clipdyn.pixels import build_pixel_cache
-from clipdyn.specs import Preprocess
 
 images = pd.read_parquet(snakemake.input.manifest)
 pp = Preprocess.from_id(snakemake.wildcards.preprocess)

@@ -4,7 +4,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.stdout = sys.stderr
 
-from clipdyn.manifests import fetch_dataset
+from clipdyn.data.manifests import fetch_dataset
 
 p = snakemake.params
 record = fetch_dataset(path=p.path, repo=p.repo, repo_type=p.repo_type, revision=p.revision, files=p.files,

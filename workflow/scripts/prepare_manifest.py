@@ -7,7 +7,7 @@ sys.stdout = sys.stderr
 
 from pathlib import Path
 
-from clipdyn.manifests import prepare_manifest
+from clipdyn.data.manifests import prepare_manifest
 
 p = snakemake.params
 snap = json.loads(Path(snakemake.input.snapshot).read_text())

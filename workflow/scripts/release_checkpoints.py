@@ -4,6 +4,6 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.stdout = sys.stderr
 
-from clipdyn.checkpoints import release
+from clipdyn.hub.checkpoints import release
 
 release(snakemake.params.store, snakemake.output[0])

@@ -44,12 +44,12 @@ def main(argv=None) -> int:
         if args.command == "build":
             demo_build.build(args.hub, epochs=args.epochs, scale=args.scale, seed=args.seed, jobs=args.jobs)
         elif args.command == "local-run":
-            from . import runs
+            from ..fixtures import runs
 
             runs.local_run(args.hub, args.out, run=args.run, epochs=args.epochs, epoch_pause_s=args.epoch_pause,
                            half_written=args.half_written, half_pause_s=args.half_pause)
         elif args.command.startswith("publish-"):
-            from . import runs
+            from ..fixtures import runs
 
             publish = runs.publish_revisions if args.command == "publish-revisions" else runs.publish_final
             for run in args.run or demo_build.load_manifest(args.hub)["models"]:

@@ -2,7 +2,7 @@
 
 :func:`build` trains the demo models (``clipdyn.demo.train``) on the shape world
 (``clipdyn.demo.world``), renders the evaluation sets, and publishes everything
-into a Hugging Face cache folder with :class:`clipdyn.localhub.LocalHub`, in the
+into a Hugging Face cache folder with :class:`clipdyn.fixtures.localhub.LocalHub`, in the
 layouts of the real sources, so that the workflow reads it with ``HF_HUB_OFFLINE=1``
 and ``HF_HUB_CACHE=<hub>`` through the same ``huggingface_hub`` calls as the study.
 
@@ -10,7 +10,7 @@ Model repos (``repo_type="model"``), one per run, like ``laion/scaling-laws-open
 
     clipdyn-demo/<run>:  full_checkpoints/<run>/epoch_<n>.pt      (open_clip training checkpoints)
 
-Dataset repos (``repo_type="dataset"``), written with ``clipdyn.datasets.writers``:
+Dataset repos (``repo_type="dataset"``), written with ``clipdyn.fixtures.writers``:
 
 ====================================  ==============  ==========================================
 repo                                  format          role in the demo
@@ -60,7 +60,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ..atomic import atomic_path
-from ..localhub import LocalHub, repo_folder
+from ..fixtures.localhub import LocalHub, repo_folder
 from . import world
 
 ORG = "clipdyn-demo"
@@ -172,7 +172,7 @@ def write_datasets(root: os.PathLike, scale: Scale, seed: int = 0) -> Dict[str, 
     Returns, per dataset name, the manifest entry without revision: ``repo_id``,
     ``folder`` (local, to publish), ``format``, ``files``, ``options`` and so on.
     """
-    from ..datasets import writers
+    from ..fixtures import writers
 
     root = Path(root)
     out: Dict[str, dict] = {}
@@ -374,7 +374,7 @@ def build(hub_dir: os.PathLike, epochs: Optional[int] = None, scale: Union[str, 
             revision = _publish_checkpoints(hub, run, staging / run, range(1, epochs + 1))
             models[run] = {
                 "repo_id": f"{ORG}/{run}", "repo_type": "model", "arch": RUNS[run],
-                "model_config": f"clipdyn/model_configs/{RUNS[run]}.json",
+                "model_config": f"clipdyn/embed/model_configs/{RUNS[run]}.json",
                 "checkpoint": CHECKPOINT_TEMPLATE.replace("{run}", run),
                 "epochs": list(range(1, epochs + 1)), "revision": revision,
                 "probe": _probe_log(results[run]),

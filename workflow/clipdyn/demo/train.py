@@ -2,7 +2,7 @@
 
 Three open_clip architectures of increasing size stand in for base, large and huge:
 ``clipdyn-demo-s``, ``clipdyn-demo-m`` and ``clipdyn-demo-l`` (JSON configs in
-``clipdyn/model_configs``; CLIP BPE tokenizer, vocab 49408). Training is the real
+``clipdyn/embed/model_configs``; CLIP BPE tokenizer, vocab 49408). Training is the real
 thing in miniature: open_clip's :class:`~open_clip.ClipLoss`, AdamW with
 open_clip_train's weight-decay exclusions, linear warm-up then cosine decay, and a
 checkpoint after every epoch in open_clip_train's layout::
@@ -34,9 +34,9 @@ import numpy as np
 import open_clip
 import torch
 
+from ..embed import MODEL_CONFIG_DIR  # noqa: E402
 from . import world
 
-MODEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
 #: the demo architectures, smallest first
 ARCHS = ("clipdyn-demo-s", "clipdyn-demo-m", "clipdyn-demo-l")
 

@@ -283,7 +283,7 @@ def _read_reference_csv(csv: Optional[str], mtime_ns: int) -> pd.DataFrame:
     """The reference CSV (the shipped LAION curves when ``csv`` is None), cached by path and mtime."""
     if csv:
         return pd.read_csv(csv)
-    with resources.files("clipdyn").joinpath("data/laion_imagenet_zeroshot_curves.csv").open() as fh:
+    with resources.files("clipdyn").joinpath("figures/laion_imagenet_zeroshot_curves.csv").open() as fh:
         return pd.read_csv(fh)
 
 

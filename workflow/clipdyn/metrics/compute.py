@@ -31,7 +31,7 @@ def _log(msg: str) -> None:
 
 
 def load_tables(manifest: str, trials: str):
-    from ..datasets import DatasetTables
+    from ..data.formats import DatasetTables
 
     images, meta = read_frame(manifest)
     tr, _ = read_frame(trials)
@@ -64,7 +64,7 @@ def compute_metric(*, files: Mapping, kind: str, roles: dict, options: dict, spa
     back instead of recomputed, so when a new epoch arrives only the new epoch is computed, and when the
     metric's code or options change every epoch is. Returns ``{"computed": [...], "reused": [...]}``.
 
-    ``intervals``: the ``intervals:`` settings (:class:`clipdyn.specs.IntervalSettings` as a dict);
+    ``intervals``: the ``intervals:`` settings (:class:`clipdyn.config.specs.IntervalSettings` as a dict);
     each row gains ``se``, ``ci_low``, ``ci_high`` and its bootstrap ``replicates``
     (:func:`with_intervals`). They are part of the key: changing them recomputes every epoch.
     """

@@ -13,7 +13,7 @@ here once, with
   variant a figure panel shows by default,
 - readable names of its variants.
 
-The config check (:class:`clipdyn.study.Study`), the workflow's rules and the figures read this
+The config check (:class:`clipdyn.config.study.Study`), the workflow's rules and the figures read this
 registry; adding a kind touches this file, the metric's own module and its tests.
 
 Example:
@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
 
 if TYPE_CHECKING:  # keep the import light: no numpy/pandas just to read the registry
-    from clipdyn.datasets import DatasetTables
+    from clipdyn.data.formats import DatasetTables
     from clipdyn.io import Classifier, EmbeddingTable
 
     from .result import MetricResult
@@ -213,7 +213,7 @@ def evaluate(kind: str, *, embeddings: Dict[str, "EmbeddingTable"], tables: Dict
     ``inputs`` has embeddings and tables.
 
     Each evaluator takes ``embeddings`` (dataset name -> :class:`~clipdyn.io.EmbeddingTable`),
-    ``tables`` (dataset name -> :class:`~clipdyn.datasets.DatasetTables`), ``classifier`` (the
+    ``tables`` (dataset name -> :class:`~clipdyn.data.formats.DatasetTables`), ``classifier`` (the
     zero-shot :class:`~clipdyn.io.Classifier`, None for kinds that need none), ``inputs`` (the
     kind's roles -> dataset name(s)) and ``options`` (the ``metrics:`` entry's options), and returns
     a :class:`~clipdyn.metrics.result.MetricResult`: rows with columns

@@ -54,7 +54,7 @@ def load_imagenet16_mapping() -> pd.DataFrame:
         >>> m.category.nunique(), len(m)
         (16, 207)
     """
-    with resources.files("clipdyn").joinpath("data/imagenet16_categories.csv").open() as f:
+    with resources.files("clipdyn").joinpath("metrics/imagenet16_categories.csv").open() as f:
         return pd.read_csv(f)
 
 

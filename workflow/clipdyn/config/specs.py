@@ -1,7 +1,7 @@
 """Typed specs of a study: what the config says, with every default in one place.
 
 The Snakefile validates the config against ``workflow/schemas/config.schema.yaml`` (types, enums,
-required keys) and :class:`clipdyn.study.Study` builds these specs from it once. Rules and
+required keys) and :class:`clipdyn.config.study.Study` builds these specs from it once. Rules and
 library code read their attributes; nothing else holds a default of a config key (the schema
 holds none, ``config/README.md`` quotes these). Light on purpose: no torch, no pandas, so that
 importing a spec (as the pixel-cache code does for :class:`Preprocess`) reaches nothing else.
@@ -46,12 +46,14 @@ class EmbeddingSettings:
     precision: str = "auto"  #: auto (bf16 autocast on a GPU that has it, fp32 on the CPU) | fp32 | bf16 | fp16
     threads: int = 2  #: CPU threads of an embedding / classifier job
     decode_workers: int = 4  #: processes decoding images into a pixel cache
-    #: memory request (MB) of an embedding / classifier job; None: from the checkpoint's size (clipdyn.embed.job_mem_mb)
+    #: memory request (MB) of an embedding / classifier job; None: from the checkpoint's size
+    #: (clipdyn.embed.encode.job_mem_mb)
     mem_mb: Optional[int] = None
     compile: bool = False  #: torch.compile the image tower
     worker: str = "auto"  #: persistent embedding worker: auto | on | off
     worker_idle_s: float = 120.0  #: a worker exits after this long without a job
-    saliency_map: str = "cls_attention"  #: how a ViT's per-patch map is formed (clipdyn.saliency_maps.SALIENCY_MAPS)
+    #: how a ViT's per-patch map is formed (clipdyn.embed.saliency_maps.SALIENCY_MAPS)
+    saliency_map: str = "cls_attention"
 
     @classmethod
     def from_config(cls, raw: Optional[Mapping]) -> "EmbeddingSettings":
@@ -184,7 +186,7 @@ class ModelSpec:
     checkpoint: str  #: file template in the repo, with ``{epoch}`` (one fixed name for revisions and final models)
     preprocess: Preprocess
     epochs: List[int] = field(default_factory=list)
-    files: Dict[int, Any] = field(default_factory=dict)  #: epoch -> :class:`clipdyn.hub.CheckpointFile`
+    files: Dict[int, Any] = field(default_factory=dict)  #: epoch -> :class:`clipdyn.hub.client.CheckpointFile`
     repo_type: str = "model"
     revision: str = "main"
     allow_pickle: bool = False
@@ -193,7 +195,7 @@ class ModelSpec:
     total_epochs: Optional[int] = None
     reference_curve: Optional[Dict[str, Any]] = None
     epoch_selection: Any = "auto"  #: the config's ``epochs:`` (auto, a list, or first/last/step)
-    #: where the checkpoints come from (:data:`clipdyn.sources.KINDS`); ``repo`` is None for local ones
+    #: where the checkpoints come from (:data:`clipdyn.hub.sources.KINDS`); ``repo`` is None for local ones
     source: str = "hub_files"
     local: Optional[str] = None  #: a local run's folder or checkpoint file
     pretrained: Optional[str] = None  #: ``hf-hub:<org>/<name>`` (open_clip's pretrained weights)

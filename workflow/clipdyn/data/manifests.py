@@ -8,9 +8,9 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path
-from .datasets import DatasetFormatError, read_dataset
-from .io import provenance, read_meta, write_frame
+from ..atomic import atomic_path
+from ..io import provenance, read_meta, write_frame
+from .formats import DatasetFormatError, read_dataset
 
 
 def stratified_subset(images: pd.DataFrame, size: Optional[int], seed: int = 0,
@@ -62,15 +62,15 @@ def fetch_dataset(*, path: Optional[str], repo: Optional[str], repo_type: str, r
     ``extra_files``: adapter option -> {repo, file, ...}: single files from other repos
     (for example the IQA meta-info CSVs), downloaded and passed to the adapter as paths.
     ``archives``: [{url, sha256 | md5, file}]: a dataset that is not on the Hub, as HTTP
-    archives (:mod:`clipdyn.downloads`): downloaded into ``download_dir``, checked, and
+    archives (:mod:`clipdyn.hub.downloads`): downloaded into ``download_dir``, checked, and
     extracted next to ``out`` (``files/``, the folder the adapter reads).
     """
     import json
 
-    from . import hub
+    from ..hub import client as hub
 
     if archives:
-        from .downloads import fetch_archives
+        from ..hub.downloads import fetch_archives
 
         folder, got = fetch_archives(archives, download_dir, Path(out).parent, dataset=dataset,
                                      log=lambda line: print(line, flush=True))
@@ -105,7 +105,7 @@ def prepare_manifest(*, snapshot: dict, fmt: str, root: str, extract: Sequence[s
     """
     base = Path(snapshot["path"])
     if extract:
-        from .archives import safe_extract
+        from ..hub.archives import safe_extract
 
         for rel in extract:
             archive = base / rel

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlparse
 
-from .atomic import atomic_path, file_lock, publish
+from ..atomic import atomic_path, file_lock, publish
 
 __all__ = ["DownloadError", "Archive", "download", "file_name", "human_bytes"]
 

@@ -1,6 +1,6 @@
 """Where a model's checkpoints come from: one small resolver per kind of source.
 
-Every source produces the same records (:class:`clipdyn.hub.CheckpointFile`: epoch, path,
+Every source produces the same records (:class:`clipdyn.hub.client.CheckpointFile`: epoch, path,
 commit, blob = content hash, size, revision), so the rest of the workflow does not care
 where a checkpoint lives. The kinds, chosen by the model's config keys:
 
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import hub
-from .atomic import atomic_path
-from .hub import CheckpointFile, sha256_file  # noqa: F401  (sha256_file: clipdyn.sources' public name too)
+from ..atomic import atomic_path
+from . import client as hub
+from .client import CheckpointFile, sha256_file  # noqa: F401  (sha256_file: clipdyn.hub.sources' public name too)
 
 #: open_clip's names for pretrained weights and config in a Hub repo (open_clip.constants), in the
 #: order ``download_pretrained_from_hf`` tries them

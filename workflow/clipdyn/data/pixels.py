@@ -22,9 +22,9 @@ from typing import List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from .atomic import publish
-from .io import read_frame, reading, write_frame
-from .specs import Preprocess
+from ..atomic import publish
+from ..config.specs import Preprocess
+from ..io import read_frame, reading, write_frame
 
 
 def pil_transform(pp: Preprocess):
@@ -88,7 +88,7 @@ def build_pixel_cache(images: pd.DataFrame, pp: Preprocess, out_npy: os.PathLike
     it; ``"skip"`` leaves it out, lists it in the index metadata and goes on.
     ``corruption``: for a derived (corrupted) manifest, whose rows carry ``source_id`` and
     ``severity``: ``{"corruption": "gaussian_noise", "geometry": ..., "jpeg_quality": ...}``; each
-    row is then :func:`clipdyn.corruptions.corrupt_for_model` of its image, with noise seeded by
+    row is then :func:`clipdyn.data.corruptions.corrupt_for_model` of its image, with noise seeded by
     ``noise_seed(source_id, severity)``, so an image's pixels depend only on its id and severity.
     Returns a summary dict (n, skipped).
     """

@@ -33,8 +33,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from .atomic import publish
-from .hub import sha256_file
+from ..atomic import publish
+from .client import sha256_file
 
 MARKER = ".clipdyn_extracted.json"
 #: Bounds on one archive (a decompression bomb fills the disk): members, and bytes once unpacked. The largest

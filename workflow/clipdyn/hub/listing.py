@@ -19,7 +19,7 @@ top-level command. The latest record is also copied to ``<results>/checkpoints/l
 which ``--report``, ``--unlock``, ``--lint`` and the summaries read (and a job process started
 by hand, without :data:`ENV`); those list only a model the record lacks (a study never run).
 
-An entry is what :func:`clipdyn.sources.resolve` found for a model (its checkpoints by epoch,
+An entry is what :func:`clipdyn.hub.sources.resolve` found for a model (its checkpoints by epoch,
 with commit, content hash and size), keyed by the config keys the resolution depends on
 (:data:`SOURCE_KEYS`: repo, revision, file template, ...), not by the model's name: a config that
 changes a model's source lists it afresh.
@@ -36,8 +36,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
-from .atomic import atomic_path
-from .hub import CheckpointFile
+from ..atomic import atomic_path
+from .client import CheckpointFile
 
 RECORD = "checkpoints/listing.json"
 RECORDS = "checkpoints/listings"
@@ -51,7 +51,7 @@ READER_FLAGS = ("--report", "--unlock", "--lint", "--summary", "--detailed-summa
 READER_SHORT = ("-S", "-D")
 
 
-#: the model config keys a source's resolution depends on (see clipdyn.sources.kind_of)
+#: the model config keys a source's resolution depends on (see clipdyn.hub.sources.kind_of)
 SOURCE_KEYS = ("repo", "repo_type", "revision", "checkpoint", "revisions", "pretrained", "local", "epoch")
 
 
@@ -125,7 +125,7 @@ class Listings:
         return self._record
 
     def get(self, name: str, key: dict, list_fn: Callable):
-        """What the source of model ``name`` holds (a :class:`clipdyn.sources.Resolved`): listed now
+        """What the source of model ``name`` holds (a :class:`clipdyn.hub.sources.Resolved`): listed now
         (top-level) or read from the record (jobs, readers)."""
         k = _key(key)
         if k in self.listed:  # two models of one run: listed once

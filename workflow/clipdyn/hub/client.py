@@ -28,7 +28,7 @@ from pathlib import Path
 from time import monotonic
 from typing import Callable, Iterable, List, Optional, Sequence, TypeVar
 
-from .atomic import publish
+from ..atomic import publish
 
 T = TypeVar("T")
 
@@ -58,7 +58,7 @@ class RemoteFile:
 
 @dataclass(frozen=True)
 class CheckpointFile:
-    """One checkpoint of a model: where it is and what it is (see ``clipdyn.sources``).
+    """One checkpoint of a model: where it is and what it is (see ``clipdyn.hub.sources``).
 
     ``path`` is the file's path in the repo (Hub sources) or its absolute path (local
     sources); ``commit`` the commit it was listed at (empty for local files); ``blob`` its

@@ -53,7 +53,7 @@ def register(name: str):
 
 def read_dataset(fmt: str, root, **options) -> DatasetTables:
     """Run the adapter registered for ``fmt`` on ``root``."""
-    from . import formats  # noqa: F401  (registers the adapters)
+    from . import known  # noqa: F401  (registers the adapters)
     if fmt not in ADAPTERS:
         raise DatasetFormatError(f"unknown dataset format {fmt!r}; known formats: {sorted(ADAPTERS)}")
     return ADAPTERS[fmt](root, **options)

@@ -152,7 +152,7 @@ def corrupt_for_model(img, severity: int, seed, model_transform, geometry: str =
     """The corrupted pixels a model sees for one image at one severity (uint8, H x W x 3).
 
     ``img``: the original PIL image; ``model_transform``: the model's resize and crop (PIL ->
-    PIL, :func:`clipdyn.pixels.pil_transform`). ``geometry="imagenet_c"`` (default): noise on
+    PIL, :func:`clipdyn.data.pixels.pil_transform`). ``geometry="imagenet_c"`` (default): noise on
     :func:`imagenet_c_crop`, the JPEG round trip (``jpeg_quality``, None = none), then the
     model's transform, as a model reading published ImageNet-C files. ``geometry="model"``:
     noise on the model's own crop, then the JPEG round trip if any.

@@ -37,8 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-from . import hub
-from .atomic import atomic_path, flocked, publish
+from ..atomic import atomic_path, flocked, publish
+from . import client as hub
 
 STORE_LOCK = ".lock"
 _BLOB = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")

@@ -15,9 +15,19 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from . import hub, sources
-from .metrics import registry as metric_registry
-from .specs import ClassSetSpec, DatasetSpec, EmbeddingSettings, IntervalSettings, MetricSpec, ModelSpec, Preprocess
+from ..embed import MODEL_CONFIG_DIR
+from ..hub import client as hub
+from ..hub import sources
+from ..metrics import registry as metric_registry
+from .specs import (
+    ClassSetSpec,
+    DatasetSpec,
+    EmbeddingSettings,
+    IntervalSettings,
+    MetricSpec,
+    ModelSpec,
+    Preprocess,
+)
 
 __all__ = ["Study", "ConfigError", "Preprocess", "ModelSpec", "DatasetSpec", "ClassSetSpec",
            "MetricSpec", "EmbeddingSettings", "arch_config", "preprocess_of"]
@@ -27,7 +37,7 @@ class ConfigError(ValueError):
 
 
 def _open_clip_config_dirs(extra: Sequence[str]) -> List[Path]:
-    dirs = [Path(__file__).parent / "model_configs"]
+    dirs = [MODEL_CONFIG_DIR]
     spec = importlib.util.find_spec("open_clip")
     if spec and spec.submodule_search_locations:
         dirs.append(Path(list(spec.submodule_search_locations)[0]) / "model_configs")
@@ -70,11 +80,11 @@ class Study:
     """The resolved study: typed specs of every config entry, each model's epochs resolved.
 
     ``list_epochs`` is injectable for tests of the resolution alone. ``listings`` (a
-    :class:`clipdyn.listing.Listings`) records what the top-level run resolved and hands the
+    :class:`clipdyn.hub.listing.Listings`) records what the top-level run resolved and hands the
     record to job processes instead of listing again; None resolves every time.
     """
 
-    #: top-level defaults (the other keys' defaults are in :mod:`clipdyn.specs`)
+    #: top-level defaults (the other keys' defaults are in :mod:`clipdyn.config.specs`)
     RESULTS = "results"
     DOWNLOAD_DIR = "downloads"
 
@@ -129,13 +139,13 @@ class Study:
                 if ds[src].derived:
                     raise ConfigError(f"datasets.{name}.derived_from: {src!r} is itself derived; "
                                       "derive from a downloaded dataset")
-                from .corruptions import CORRUPTIONS
+                from ..data.corruptions import CORRUPTIONS
 
                 if d.corruption not in CORRUPTIONS:
                     raise ConfigError(f"datasets.{name}.corruption: {d.corruption!r} unknown; "
                                       f"known: {sorted(CORRUPTIONS)}")
             else:
-                from .datasets import ADAPTERS, formats  # noqa: F401  (formats registers the adapters)
+                from ..data.formats import ADAPTERS, known  # noqa: F401  (known registers the adapters)
 
                 if d.format not in ADAPTERS:
                     raise ConfigError(f"datasets.{name}.format: unknown format {d.format!r}; known formats: "
@@ -192,7 +202,7 @@ class Study:
 
     # ---------------------------------------------------------------- models
     def _resolve_model(self, name: str, m: dict, list_epochs) -> ModelSpec:
-        """The model's checkpoints from its source (``clipdyn.sources``), and the epochs selected."""
+        """The model's checkpoints from its source (``clipdyn.hub.sources``), and the epochs selected."""
         try:
             found = self._listed(name, m, lambda: sources.resolve(name, m, self.hash_cache, list_epochs))
         except sources.SourceError as err:
@@ -229,10 +239,10 @@ class Study:
         return spec
 
     def _listed(self, name: str, m: dict, resolve) -> "sources.Resolved":
-        """``resolve()``, or the recorded resolution of this source (job processes; see clipdyn.listing)."""
+        """``resolve()``, or the recorded resolution of this source (job processes; see clipdyn.hub.listing)."""
         if self.listings is None:
             return resolve()
-        from .listing import ListingMissing, source_key
+        from ..hub.listing import ListingMissing, source_key
 
         try:
             return self.listings.get(name, source_key(m), resolve)

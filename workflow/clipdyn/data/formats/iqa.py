@@ -12,7 +12,7 @@ Sources on the Hub (read by ``pyiqa.data.dataset_api.load_dataset``):
 
 The adapter takes a root holding the CSV and either the unpacked folders (pyiqa's
 ``datasets/`` layout) or the archive, which it unpacks once with
-:func:`clipdyn.archives.safe_extract` into ``extract_dir`` (default
+:func:`clipdyn.hub.archives.safe_extract` into ``extract_dir`` (default
 ``<root>/_extracted/<dataset>``). Folders and files are found anywhere up to
 three levels below the root.
 
@@ -43,7 +43,7 @@ from typing import Optional
 
 import pandas as pd
 
-from .. import archives
+from ...hub import archives
 from . import DatasetFormatError, DatasetTables, register
 from ._common import as_root, find, images_frame, option_path, read_csv, require_columns
 

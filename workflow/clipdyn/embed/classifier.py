@@ -11,9 +11,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .embed import _checkpoint_commit, _log, _model_for
-from .io import provenance as prov
-from .io import read_meta, write_classifier
+from ..io import provenance as prov
+from ..io import read_meta, write_classifier
+from .encode import _checkpoint_commit, _log, _model_for
 
 #: MCM's single prompt (deeplearning-wisc/MCM, ``utils/detection_util.py``, ``get_ood_scores_clip``:
 #: ``f"a photo of a {c}"`` for every in-distribution label, no template ensemble)
@@ -41,7 +41,7 @@ def class_templates(source: str, dataset_templates: Optional[Sequence[str]] = No
 class _TextTower:
     """``model.encode_text`` for open_clip's ``build_zero_shot_classifier``: the text tower under
     autocast (``dtype``; None = fp32), its projection and the normalisation in fp32 with autocast
-    disabled (``project`` from :func:`clipdyn.embed.projection_outside`; None = inside the tower)."""
+    disabled (``project`` from :func:`clipdyn.embed.encode.projection_outside`; None = inside the tower)."""
 
     def __init__(self, model, project, dtype, device_type: str):
         self.model, self.project, self.dtype, self.device_type = model, project, dtype, device_type
@@ -63,7 +63,7 @@ def zero_shot_classifier(model, arch: str, classnames: Sequence[str], templates:
                          precision: str = "fp32", log=print) -> np.ndarray:
     """(C, D) L2-normalised class weights from open_clip's ``build_zero_shot_classifier``.
 
-    ``precision`` as for image embeddings (:func:`clipdyn.embed.autocast_dtype`): with ``auto`` the text
+    ``precision`` as for image embeddings (:func:`clipdyn.embed.encode.autocast_dtype`): with ``auto`` the text
     tower runs under bf16 autocast on a GPU (fp16 where bf16 is not native; 1000 classes x 80 templates
     of ViT-H-14 took minutes in plain fp32), and in fp32 on the CPU. The text projection, the
     normalisations and the mean over templates always run in fp32 (and TF32 stays off: the only fp32
@@ -72,7 +72,7 @@ def zero_shot_classifier(model, arch: str, classnames: Sequence[str], templates:
     import open_clip
     import torch
 
-    from .embed import autocast_dtype, projection_outside
+    from .encode import autocast_dtype, projection_outside
 
     device = torch.device(device)
     dtype = autocast_dtype(precision, device, log)
@@ -97,7 +97,7 @@ def text_classifier(*, checkpoint: str, manifest: Optional[str], out: str, arch:
     import torch
 
     from .devices import claim_device
-    from .embed import (
+    from .encode import (
         autocast_dtype,
         cached_gpu,
         logit_scale,

@@ -32,8 +32,9 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..config.specs import EmbeddingSettings
+from . import MODEL_CONFIG_DIR
 from .saliency_maps import DEFAULT_SALIENCY_MAP, check_saliency_map, forward_with_maps
-from .specs import EmbeddingSettings
 
 
 class CheckpointError(RuntimeError):
@@ -44,8 +45,7 @@ def register_model_configs(paths: Sequence[str]) -> None:
     """Make extra open_clip JSON model configs (files or folders) known to open_clip."""
     import open_clip
 
-    here = Path(__file__).parent / "model_configs"
-    for p in [here, *map(Path, paths)]:
+    for p in [MODEL_CONFIG_DIR, *map(Path, paths)]:
         if str(p) not in map(str, open_clip.factory._MODEL_CONFIG_PATHS):
             open_clip.add_model_config(p)
 
@@ -461,7 +461,7 @@ def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = EmbeddingS
     On out-of-memory (CUDA's allocator, or cuBLAS/cuDNN failing to allocate) the batch size is halved
     and the batch retried. Results stay on the device and are copied to the host once, at the end.
     With ``spatial=True`` also returns per-patch saliency maps (N, G, G) of the variant
-    ``saliency_map`` (:mod:`clipdyn.saliency_maps`; the uncompiled tower runs those batches).
+    ``saliency_map`` (:mod:`clipdyn.embed.saliency_maps`; the uncompiled tower runs those batches).
     ``compile=True`` runs the image tower through ``torch.compile`` (worth it for large datasets on
     a GPU; the first batches pay the compilation, and a last, smaller batch may recompile once).
     ``info``, when given, receives what ran: ``precision`` (effective), ``batch_size`` (requested),
@@ -471,8 +471,10 @@ def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = EmbeddingS
 
     device = torch.device(device)
     visual = model.visual
-    mean = torch.tensor(visual.image_mean or (0.48145466, 0.4578275, 0.40821073), device=device).view(1, 3, 1, 1)
-    std = torch.tensor(visual.image_std or (0.26862954, 0.26130258, 0.27577711), device=device).view(1, 3, 1, 1)
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    mean = torch.tensor(visual.image_mean or OPENAI_DATASET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(visual.image_std or OPENAI_DATASET_STD, device=device).view(1, 3, 1, 1)
     cuda = device.type == "cuda"
     dtype = autocast_dtype(precision, device, log)
     if channels_last and cuda:
@@ -546,7 +548,7 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-# A persistent worker (clipdyn.worker) keeps the last model it loaded, so that the next job on the
+# A persistent worker (clipdyn.embed.worker) keeps the last model it loaded, so that the next job on the
 # same checkpoint (another dataset of the same epoch, the text classifier) skips the load. None in a
 # plain job process: there is no next job there.
 _MODEL_CACHE: Optional[dict] = None
@@ -567,7 +569,7 @@ def _model_for(arch: str, checkpoint: str, device, allow_pickle: bool, what: str
     if _MODEL_CACHE is None:
         return load_model(arch, checkpoint, device=device, allow_pickle=allow_pickle, what=what)
     try:
-        from .sources import file_version
+        from ..hub.sources import file_version
 
         version = tuple(sorted(file_version(os.stat(checkpoint)).items()))
         key = (arch, content_id or "", version, str(device), bool(allow_pickle))
@@ -638,10 +640,10 @@ def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, ar
                  saliency_map: str = DEFAULT_SALIENCY_MAP) -> None:
     import torch
 
+    from ..data.pixels import open_pixels
+    from ..io import provenance as prov
+    from ..io import write_embeddings
     from .devices import claim_device
-    from .io import provenance as prov
-    from .io import write_embeddings
-    from .pixels import open_pixels
 
     torch.set_num_threads(max(1, threads))
     register_model_configs(model_configs)

@@ -48,9 +48,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Optional
 
-from .atomic import publish
-from .codeid import worker_hash  # hashes the package's files without importing them
-from .specs import EmbeddingSettings
+from ..atomic import publish
+from ..codeid import worker_hash  # hashes the package's files without importing them
+from ..config.specs import EmbeddingSettings
 
 MODES = ("auto", "on", "off")
 MAX_SLOTS = 64
@@ -122,11 +122,11 @@ def _tail(path: Path, n: int = 2000) -> str:
 def _start(sock: Path, lock: Path, wlog: Path, idle_s: float) -> Connection:
     if sock.exists():
         sock.unlink()  # stale: its worker is gone (we hold the slot, and nothing answered)
-    pkg_parent = str(Path(__file__).resolve().parent.parent)
+    pkg_parent = str(Path(__file__).resolve().parents[2])  # workflow/: where clipdyn is importable from
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([pkg_parent, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     with open(wlog, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "clipdyn.worker", str(sock), str(lock), str(idle_s)],
+        proc = subprocess.Popen([sys.executable, "-m", "clipdyn.embed.worker", str(sock), str(lock), str(idle_s)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True, cwd="/")
     t0 = time.monotonic()
@@ -145,7 +145,7 @@ def _start(sock: Path, lock: Path, wlog: Path, idle_s: float) -> Connection:
 
 def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = "auto",
              idle_s: float = EmbeddingSettings.worker_idle_s, outputs: tuple = ("out",)) -> Any:
-    """Run ``step`` (``"module:function"``, e.g. ``"clipdyn.embed:embed_images"``) with
+    """Run ``step`` (``"module:function"``, e.g. ``"clipdyn.embed.encode:embed_images"``) with
     ``kwargs`` in a persistent worker, or in this process when the worker is off. Returns what the
     function returns; raises :class:`WorkerError` carrying the step's error and traceback.
 
@@ -286,7 +286,7 @@ def _handle(conn: Connection) -> None:
 
 
 def serve(sock_path: str, lock_path: str, idle_s: float) -> None:
-    from . import embed
+    from . import encode as embed
 
     embed.enable_model_cache()
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

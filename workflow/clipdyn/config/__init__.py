@@ -1,0 +1,1 @@
+"""The config: typed specs (every default, once), study resolution and validation."""

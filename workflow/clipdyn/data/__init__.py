@@ -1,0 +1,1 @@
+"""Data stage: dataset format adapters, manifests, image decoding, pixel caches, corruptions."""
