@@ -1,6 +1,5 @@
 """The ``cue_conflict`` adapter on the real published sample and on writer output."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,12 +7,14 @@ import pytest
 from clipdyn.data.formats import DatasetFormatError, read_dataset
 from clipdyn.data.formats.cue_conflict import CATEGORIES
 from clipdyn.data.images import open_image
+from clipdyn.fixtures.studies import shared_data
 from clipdyn.fixtures.writers import write_cue_conflict
 
-SAMPLE = Path("/work/shared/data/cue-conflict-sample")
+SAMPLE = shared_data("cue-conflict-sample")
 
 
-@pytest.mark.skipif(not SAMPLE.is_dir(), reason="shared cue-conflict sample not available")
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"the published cue-conflict sample is not at {SAMPLE} "
+                                                "(../shared/data beside the repository, or $CLIPDYN_SHARED_DATA)")
 def test_real_published_sample():
     t = read_dataset("cue_conflict", SAMPLE)
     im = t.images
