@@ -382,7 +382,7 @@ def check_compile_cache(arch, ckpts, dev, args, checks: Checks, report: dict) ->
     try:
         px = None
         for ckpt in ckpts:
-            model = embed._model_for(arch, str(ckpt), dev, False, "gpu_check")
+            model = embed.model_for(arch, str(ckpt), dev, False, "gpu_check")
             px = images(args.compile_images, image_size(model), seed=4) if px is None else px
             t = time.perf_counter()
             embed.embed_pixels(model, px, dev, batch_size=args.batch_size, precision="auto", log=quiet, compile=True)

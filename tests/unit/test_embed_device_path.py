@@ -203,7 +203,7 @@ def test_the_worker_cache_frees_the_previous_model(monkeypatch, tmp_path):
     for e in (1, 2):
         ckpt = tmp_path / f"epoch_{e}.pt"
         make_checkpoint(ckpt, e, seed=3)
-        model = embed._model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m")
+        model = embed.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m")
         embed_pixels(model, _pixels(2), "cpu", log=_quiet, compile=True)
         refs.append(weakref.ref(model))
         del model
@@ -228,13 +228,13 @@ def test_the_worker_cache_keys_on_the_checkpoint_content_not_its_path(monkeypatc
     ckpt.write_bytes(b"old weights")
     other.write_bytes(b"new weights")
     os.utime(other, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns))
-    first = embed._model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old")
-    assert embed._model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old") is first
+    first = embed.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old")
+    assert embed.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old") is first
     time.sleep(0.05)  # file times have the kernel clock's tick as resolution
     shutil.copy2(other, ckpt)  # `cp -p`: same path, size and mtime
-    second = embed._model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old")
+    second = embed.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old")
     assert second is not first and loads == [b"old weights", b"new weights"]
-    third = embed._model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-new")
+    third = embed.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-new")
     assert third is not second and len(loads) == 3  # the listing says other content: not the cached model
 
 

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .config.specs import DatasetSpec
-from .config.study import Study, _ranges, arch_config
+from .config.study import Study, arch_config
 from .hub import client as hub
+from .progress import ranges as _ranges
 
 #: dense bf16/fp16 tensor-core peak (FLOP/s) from the vendors' data sheets
 GPU_PEAK = {"V100 (fp16)": 125e12, "A100": 312e12, "L40S": 362e12, "H100 SXM": 989e12, "H200": 989e12}
@@ -217,7 +218,7 @@ def _measured_rates(bench_dir: Path) -> Dict[tuple, float]:
 def build(config: dict, network: bool = True, bench_dir: Optional[Path] = None) -> dict:
     """Everything the plan says, as numbers (see :func:`render`)."""
     study = Study(config) if network else Study(config, list_epochs=_assumed_listing(config))
-    results = Path(config.get("results", "results"))
+    results = Path(Study.results_dir(config))
     extra = study.model_config_paths
     models = []
     for name, m in study.models.items():
@@ -356,7 +357,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as err:  # a Hub error names the repo and what to do
         raise SystemExit(f"plan: {err}\n(without Hub access: python -m clipdyn plan --no-hub)")
     text = render(plan, args.configfile)
-    out = Path(args.out or Path(config.get("results", "results")) / "plan.md")
+    out = Path(args.out or Path(Study.results_dir(config)) / "plan.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)

@@ -11,6 +11,7 @@ WORKFLOW_DIR = Path(workflow.current_basedir).parent
 sys.path.insert(0, str(WORKFLOW_DIR))
 
 from clipdyn.codeid import code_hash  # noqa: E402
+from clipdyn.hub import sources as checkpoint_sources  # noqa: E402
 from clipdyn.hub.listing import RECORD as LISTING_RECORD, Listings, invocation  # noqa: E402
 from clipdyn.metrics import registry as metric_registry  # noqa: E402
 from clipdyn.config.study import ConfigError, Study, apply_base  # noqa: E402
@@ -188,7 +189,7 @@ def checkpoint_priority(wc):
     )
 
 
-LOCAL_SOURCES = ("local_run", "local_final")
+LOCAL_SOURCES = checkpoint_sources.LOCAL_KINDS
 # the checkpoints a budget counts: the Hub's (a local run's files are never removed)
 _HUB_ORDER = [
     ck for ck in _CHECKPOINT_ORDER if STUDY.models[ck[0]].source not in LOCAL_SOURCES

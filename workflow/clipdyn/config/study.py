@@ -19,6 +19,7 @@ from ..embed import MODEL_CONFIG_DIR
 from ..hub import client as hub
 from ..hub import sources
 from ..metrics import registry as metric_registry
+from ..progress import ranges as _ranges
 from .specs import (
     ClassSetSpec,
     DatasetSpec,
@@ -119,7 +120,7 @@ class Study:
         self._check_metrics()
         #: skipped checkpoints and epochs not written yet (local runs), for the log
         self.notices: List[str] = []
-        results = Path(config.get("results", "results"))
+        results = Path(self.results_dir(config))
         self.hash_cache = sources.HashCache(results / "checkpoints" / "local-sha256.json")
         self.models: Dict[str, ModelSpec] = {
             name: self._resolve_model(name, m, list_epochs) for name, m in config["models"].items()}
@@ -291,19 +292,6 @@ class Study:
     def batch_size(self, model: str) -> int:
         return self.models[model].batch_size or self.embedding.batch_size
 
-
-def _ranges(xs: Sequence[int]) -> str:
-    if not xs:
-        return ""
-    out, start, prev = [], xs[0], xs[0]
-    for x in list(xs[1:]) + [None]:
-        if x is not None and x == prev + 1:
-            prev = x
-            continue
-        out.append(f"{start}-{prev}" if start != prev else f"{start}")
-        if x is not None:
-            start = prev = x
-    return ", ".join(out)
 
 
 def apply_base(config: dict, search: Sequence[os.PathLike] = ()) -> dict:

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..io import provenance as prov
 from ..io import read_meta, write_classifier
-from .encode import _checkpoint_commit, _log, _model_for
+from ..progress import log as _log
+from .encode import checkpoint_commit, model_for
 
 #: MCM's single prompt (deeplearning-wisc/MCM, ``utils/detection_util.py``, ``get_ood_scores_clip``:
 #: ``f"a photo of a {c}"`` for every in-distribution label, no template ensemble)
@@ -125,13 +126,13 @@ def text_classifier(*, checkpoint: str, manifest: Optional[str], out: str, arch:
     templates = class_templates(template_source, ds_meta.get("templates"))
     what = f"model {provenance.get('model')} epoch {provenance.get('epoch')}"
     with claim_device(lock_dir, log=_log, prefer=cached_gpu()) as device:
-        model = _model_for(arch, checkpoint, device, allow_pickle, what, provenance.get("checkpoint_blob") or "")
+        model = model_for(arch, checkpoint, device, allow_pickle, what, provenance.get("checkpoint_blob") or "")
         t0 = time.time()
         W = zero_shot_classifier(model, arch, names, templates, device, precision=precision, log=_log)
         scale = logit_scale(model)
         _log(f"classifier {W.shape[0]} classes x {W.shape[1]} dims from {len(templates)} templates in "
              f"{time.time() - t0:.1f} s; logit scale {scale:.2f}")
-        write_classifier(out, W, names, scale, prov(**provenance, checkpoint_commit=_checkpoint_commit(checkpoint),
+        write_classifier(out, W, names, scale, prov(**provenance, checkpoint_commit=checkpoint_commit(checkpoint),
                                                     n_templates=len(templates), templates=template_source,
                                                     precision_setting=precision,
                                                     precision=precision_name(autocast_dtype(precision, device,

@@ -33,6 +33,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 
 from ..config.specs import EmbeddingSettings
+from ..progress import log as _log
 from . import MODEL_CONFIG_DIR
 from .saliency_maps import DEFAULT_SALIENCY_MAP, check_saliency_map, forward_with_maps
 
@@ -544,9 +545,6 @@ def embed_pixels(model, pixels: np.ndarray, device, batch_size: int = EmbeddingS
 
 # ----------------------------------------------------------------------------- the embedding step
 
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
 
 # A persistent worker (clipdyn.embed.worker) keeps the last model it loaded, so that the next job on the
 # same checkpoint (another dataset of the same epoch, the text classifier) skips the load. None in a
@@ -559,7 +557,7 @@ def enable_model_cache() -> None:
     _MODEL_CACHE = {}
 
 
-def _model_for(arch: str, checkpoint: str, device, allow_pickle: bool, what: str, content_id: str = ""):
+def model_for(arch: str, checkpoint: str, device, allow_pickle: bool, what: str, content_id: str = ""):
     """``embed.load_model``, or the worker's cached model when it is the same checkpoint on the same device.
 
     Same checkpoint: the same content identity (``content_id``: the sha256 or blob id the listing gave the
@@ -623,7 +621,7 @@ def _empty_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def _checkpoint_commit(checkpoint: str) -> Optional[str]:
+def checkpoint_commit(checkpoint: str) -> Optional[str]:
     """The Hub commit a checkpoint in the HF cache (or a link to one) came from (``.../snapshots/<commit>/...``)."""
     parts = Path(checkpoint).parts
     if "snapshots" not in parts:
@@ -653,7 +651,7 @@ def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, ar
     # Parquet file is written
     with claim_device(lock_dir, log=_log, prefer=cached_gpu()) as device:
         t0 = time.time()
-        model = _model_for(arch, checkpoint, device, allow_pickle, what, provenance.get("checkpoint_blob") or "")
+        model = model_for(arch, checkpoint, device, allow_pickle, what, provenance.get("checkpoint_blob") or "")
         if device.type == "cuda":
             torch.cuda.synchronize()
         _log(f"loaded {checkpoint} in {time.time() - t0:.1f} s")
@@ -668,7 +666,7 @@ def embed_images(*, checkpoint: str, pixels: str, pixel_index: str, out: str, ar
         _log(f"embedded {len(X)} images in {time.time() - t0:.1f} s")
         del model
         _empty_cuda_cache()  # a worker idles between jobs: keep only the weights on the GPU
-        meta = dict(provenance, checkpoint_commit=_checkpoint_commit(checkpoint), n_images=int(len(ids)),
+        meta = dict(provenance, checkpoint_commit=checkpoint_commit(checkpoint), n_images=int(len(ids)),
                     n_skipped=pix_meta.get("n_skipped", 0), precision_setting=precision, **ran,
                     **runtime_provenance(device), compiled=bool(compile),
                     **({"saliency_map": saliency_map} if spatial else {}))

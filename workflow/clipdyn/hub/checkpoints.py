@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from ..atomic import atomic_path, flocked, publish
+from ..progress import log as _log
 from . import client as hub
 
 STORE_LOCK = ".lock"
@@ -288,7 +289,3 @@ def checkpoint_bytes(checkpoint: os.PathLike) -> int:
     if str(checkpoint).endswith(".json"):
         return int(read_record(checkpoint).get("size") or 0)
     return os.path.getsize(checkpoint)
-
-
-def _log(msg: str) -> None:
-    print(msg, flush=True)

@@ -93,10 +93,11 @@ def cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def _repo_cache_folder(repo_id: str, repo_type: str) -> Path:
+def repo_cache_folder(repo_id: str, repo_type: str, cache: Optional[os.PathLike] = None) -> Path:
+    """A repo's folder in the HF cache (``cache``, else :func:`cache_dir`): ``models--org--name``."""
     from huggingface_hub.file_download import repo_folder_name
 
-    return cache_dir() / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
+    return Path(cache or cache_dir()) / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
 
 
 def _unreachable(err: BaseException) -> bool:
@@ -222,7 +223,7 @@ def list_repo(repo_id: str, revision: str = "main", repo_type: str = "model",
 
 
 def _list_cached(repo_id: str, revision: str, repo_type: str, prefix: str) -> tuple[str, List[RemoteFile]]:
-    root = _repo_cache_folder(repo_id, repo_type)
+    root = repo_cache_folder(repo_id, repo_type)
     if _HEX40.match(revision):
         commit = revision
     else:
@@ -252,7 +253,7 @@ def list_refs(repo_id: str, repo_type: str = "model") -> dict:
     Offline, the cache's ``refs/<name>`` files: every revision that was downloaded by name.
     """
     if is_offline():
-        refs = _repo_cache_folder(repo_id, repo_type) / "refs"
+        refs = repo_cache_folder(repo_id, repo_type) / "refs"
         if not refs.is_dir():
             raise HubError(f"HF_HUB_OFFLINE is set and {repo_type} repo {repo_id!r} is not in the local cache "
                            f"{cache_dir()} (no {refs}). Run once with Hub access, point HF_HUB_CACHE at a cache "
@@ -275,7 +276,7 @@ def file_info(repo_id: str, filename: str, commit: str, repo_type: str = "model"
     """(content hash, size in bytes or None) of ``filename`` at ``commit`` (the hash: LFS sha256 or git blob id)."""
     what = f"{filename} in {repo_type} repo {repo_id}@{commit[:12]}"
     if is_offline():
-        link = _repo_cache_folder(repo_id, repo_type) / "snapshots" / commit / filename
+        link = repo_cache_folder(repo_id, repo_type) / "snapshots" / commit / filename
         if not (link.is_symlink() or link.is_file()):
             raise HubError(f"HF_HUB_OFFLINE is set and {what} is not in the local cache ({link}); check the "
                            "checkpoint file name in the config, or run once with Hub access.")

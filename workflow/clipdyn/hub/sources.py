@@ -49,6 +49,8 @@ HF_HUB_PREFIX = "hf-hub:"
 DEFAULT_LOCAL_TEMPLATE = "epoch_{epoch}.pt"
 
 KINDS = ("hub_files", "hub_revisions", "hub_final", "local_run", "local_final")
+#: the kinds whose checkpoints are files on this machine: read where they are, never fetched or removed
+LOCAL_KINDS = ("local_run", "local_final")
 
 
 class SourceError(ValueError):
@@ -144,7 +146,7 @@ def resolve(name: str, m: dict, hash_cache: Optional["HashCache"] = None,
 def revision_epochs(revisions, refs: Dict[str, str]) -> Dict[int, str]:
     """epoch -> revision name: the refs matching a ``{epoch}`` template, or an explicit mapping."""
     if isinstance(revisions, str):
-        rx = re.compile("^" + re.escape(revisions).replace(re.escape("{epoch}"), r"(?P<epoch>\d+)") + "$")
+        rx = hub.epoch_regex(revisions)
         out = {}
         for ref in refs:
             mt = rx.match(ref)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -24,10 +23,8 @@ from ..io import (
     write_frame,
 )
 from ..io import provenance as prov
-
-
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+from ..progress import log as _log
+from ..progress import ranges as _ranges
 
 
 def load_tables(manifest: str, trials: str):
@@ -157,17 +154,6 @@ def _per_epoch(by_epoch: Mapping, epoch: int, *default):
         return default[0]
     raise KeyError(f"no file for epoch {epoch} (have {sorted(by_epoch)})")
 
-
-def _ranges(xs: Sequence[int]) -> str:
-    xs = sorted(xs)
-    out, i = [], 0
-    while i < len(xs):
-        j = i
-        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
-            j += 1
-        out.append(str(xs[i]) if i == j else f"{xs[i]}-{xs[j]}")
-        i = j + 1
-    return ", ".join(out)
 
 
 def collect_metrics(paths: Sequence[str], out_parquet: str, out_csv: str) -> int:
