@@ -7,7 +7,8 @@ only; ``html`` answers 200 with an HTML error page (``text/html``); ``html_binar
 sends the same page labelled ``application/octet-stream``; ``norange`` ignores
 ``Range``; ``noetag`` sends no ``ETag``; ``close`` sends no ``Content-Length`` (the
 body ends when the connection closes) and ``close_truncate`` closes that way half
-way, every time; ``slow`` sends the body in 64 KiB pieces 20 ms apart. Every other
+way, every time; ``slow`` sends the body in 64 KiB pieces 20 ms apart;
+``ignore_if_range`` honours ``Range`` but not ``If-Range`` (a changed file's tail is sent). Every other
 answer carries a strong ``ETag`` (of the content) and honours ``If-Range``.
 Unknown paths answer 404. ``requests`` records (path, Range header);
 ``if_ranges`` the If-Range header of each request.
@@ -56,7 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
         if_range = self.headers.get("If-Range")
-        if if_range is not None and if_range != etag:
+        if if_range is not None and if_range != etag and mode != "ignore_if_range":
             rng = None  # RFC 9110: the representation changed, send all of it
         if mode in ("close", "close_truncate"):
             self.send_response(200)

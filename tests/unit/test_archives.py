@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import tarfile
 import zipfile
 
@@ -260,3 +261,34 @@ def test_missing_and_unknown_archives(tmp_path):
     junk.write_bytes(b"not an archive")
     with pytest.raises(ValueError, match="not a .tar"):
         safe_extract(junk, tmp_path / "out")
+
+
+def _python_without_tar_filters():
+    """A Python >= 3.10 on this machine whose tarfile lacks extractall(filter=...) (Debian 12's 3.11.2), or None."""
+    import shutil
+    import subprocess
+
+    probe = ("import sys, tarfile; ok = sys.version_info >= (3, 10) and "
+             "'filter' not in tarfile.TarFile.extractall.__code__.co_varnames; sys.exit(0 if ok else 1)")
+    for exe in ("/usr/bin/python3", shutil.which("python3.10"), shutil.which("python3.11")):
+        if exe and os.path.exists(exe) and subprocess.run([exe, "-c", probe]).returncode == 0:
+            return exe
+    return None
+
+
+def test_tar_extraction_on_a_real_python_without_filters(tmp_path):
+    """The same extraction, run by a real interpreter whose tarfile predates the filters."""
+    import subprocess
+    from pathlib import Path
+
+    exe = _python_without_tar_filters()
+    if exe is None:
+        pytest.skip("no Python >= 3.10 without tarfile's extraction filters on this machine (Debian 12's "
+                    "/usr/bin/python3 is one)")
+    arc = _tar(tmp_path / "d.tgz", [("tid2013/a.bmp", b"a")])
+    code = ("import sys; from clipdyn.archives import safe_extract; "
+            "print((safe_extract(sys.argv[1], sys.argv[2]) / 'tid2013/a.bmp').read_text())")
+    workflow = Path(archives.__file__).resolve().parents[1]
+    proc = subprocess.run([exe, "-c", code, str(arc), str(tmp_path / "out")], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(workflow)))
+    assert proc.returncode == 0 and proc.stdout.strip() == "a", proc.stderr

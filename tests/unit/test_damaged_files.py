@@ -1,6 +1,8 @@
 """A cached artifact that can no longer be read fails its readers with a message naming the file and
 the fix (delete it, run again), not a bare pyarrow/NumPy traceback."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -119,3 +121,44 @@ def test_truncated_pixel_index_names_the_index(pixel_cache):
     with pytest.raises(DamagedFileError) as err:
         open_pixels(npy, idx)
     assert_names_file_and_fix(err, idx)
+
+
+@pytest.mark.parametrize("code", ["EIO", "ESTALE"])
+@pytest.mark.parametrize("reader", [read_embeddings, read_classifier, read_frame, read_meta])
+def test_a_failing_file_system_is_not_called_damage(artifacts, monkeypatch, reader, code):
+    """An OSError from the file system (EIO, ESTALE on NFS) says what it is and names the file; it never
+    tells the user to delete a result that may be fine."""
+    import errno
+
+    import pyarrow.parquet as pq
+
+    path = artifacts / {read_embeddings: "emb", read_classifier: "cls"}.get(reader, "rows")
+    path = path.with_suffix(".parquet")
+
+    def failing(source, *a, **k):
+        with open(source, "rb") as f:  # the real file opens; reading it fails
+            f.read(1)
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(pq, "read_table", failing)
+    monkeypatch.setattr(pq, "read_schema", failing)
+    with pytest.raises(OSError) as err:
+        reader(path)
+    assert not isinstance(err.value, DamagedFileError)
+    assert err.value.errno == getattr(errno, code) and str(path) in str(err.value)
+    assert "delete" not in str(err.value)
+
+
+def test_a_failing_file_system_under_the_pixel_cache_is_not_called_damage(pixel_cache, monkeypatch):
+    import errno
+
+    npy, index = pixel_cache
+
+    def failing(*a, **k):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(np, "load", failing)
+    with pytest.raises(OSError) as err:
+        open_pixels(npy, index)
+    assert not isinstance(err.value, DamagedFileError) and err.value.errno == errno.EIO
+    assert str(npy) in str(err.value)

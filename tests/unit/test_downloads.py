@@ -331,3 +331,19 @@ def test_resume_sends_if_range_and_a_changed_file_starts_over(tmp_path, fixtures
     assert got.read_bytes() == new
     assert json.loads((tmp_path / "nights.zip.sha256").read_text())["sha256"] == _sha(new)
     assert any("file changed since the partial download" in line for line in lines)
+
+
+def test_a_server_ignoring_if_range_still_cannot_splice(tmp_path, fixtures):
+    """A 206 whose ETag is not the one the part started with: the part is dropped and the file fetched whole."""
+    path = "/nights/nights.zip"
+    old = fixtures[path]
+    new = bytes(b ^ 0xFF for b in old)
+    lines = []
+    with ArchiveServer(fixtures, modes={path: "truncate"}) as srv:
+        with pytest.raises(DownloadError):
+            download(Archive(srv.url(path)), tmp_path, attempts=1, **FAST)
+        srv.files[path], srv.modes[path] = new, "ignore_if_range"
+        got = download(Archive(srv.url(path)), tmp_path, log=lines.append, **FAST)
+        assert [r for _, r in srv.requests[1:]] == [f"bytes={len(old) // 2}-", None]  # the tail, then all of it
+    assert got.read_bytes() == new
+    assert any("file changed since the partial download" in line for line in lines)

@@ -5,8 +5,9 @@ Every Parquet file carries its provenance as JSON under the schema metadata key
 preprocessing, library version). Writes are atomic (:mod:`clipdyn.atomic`): a
 file is written next to its target and renamed into place, so a killed job never
 leaves a file that a later job would trust, and it gets the permissions a plain
-``open()`` would give it. A file that is there but cannot be read (truncated by an
-interrupted copy, say) raises :class:`DamagedFileError`, which names it and the fix.
+``open()`` would give it. A file that is there but cannot be parsed (truncated by an
+interrupted copy, say) raises :class:`DamagedFileError`, which names it and the fix; a
+file-system error while reading it (EIO, ESTALE) is raised as itself, naming the file.
 """
 
 from __future__ import annotations
@@ -83,12 +84,25 @@ class DamagedFileError(ValueError):
 @contextlib.contextmanager
 def reading(path: os.PathLike) -> Iterator[None]:
     """Turn a failure to parse ``path`` inside the block into a :class:`DamagedFileError` naming it.
-    A missing or unreadable (permissions) file keeps its own error, which says so already."""
+
+    Only a failure of the content is damage. A missing or unreadable (permissions) file keeps its own
+    error, which says so already; so does every error the operating system reports with an errno (EIO,
+    ESTALE on NFS, ENOSPC, ...): the file may be fine and the next run may read it, so it is never
+    called damaged (which would tell the user to delete it). Such an error is raised as what it is, with
+    ``path`` named."""
     try:
         yield
     except (FileNotFoundError, PermissionError, IsADirectoryError, DamagedFileError):
         raise
-    except (pa.ArrowException, OSError, EOFError, ValueError, KeyError) as err:  # ArrowInvalid is a ValueError
+    except OSError as err:
+        if err.errno is None:  # an OSError of a parser (pyarrow: "Couldn't deserialize thrift"): the content
+            raise DamagedFileError(path, f"{type(err).__name__}: {err}") from err
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, f"{err.strerror or err} while reading it (the file system failed, not "
+                      "necessarily the file: check the disk or the network mount, then run again)",
+                      str(path)) from err
+    except (pa.ArrowException, EOFError, ValueError, KeyError) as err:  # ArrowInvalid is a ValueError
         raise DamagedFileError(path, f"{type(err).__name__}: {err}") from err
 
 

@@ -159,6 +159,12 @@ def _validator(headers) -> Optional[str]:
     return headers.get("Last-Modified") or None
 
 
+def _same_version(validator: str, headers) -> bool:
+    """Whether a 206 answer still comes from the version ``validator`` names (as far as it says)."""
+    got = headers.get("ETag") if validator.startswith('"') else headers.get("Last-Modified")
+    return got is None or got == validator
+
+
 def _discard(part: Path) -> None:
     """Delete a partial download and its resume record."""
     part.unlink(missing_ok=True)
@@ -226,10 +232,10 @@ def _fetch_once(url: str, part: Path, progress_s: float, timeout: float,
             log(f"{url}: the server does not resume, or the file changed since the partial download (HTTP {status} "
                 "to a Range request with If-Range); starting over")
             offset = 0
-        if offset and _validator(resp.headers) not in (None, validator):  # a server that ignored If-Range
+        if offset and not _same_version(validator, resp.headers):  # a server that ignored If-Range
             _discard(part)
-            raise _Short(f"the file changed since the partial download (validator {validator} -> "
-                         f"{_validator(resp.headers)}); the partial file was deleted")
+            raise _Short(f"the file changed since the partial download (it was {validator}); the partial file "
+                         "was deleted")
         ctype = (resp.headers.get("Content-Type") or "").lower()
         if "text/html" in ctype:
             raise DownloadError(_what_to_do_html(url))
