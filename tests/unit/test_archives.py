@@ -286,7 +286,7 @@ def test_tar_extraction_on_a_real_python_without_filters(tmp_path):
         pytest.skip("no Python >= 3.10 without tarfile's extraction filters on this machine (Debian 12's "
                     "/usr/bin/python3 is one)")
     arc = _tar(tmp_path / "d.tgz", [("tid2013/a.bmp", b"a")])
-    code = ("import sys; from clipdyn.archives import safe_extract; "
+    code = ("import sys; from clipdyn.hub.archives import safe_extract; "
             "print((safe_extract(sys.argv[1], sys.argv[2]) / 'tid2013/a.bmp').read_text())")
     workflow = Path(archives.__file__).resolve().parents[1]
     proc = subprocess.run([exe, "-c", code, str(arc), str(tmp_path / "out")], capture_output=True, text=True,
