@@ -288,7 +288,7 @@ def test_tar_extraction_on_a_real_python_without_filters(tmp_path):
     arc = _tar(tmp_path / "d.tgz", [("tid2013/a.bmp", b"a")])
     code = ("import sys; from clipdyn.hub.archives import safe_extract; "
             "print((safe_extract(sys.argv[1], sys.argv[2]) / 'tid2013/a.bmp').read_text())")
-    workflow = Path(archives.__file__).resolve().parents[1]
+    workflow = Path(archives.__file__).resolve().parents[2]  # workflow/: where clipdyn is importable from
     proc = subprocess.run([exe, "-c", code, str(arc), str(tmp_path / "out")], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(workflow)))
     assert proc.returncode == 0 and proc.stdout.strip() == "a", proc.stderr

@@ -137,7 +137,7 @@ def test_killed_job_stops_its_worker_before_it_writes(wdir, tmp_path):
     target = tmp_path / "late-output"
     code = ("import sys; sys.path.insert(0, %r); from clipdyn.embed.worker import run_step; "
             "run_step('_worker_steps:slow_write', {'path': %r, 'seconds': 4}, idle_s=30)"
-            % (str(Path(worker.__file__).parent.parent), str(target)))
+            % (str(Path(worker.__file__).resolve().parents[2]), str(target)))
     client = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
     # wait until the worker runs the step: a worker log appears and the socket accepts
     t0 = time.monotonic()
