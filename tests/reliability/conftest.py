@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))  # fakehub, runs
+sys.path.insert(0, str(HERE))  # hubclient, runs
 
 
 def pytest_configure(config):

@@ -3,17 +3,19 @@ errors, partial and damaged downloads. Each ends in a HubError that names the re
 file) and says what to do; nothing half-downloaded is ever handed on as a checkpoint.
 
 Offline cases run in-process against a LocalHub cache (the real offline code path of
-huggingface_hub). Online cases run clipdyn.hub.client in a subprocess against FakeHub, a local
-HTTP server that answers like the Hub, so huggingface_hub raises its own GatedRepoError,
-RepositoryNotFoundError and RemoteEntryNotFoundError from real responses.
+huggingface_hub). Online cases run clipdyn.hub.client in a subprocess against the local Hub
+(clipdyn.fixtures.hubserver, with its fault modes: gated, refused, outages), which answers like the
+Hub, so huggingface_hub raises its own GatedRepoError, RepositoryNotFoundError and
+RemoteEntryNotFoundError from real responses.
 """
 
 import hashlib
 import os
 
 import pytest
-from fakehub import FakeHub, call_hub
+from hubclient import call_hub
 
+from clipdyn.fixtures.hubserver import HubServer
 from clipdyn.fixtures.localhub import LocalHub, repo_folder
 from clipdyn.hub import client as hub
 
@@ -26,14 +28,19 @@ def offline(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def fakehub():
-    with FakeHub() as fh:
-        fh.files["org/run"] = {"ckpt/epoch_1.pt": os.urandom(50_000)}
-        fh.files["org/data"] = {"classnames.txt": b"cat\ndog\n"}
-        fh.gated.add("org/gated")
-        fh.refuse["org/badtoken"] = (401, "Invalid credentials in Authorization header")
-        fh.refuse["org/forbidden"] = (403, "Forbidden: this token has no access to org/forbidden")
-        yield fh
+def fakehub(tmp_path_factory):
+    """The local Hub serving two repos, with a gated one and two that refuse a token."""
+    repos = LocalHub(tmp_path_factory.mktemp("repos"))
+    files = {"org/run": {"ckpt/epoch_1.pt": os.urandom(50_000)}}
+    repos.publish("org/run", files["org/run"])
+    repos.publish("org/data", {"classnames.txt": b"cat\ndog\n"})
+    for repo in ("org/gated", "org/badtoken", "org/forbidden"):
+        repos.publish(repo, {"ckpt/epoch_1.pt": b"weights"})
+    with HubServer(repos.cache_dir, gated=["org/gated"]) as server:
+        server.files = files  # what the tests compare downloads with
+        server.refuse["org/badtoken"] = (401, "Invalid credentials in Authorization header")
+        server.refuse["org/forbidden"] = (403, "Forbidden: this token has no access to org/forbidden")
+        yield server
 
 
 # ------------------------------------------------------------------ offline
@@ -57,7 +64,7 @@ def test_offline_missing_file_in_a_cached_repo(offline):
     assert "ckpt/epoch_9.pt" in str(err.value) and "org/run" in str(err.value)
 
 
-# ------------------------------------------------------------------ online, against FakeHub
+# ------------------------------------------------------------------ online, against the local Hub
 
 
 @pytest.mark.parametrize("fn, kwargs", [
