@@ -28,7 +28,7 @@ def offline(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def fakehub(tmp_path_factory):
+def served(tmp_path_factory):
     """The local Hub serving two repos, with a gated one and two that refuse a token."""
     repos = LocalHub(tmp_path_factory.mktemp("repos"))
     files = {"org/run": {"ckpt/epoch_1.pt": os.urandom(50_000)}}
@@ -72,8 +72,8 @@ def test_offline_missing_file_in_a_cached_repo(offline):
     ("list_repo", {"repo_id": "org/gated"}),
     ("download_snapshot", {"repo_id": "org/gated", "repo_type": "model"}),
 ])
-def test_gated_repo_without_token_says_accept_terms_and_set_hf_token(fakehub, tmp_path, fn, kwargs):
-    out = call_hub(fakehub, tmp_path / "cache", fn, **kwargs)
+def test_gated_repo_without_token_says_accept_terms_and_set_hf_token(served, tmp_path, fn, kwargs):
+    out = call_hub(served, tmp_path / "cache", fn, **kwargs)
     assert not out["ok"] and out["type"] == "HubError"
     assert out["cause"] == "GatedRepoError"  # built by huggingface_hub from the Hub's answer
     assert "'org/gated' is gated" in out["message"]
@@ -87,7 +87,7 @@ def test_gated_repo_without_token_says_accept_terms_and_set_hf_token(fakehub, tm
     ("download_file", "org/forbidden", 403),
     ("download_snapshot", "org/forbidden", 403),
 ])
-def test_refused_token_is_explained_not_retried_and_not_printed(fakehub, tmp_path, fn, repo, status):
+def test_refused_token_is_explained_not_retried_and_not_printed(served, tmp_path, fn, repo, status):
     """An invalid/expired token (401) or one without access (403) is not a network outage: no
     retries, a message that says to fix HF_TOKEN, and the token itself is never shown."""
     from runs import TOKEN
@@ -95,7 +95,7 @@ def test_refused_token_is_explained_not_retried_and_not_printed(fakehub, tmp_pat
     kwargs = {"filename": "ckpt/epoch_1.pt"} if fn == "download_file" else {}
     if fn == "download_snapshot":
         kwargs["repo_type"] = "model"
-    out = call_hub(fakehub, tmp_path / "cache", fn, token=TOKEN, repo_id=repo, **kwargs)
+    out = call_hub(served, tmp_path / "cache", fn, token=TOKEN, repo_id=repo, **kwargs)
     assert not out["ok"]
     msg = out["message"]
     assert f"the Hub refused access to model repo {repo!r} (HTTP {status})" in msg
@@ -104,40 +104,40 @@ def test_refused_token_is_explained_not_retried_and_not_printed(fakehub, tmp_pat
     assert TOKEN not in out["stdout"]
 
 
-def test_missing_repo_online(fakehub, tmp_path):
-    out = call_hub(fakehub, tmp_path / "cache", "download_file", repo_id="org/nope", filename="x.pt")
+def test_missing_repo_online(served, tmp_path):
+    out = call_hub(served, tmp_path / "cache", "download_file", repo_id="org/nope", filename="x.pt")
     assert out["cause"] == "RepositoryNotFoundError"
     assert "'org/nope' does not exist or is private" in out["message"] and "repo_type" in out["message"]
     assert out["delays"] == []
 
 
-def test_missing_file_online(fakehub, tmp_path):
-    out = call_hub(fakehub, tmp_path / "cache", "download_file", repo_id="org/run", filename="ckpt/epoch_7.pt")
+def test_missing_file_online(served, tmp_path):
+    out = call_hub(served, tmp_path / "cache", "download_file", repo_id="org/run", filename="ckpt/epoch_7.pt")
     assert out["cause"] == "RemoteEntryNotFoundError"
     assert "ckpt/epoch_7.pt" in out["message"] and "file not found" in out["message"]
     assert out["delays"] == []
 
 
-def test_transient_server_errors_are_retried_then_succeed(fakehub, tmp_path):
+def test_transient_server_errors_are_retried_then_succeed(served, tmp_path):
     """503s on the first 7 requests: huggingface_hub retries 6 times itself, then wraps the 503
     in LocalEntryNotFoundError ("cannot find the requested files in the local cache"); clipdyn
     still sees a transient error, backs off and tries again, and the download succeeds."""
-    fakehub.fail["org/run"] = 7
-    out = call_hub(fakehub, tmp_path / "cache", "download_file", repo_id="org/run", filename="ckpt/epoch_1.pt",
-                   expected_blob=hashlib.sha256(fakehub.files["org/run"]["ckpt/epoch_1.pt"]).hexdigest())
+    served.fail["org/run"] = 7
+    out = call_hub(served, tmp_path / "cache", "download_file", repo_id="org/run", filename="ckpt/epoch_1.pt",
+                   expected_blob=hashlib.sha256(served.files["org/run"]["ckpt/epoch_1.pt"]).hexdigest())
     assert out["ok"], out
     assert out["hf_delays"] == [1, 2, 4, 8, 8]  # huggingface_hub's own backoff
     assert out["delays"] == [2.0], "clipdyn did not back off"
     assert "503 Service Unavailable" in out["stdout"] and "retrying in 2 s (attempt 1/4)" in out["stdout"]
 
 
-def test_hub_down_fails_clearly_after_backoff(fakehub, tmp_path):
-    fakehub.fail["org/run"] = 10_000
+def test_hub_down_fails_clearly_after_backoff(served, tmp_path):
+    served.fail["org/run"] = 10_000
     try:
-        out = call_hub(fakehub, tmp_path / "cache", "download_file", repo_id="org/run",
+        out = call_hub(served, tmp_path / "cache", "download_file", repo_id="org/run",
                        filename="ckpt/epoch_1.pt")
     finally:
-        fakehub.fail["org/run"] = 0
+        served.fail["org/run"] = 0
     assert not out["ok"]
     assert out["delays"] == [2.0, 4.0, 8.0]  # exponential backoff between 4 attempts
     msg = out["message"]
@@ -250,16 +250,16 @@ def test_link_to_a_missing_blob_is_not_used(offline, tmp_path):
         load_model("clipdyn-tiny", str(dangling))
 
 
-def test_stale_incomplete_file_is_not_used_online(fakehub, tmp_path):
+def test_stale_incomplete_file_is_not_used_online(served, tmp_path):
     """What an interrupted download left (blobs/<etag>.incomplete, here with wrong bytes) is not
     resumed into the checkpoint: huggingface_hub downloads into a fresh temporary file, and the
     linked blob has exactly the Hub's content (checked against its sha256 by clipdyn)."""
-    content = fakehub.files["org/run"]["ckpt/epoch_1.pt"]
+    content = served.files["org/run"]["ckpt/epoch_1.pt"]
     sha = hashlib.sha256(content).hexdigest()
     blobs = tmp_path / "cache" / "models--org--run" / "blobs"
     blobs.mkdir(parents=True)
     (blobs / f"{sha}.incomplete").write_bytes(b"\0" * 20_000)
-    out = call_hub(fakehub, tmp_path / "cache", "download_file", repo_id="org/run", filename="ckpt/epoch_1.pt",
+    out = call_hub(served, tmp_path / "cache", "download_file", repo_id="org/run", filename="ckpt/epoch_1.pt",
                    expected_blob=sha)
     assert out["ok"], out
     assert open(out["result"], "rb").read() == content
