@@ -266,7 +266,7 @@ def _pixel_bytes(study: Study, datasets: Dict[str, DatasetPlan]) -> Optional[int
 
 
 def _b(n: Optional[float]) -> str:
-    from .hub.downloads import human_bytes
+    from .progress import human_bytes
 
     return "unknown" if n is None else human_bytes(n)
 

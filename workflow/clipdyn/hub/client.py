@@ -20,15 +20,13 @@ import functools
 import hashlib
 import os
 import re
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from time import monotonic
 from typing import Callable, Iterable, List, Optional, Sequence, TypeVar
 
 from ..atomic import publish
+from ..progress import PROGRESS_S, LogProgress  # noqa: F401  (LogProgress: the tqdm_class of its downloads)
 
 T = TypeVar("T")
 
@@ -362,87 +360,6 @@ def select_epochs(spec, available: Optional[Sequence[int]]) -> List[int]:
 
 
 #: seconds between progress lines of a download in the job log
-PROGRESS_S = 10.0
-
-
-class LogProgress:
-    """A tqdm stand-in for huggingface_hub downloads that writes plain lines to the job log.
-
-    huggingface_hub hides its progress bars when stderr is not a terminal (a job log), so a
-    multi-GB checkpoint would log nothing until it is done. Passed as ``tqdm_class`` (a class
-    that is not a tqdm subclass is used as given), it logs every ``every`` seconds, from its own
-    thread (the library updates a bar once per 10 MB chunk, which on a slow link is rarer),
-    the bytes so far, the rate and the time left, and one line when the file is complete.
-    Only byte counters log: snapshot_download's file counter and its duplicate
-    "Downloading bytes" counter stay quiet.
-    """
-
-    def __init__(self, *args, total=None, initial=0, desc=None, unit="it", label: str = "",
-                 every: float = PROGRESS_S, log: Optional[Callable[[str], None]] = None, **kwargs):
-        self.total, self.n, self.initial = total, initial or 0, initial or 0
-        self.desc, self.unit, self.label, self.every = desc or "", unit, label or desc or "download", every
-        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self._t0 = monotonic()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._quiet = unit != "B" or self.desc.startswith("Downloading bytes")
-        if not self._quiet:
-            threading.Thread(target=self._tick, daemon=True, name="hub-progress").start()
-
-    # the parts of tqdm's interface huggingface_hub uses
-    def update(self, n=1) -> None:
-        with self._lock:
-            self.n += n or 0
-
-    def refresh(self, *args, **kwargs) -> None:
-        pass
-
-    def set_description(self, desc=None, refresh=True) -> None:
-        self.desc = desc or ""
-
-    set_description_str = set_description
-
-    def set_postfix_str(self, s="", refresh=True) -> None:
-        pass
-
-    @property
-    def format_dict(self) -> dict:
-        return {"rate": self._rate(), "n": self.n, "total": self.total}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self) -> None:
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        if not self._quiet and self.n > self.initial:
-            from .downloads import _duration, human_bytes
-
-            took = monotonic() - self._t0
-            self._log(f"{self.label}: {human_bytes(self.n)} downloaded in {_duration(took)} "
-                      f"({human_bytes(self._rate())}/s)")
-
-    # ------------------------------------------------------------------
-    def _rate(self) -> float:
-        return (self.n - self.initial) / max(monotonic() - self._t0, 1e-9)
-
-    def _tick(self) -> None:
-        from .downloads import _duration, human_bytes
-
-        while not self._stop.wait(self.every):
-            with self._lock:
-                done, total = self.n, self.total
-            rate = self._rate()
-            if total:
-                left = _duration((total - done) / rate) if rate > 0 else "unknown time"
-                self._log(f"{self.label}: {human_bytes(done)} of {human_bytes(total)} ({100 * done / total:.0f}%), "
-                          f"{human_bytes(rate)}/s, {left} left")
-            else:
-                self._log(f"{self.label}: {human_bytes(done)} so far, {human_bytes(rate)}/s")
 
 
 def _progress(label: str, every: float):

@@ -50,8 +50,9 @@ from typing import Callable, Optional
 from urllib.parse import urlparse
 
 from ..atomic import atomic_path, file_lock, publish
+from ..progress import LogProgress, human_bytes
 
-__all__ = ["DownloadError", "Archive", "download", "file_name", "human_bytes"]
+__all__ = ["DownloadError", "Archive", "download", "file_name"]
 
 _CHUNK = 1 << 20
 _HASHES = ("sha256", "md5")
@@ -86,42 +87,6 @@ def file_name(url: str) -> str:
     if not name:
         raise DownloadError(f"{url}: the URL names no file; give the archive a `file:` name in the config")
     return name
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
-def _duration(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else (f"{s // 60} min {s % 60:02d} s" if s >= 60
-                                                                          else f"{s} s")
-
-
-class _Progress:
-    """A log line every ``every`` seconds: bytes so far, rate, time left."""
-
-    def __init__(self, url: str, total: Optional[int], start: int, every: float, log: Callable[[str], None]):
-        self.url, self.total, self.start, self.every, self.log = url, total, start, every, log
-        self.t0 = self.last = time.monotonic()
-
-    def update(self, done: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last < self.every:
-            return
-        self.last = now
-        rate = (done - self.start) / max(now - self.t0, 1e-9)
-        if self.total:
-            left = (self.total - done) / rate if rate > 0 else float("inf")
-            eta = _duration(left) if left != float("inf") else "unknown"
-            self.log(f"{self.url}: {human_bytes(done)} of {human_bytes(self.total)} ({100 * done / self.total:.0f}%), "
-                     f"{human_bytes(rate)}/s, {eta} left")
-        else:
-            self.log(f"{self.url}: {human_bytes(done)} (size not announced), {human_bytes(rate)}/s")
 
 
 def _hash_file(path: Path, algo: str) -> str:
@@ -260,10 +225,10 @@ def _fetch_once(url: str, part: Path, progress_s: float, timeout: float,
                 _write_json(state, {"url": url, "validator": new})
             else:
                 state.unlink(missing_ok=True)
-        progress = _Progress(url, total, offset, progress_s, log)
         done = offset
         first = True
-        with open(part, "ab" if offset else "wb") as out:
+        with LogProgress(total=total, initial=offset, unit="B", label=url, every=progress_s, log=log) as progress, \
+                open(part, "ab" if offset else "wb") as out:
             while True:
                 try:
                     chunk = resp.read(_CHUNK)
@@ -279,8 +244,7 @@ def _fetch_once(url: str, part: Path, progress_s: float, timeout: float,
                 first = False
                 out.write(chunk)
                 done += len(chunk)
-                progress.update(done)
-        progress.update(done, force=True)
+                progress.update(len(chunk))
         if total is not None and done < total:
             raise _Short(f"the connection closed at byte {done} of {total}")
         if total is not None and done > total:
