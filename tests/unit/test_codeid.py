@@ -17,7 +17,9 @@ import pytest
 from clipdyn.codeid import PACKAGE_DIR, CodeIdentity
 
 WORKFLOW = PACKAGE_DIR.parent
-SCRIPTS = sorted(p.name for p in (WORKFLOW / "scripts").glob("*.py"))
+#: what the rules hash (their ``code_of(...)`` entries): a rule script, or a ``run:`` job's function
+STAGES = sorted({m for f in (WORKFLOW / "rules").glob("*.smk")
+                 for m in re.findall(r'code_of\(\s*"([^"]+)"', f.read_text())})
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def tree(tmp_path):
 
 def hashes(tree: Path) -> dict:
     ci = CodeIdentity(tree / "clipdyn")
-    return {s: ci.code_hash(str(tree / "scripts" / s)) for s in SCRIPTS}
+    return {s: ci.code_hash(s if ":" in s else str(tree / "scripts" / s)) for s in STAGES}
 
 
 def changed(before: dict, after: dict) -> set:
@@ -115,7 +117,7 @@ def test_a_module_with_two_stages_code_reruns_only_the_stage_whose_code_changed(
     before = hashes(tree)
     add_statement(tree / "clipdyn" / "io.py", "write_embeddings")
     after_writer = hashes(tree)
-    assert changed(before, after_writer) == {"embed_images.py"}
+    assert changed(before, after_writer) == {"clipdyn.embed.jobs:embed_images_job"}
     add_statement(tree / "clipdyn" / "io.py", "read_embeddings")
     assert changed(after_writer, hashes(tree)) == {"compute_metric.py"}
 

@@ -17,7 +17,9 @@ def test_default_profile_holds_the_workflow_defaults():
     assert yaml.safe_load(DEFAULT.read_text()) == {
         "rerun-incomplete": True, "show-failed-logs": True, "printshellcmds": True,
         # the code identity is in params (clipdyn.codeid), not Snakemake's script-mtime `code` trigger
-        "rerun-triggers": ["mtime", "params", "input", "software-env"]}
+        "rerun-triggers": ["mtime", "params", "input", "software-env"],
+        # run: jobs (clipdyn.embed.jobs) in threads, not one snakemake process each
+        "force-use-threads": True}
 
 
 @pytest.mark.parametrize("how", ["plain snakemake in the repository", "--snakefile Snakefile from elsewhere",

@@ -11,8 +11,13 @@ WORKFLOW_DIR = Path(workflow.current_basedir).parent
 sys.path.insert(0, str(WORKFLOW_DIR))
 
 from clipdyn.codeid import code_hash  # noqa: E402
+from clipdyn.embed.jobs import embed_images_job, text_classifier_job  # noqa: E402
 from clipdyn.hub import sources as checkpoint_sources  # noqa: E402
-from clipdyn.hub.listing import RECORD as LISTING_RECORD, Listings, invocation  # noqa: E402
+from clipdyn.hub.listing import (
+    RECORD as LISTING_RECORD,
+    Listings,
+    invocation,
+)  # noqa: E402
 from clipdyn.metrics import registry as metric_registry  # noqa: E402
 from clipdyn.config.study import ConfigError, Study, apply_base  # noqa: E402
 
@@ -66,12 +71,15 @@ EMBED = STUDY.embedding
 SCRIPTS = WORKFLOW_DIR / "scripts"
 
 
-def code_of(script, *steps):
+def code_of(entry, *steps):
     """Hash of what a rule script computes (clipdyn.codeid: the library definitions it reaches,
     wherever they live), plus ``steps`` (``"module:function"``) it runs without importing them by
     name (a metric kind's evaluator): enters ``params:``, so an edit of that code reruns the rule's
     jobs, and an edit elsewhere, or a move, does not."""
-    return code_hash(str(SCRIPTS / script), frozenset(steps))
+    target = (
+        entry if ":" in entry else str(SCRIPTS / entry)
+    )  # a run: block's library function
+    return code_hash(target, frozenset(steps))
 
 
 def _alt(names):

@@ -22,9 +22,16 @@ rule embed_images:
         precision=EMBED.precision,
         compile=EMBED.compile,
         model_configs=STUDY.model_config_paths,
-        code=code_of("embed_images.py"),
-    script:
-        "../scripts/embed_images.py"
+        code=code_of("clipdyn.embed.jobs:embed_images_job"),
+    run:
+        embed_images_job(
+            input=input,
+            output=output[0],
+            params=params,
+            threads=threads,
+            log=log[0],
+            how=EMBED,
+        )
 
 
 rule text_classifier:
@@ -45,6 +52,13 @@ rule text_classifier:
         job=text_params,
         precision=EMBED.precision,
         model_configs=STUDY.model_config_paths,
-        code=code_of("text_classifier.py"),
-    script:
-        "../scripts/text_classifier.py"
+        code=code_of("clipdyn.embed.jobs:text_classifier_job"),
+    run:
+        text_classifier_job(
+            input=input,
+            output=output[0],
+            params=params,
+            threads=threads,
+            log=log[0],
+            how=EMBED,
+        )

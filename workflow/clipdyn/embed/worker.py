@@ -144,7 +144,8 @@ def _start(sock: Path, lock: Path, wlog: Path, idle_s: float) -> Connection:
 
 
 def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = "auto",
-             idle_s: float = EmbeddingSettings.worker_idle_s, outputs: tuple = ("out",)) -> Any:
+             idle_s: float = EmbeddingSettings.worker_idle_s, outputs: tuple = ("out",),
+             isolated: bool = False) -> Any:
     """Run ``step`` (``"module:function"``, e.g. ``"clipdyn.embed.encode:embed_images"``) with
     ``kwargs`` in a persistent worker, or in this process when the worker is off. Returns what the
     function returns; raises :class:`WorkerError` carrying the step's error and traceback.
@@ -153,9 +154,13 @@ def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = 
     ``kwargs`` are resolved against this process's working directory. ``outputs``: the keyword
     arguments that are output paths; the worker writes them under temporary names and this process
     renames them into place once the step succeeded, so an output never appears for a job that was
-    killed, even if its worker finished the step a moment later.
+    killed, even if its worker finished the step a moment later. ``isolated``: with the worker off,
+    run the step in a process of its own (a caller that is a thread of snakemake, a ``run:`` job,
+    must not import torch into snakemake), its output sent to ``log``; returns None then.
     """
     if not use_worker(mode):
+        if isolated:
+            return _run_in_process(step, kwargs, log)
         return _resolve(step)(**kwargs)
     kwargs = dict(kwargs)
     final = {}
@@ -174,14 +179,23 @@ def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = 
             Path(kwargs[name]).unlink(missing_ok=True)
 
 
-def run_job_step(step: str, kwargs: dict, smk) -> Any:
-    """:func:`run_step` for a rule's job (``smk``: the ``snakemake`` object of a rule script).
+def _run_in_process(step: str, kwargs: dict, log: Optional[str]) -> None:
+    """Run ``step`` once in a fresh interpreter (``python -m clipdyn.embed.worker --once``)."""
+    import json
 
-    The one place a job reads *how* it runs (``embedding: worker``, ``worker_idle_s``) from the
-    config: switching them reruns nothing. What a job computes reaches it through ``params``.
-    """
-    how = EmbeddingSettings.from_config(smk.config.get("embedding"))
-    return run_step(step, kwargs, log=smk.log[0], mode=how.worker, idle_s=how.worker_idle_s)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                         env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    out = open(log, "ab") if log else None
+    try:
+        proc = subprocess.run([sys.executable, "-m", "clipdyn.embed.worker", "--once", step, json.dumps(kwargs)],
+                              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None,
+                              env=env)
+    finally:
+        if out:
+            out.close()
+    if proc.returncode:
+        raise WorkerError(f"{step} failed (exit status {proc.returncode}); its log: {log}")
 
 
 def _run_in_worker(step: str, kwargs: dict, log: Optional[str], idle_s: float) -> Any:
@@ -319,4 +333,9 @@ def serve(sock_path: str, lock_path: str, idle_s: float) -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], sys.argv[2], float(sys.argv[3]))
+    if sys.argv[1] == "--once":  # one step in this process: run_step(isolated=True) with the worker off
+        import json
+
+        _resolve(sys.argv[2])(**json.loads(sys.argv[3]))
+    else:
+        serve(sys.argv[1], sys.argv[2], float(sys.argv[3]))
