@@ -66,6 +66,20 @@ def test_off_runs_in_this_process(wdir):
         run_step("_worker_steps:echo", {"x": 1}, mode="sometimes")
 
 
+def test_off_and_isolated_runs_in_a_process_of_its_own(wdir, tmp_path):
+    """What a run: job (a thread of snakemake) does with the worker off: the step never runs in
+    snakemake's own process; its output goes to the job's log, and a failure names the log."""
+    out, log = tmp_path / "written", tmp_path / "job.log"
+    assert run_step("_worker_steps:talk", {}, mode="off", isolated=True, log=str(log)) is None
+    text = log.read_text()
+    assert "from print" in text and "from fd 2" in text
+    run_step("_worker_steps:slow_write", {"path": str(out), "seconds": 0}, mode="off", isolated=True)
+    assert out.read_text() == "written"
+    with pytest.raises(WorkerError, match="job.log"):
+        run_step("_worker_steps:fail", {"n": 3}, mode="off", isolated=True, log=str(log))
+    assert "bad value 3" in log.read_text()
+
+
 def test_auto_is_off_inside_a_slurm_job(wdir, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "123")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
