@@ -18,12 +18,13 @@ from clipdyn.metrics.intervals import (
     ratio_of_sums,
     resample_counts,
     summarise,
+    weighted_kendall,
     weighted_pearson,
     weighted_ranks,
     weighted_spearman,
 )
 from clipdyn.metrics.noise_sensitivity import noise_statistics
-from clipdyn.metrics.ood import auroc, auroc_statistic
+from clipdyn.metrics.ood import auroc, auroc_statistic, fpr95_statistic, fpr_at_95_tpr, fpr_at_95_tpr_closest
 
 
 def _take(counts_row):
@@ -110,6 +111,8 @@ def test_weighted_ranks_spearman_pearson_equal_scipy_on_the_resampled_units():
         np.testing.assert_allclose(np.sort(np.repeat(got, w[k].astype(int))), np.sort(sps.rankdata(x[take])))
         assert weighted_spearman(w[k:k + 1], x, y)[0] == pytest.approx(sps.spearmanr(x[take], y[take])[0])
         assert weighted_pearson(w[k:k + 1], x, y)[0] == pytest.approx(sps.pearsonr(x[take], y[take])[0])
+        tau = sps.kendalltau(x[take], np.round(y[take], 0))[0]
+        assert weighted_kendall(w[k:k + 1], x, np.round(y, 0), chunk=500)[0] == pytest.approx(tau)
 
 
 def test_auroc_statistic_equals_auroc_of_the_resampled_id_and_ood_images():
@@ -121,6 +124,18 @@ def test_auroc_statistic_equals_auroc_of_the_resampled_id_and_ood_images():
     for k in range(4):
         assert got[k] == pytest.approx(auroc(s_in[_take(wi[k])], s_out[_take(wo[k])]))
     assert st(np.ones((1, 60)), np.ones((1, 40)))[0] == pytest.approx(auroc(s_in, s_out))
+
+
+@pytest.mark.parametrize("mode,fn", [("mcm", fpr_at_95_tpr_closest), ("at_least", fpr_at_95_tpr)])
+def test_fpr95_statistic_equals_its_definition_on_resampled_images(mode, fn):
+    rng = np.random.default_rng(8)
+    s_in, s_out = np.round(rng.normal(1, 1, 70), 1), np.round(rng.normal(0, 1, 50), 1)  # ties
+    st = fpr95_statistic(s_in, s_out, mode, "id", "ood")
+    wi, wo = resample_counts(70, 30, 0, "id"), resample_counts(50, 30, 0, "ood")
+    got = st(wi, wo)
+    for k in range(30):
+        assert got[k] == pytest.approx(fn(s_in[_take(wi[k])], s_out[_take(wo[k])])), k
+    assert st(np.ones((1, 70)), np.ones((1, 50)))[0] == pytest.approx(fn(s_in, s_out))
 
 
 def test_ece_and_temperature_statistics_equal_their_definitions_on_a_resample():

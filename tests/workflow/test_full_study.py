@@ -54,6 +54,13 @@ def test_every_metric_for_every_epoch(full_study):
     sev = m.query("measure == 'noise_sensitivity' and epoch == 1")["variant"]
     assert {f"severity_{k}" for k in range(1, 6)} | {"mean"} <= set(sev)
     assert m["value"].notna().sum() > 0.9 * len(m)
+    # every value carries its bootstrap interval (intervals on by default); NaN only where undefined
+    finite = m[np.isfinite(m["value"])]
+    has = np.isfinite(finite[["se", "ci_low", "ci_high"]]).all(axis=1)
+    assert has.mean() > 0.9, finite.loc[~has, ["measure", "dataset", "variant", "value", "n"]]
+    assert (finite.loc[has, "ci_low"] <= finite.loc[has, "ci_high"]).all()
+    assert all(len(r) == 1000 for r in finite.loc[has, "replicates"])
+    assert "replicates" not in pd.read_csv(full_study.workdir / "results" / "metrics.csv", nrows=1).columns
 
 
 def test_shape_bias_details_keep_per_image_decisions(full_study):

@@ -113,6 +113,20 @@ def test_changing_one_datasets_subset_reruns_only_that_dataset(spine_study):
                     "compute_metric": 2, "collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
 
 
+@pytest.mark.parametrize("change", [{"resamples": 500}, {"method": "bca"}, {"enabled": False}])
+def test_changing_the_intervals_settings_reruns_every_metric_job_and_nothing_upstream(spine_study, change):
+    backup = spine_study.read_config()
+    cfg = spine_study.read_config()
+    cfg["intervals"] = change
+    spine_study.write_config(cfg)
+    try:
+        jobs = spine_study.dry_run_jobs()
+    finally:
+        spine_study.write_config(backup)
+    # (model, metric) jobs: 2 x 2, each recomputing its epochs; the collection, figures and table follow
+    assert jobs == {"compute_metric": 4, "collect_metrics": 1, "figure": 4, "table1": 1, "all": 1}
+
+
 def test_new_epoch_on_the_hub_adds_exactly_its_jobs(spine_study):
     from clipdyn.fixtures.localhub import LocalHub
 

@@ -10,7 +10,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 
 from ._join import as_list, class_labels, join_images, need_classifier
-from .intervals import Statistic, mean_of
+from .intervals import Statistic, mean_of, weighted_sums
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import classifier_logits, dataset_logits, softmax
 
@@ -204,7 +204,7 @@ def ece_statistic(probs: np.ndarray, labels: np.ndarray, n_bins: int, stream: st
     def fn(w):
         tot = w.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(tot > 0, np.abs(w @ gap).sum(axis=1) / np.where(tot > 0, tot, 1.0), np.nan)
+            return np.where(tot > 0, np.abs(weighted_sums(w, gap)).sum(axis=1) / np.where(tot > 0, tot, 1.0), np.nan)
 
     return Statistic(fn, ((stream, len(conf)),))
 
@@ -225,7 +225,7 @@ def temperature_statistic(logits: np.ndarray, labels: np.ndarray, T: float, stre
     per = np.stack([logsumexp(logits * np.exp(-v), axis=1) - true * np.exp(-v) for v in u], axis=1)  # (n, G)
 
     def fn(w):
-        loss = (w @ per) / w.sum(axis=1, keepdims=True)
+        loss = weighted_sums(w, per) / w.sum(axis=1, keepdims=True)
         j = np.clip(np.argmin(loss, axis=1), 1, len(u) - 2)
         rows = np.arange(len(j))
         y0, y1, y2 = loss[rows, j - 1], loss[rows, j], loss[rows, j + 1]

@@ -24,7 +24,7 @@ no hits) gets NaN.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Mapping, Optional, Sequence, Tuple
 
@@ -33,7 +33,7 @@ from scipy.special import ndtr, ndtri
 
 __all__ = ["Statistic", "resample_counts", "bootstrap", "summarise", "interval_fields", "mean_of",
            "ratio_of_sums", "per_resample", "weighted_pearson", "weighted_ranks", "weighted_spearman",
-           "METHODS", "JACKKNIFE_GROUPS", "INTERVAL_COLUMNS"]
+           "weighted_kendall", "weighted_sums", "METHODS", "JACKKNIFE_GROUPS", "INTERVAL_COLUMNS"]
 
 #: interval methods
 METHODS = ("percentile", "bca")
@@ -53,16 +53,26 @@ class Statistic:
 
     fn: Callable[..., np.ndarray]
     strata: Tuple[Tuple[str, int], ...]
+    #: the last result on shared (read-only) resample weights, so a statistic that is part of
+    #: another (a dataset's correlation inside the mean over datasets) is computed once
+    _memo: list = field(default_factory=list, compare=False, repr=False)
 
     def __call__(self, *weights: np.ndarray) -> np.ndarray:
-        return np.asarray(self.fn(*weights), dtype=np.float64).reshape(-1)
+        shared = all(not w.flags.writeable for w in weights)
+        if shared and self._memo and len(self._memo[0]) == len(weights) \
+                and all(a is b for a, b in zip(self._memo[0], weights)):
+            return self._memo[1]
+        out = np.asarray(self.fn(*weights), dtype=np.float64).reshape(-1)
+        if shared:
+            self._memo[:] = [weights, out]  # holds the weights: their ids cannot be reused meanwhile
+        return out
 
 
 def _stream_seed(seed: int, n: int, stream: str) -> list:
     return [int(seed), int(n), zlib.crc32(str(stream).encode())]
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)
 def _counts(n: int, resamples: int, seed: int, stream: str) -> np.ndarray:
     rng = np.random.default_rng(_stream_seed(seed, n, stream))
     idx = rng.integers(0, n, size=(resamples, n))
@@ -171,6 +181,16 @@ def interval_fields(stat: Optional[Statistic], settings: Optional[Mapping]) -> d
 
 # ----------------------------------------------------------------------------- common statistics
 
+def weighted_sums(w: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``w @ m`` for a narrow ``m`` (n, c), one matrix-vector product per column: a small-by-thin
+    matrix product in a multi-threaded BLAS costs more in thread start-up than the sums (measured:
+    10x slower on a busy 2-core machine), a matrix-vector product is single-threaded."""
+    m = np.asarray(m, dtype=np.float64)
+    if m.ndim == 1:
+        return w @ m
+    return np.stack([w @ np.ascontiguousarray(m[:, j]) for j in range(m.shape[1])], axis=1)
+
+
 def _weighted_mean(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     tot = w.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -271,3 +291,33 @@ def weighted_spearman(w: np.ndarray, x: Sequence[float], y: Sequence[float]) -> 
     den = np.sqrt(np.sum(w * dx * dx, axis=1) * np.sum(w * dy * dy, axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 1e-9, cov / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _tied_pairs(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per resample, the number of pairs of drawn items with equal ``x`` (copies of one unit included)."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(xs)) + 1]
+    tot = np.add.reduceat(w[:, order], starts, axis=1)
+    return 0.5 * (np.sum(tot * tot, axis=1) - w.sum(axis=1))
+
+
+def weighted_kendall(w: np.ndarray, x: Sequence[float], y: Sequence[float], chunk: int = 2_000_000) -> np.ndarray:
+    """Kendall's tau-b of ``x`` and ``y`` under unit weights ``w`` (K, n) -> (K,), equal to
+    ``scipy.stats.kendalltau`` of the resample (copies of one unit are tied in both): ``(C - D) /
+    sqrt((P - T_x)(P - T_y))`` with ``C - D = w S w / 2`` for the pair-concordance matrix ``S``,
+    built in column blocks of at most ``chunk`` entries (cost K n^2, memory n * block)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    n = len(x)
+    step = max(1, chunk // max(n, 1))
+    cd = np.zeros(w.shape[0])
+    w32 = w.astype(np.float32)  # integer weights and signs: exact in float32 up to 2^24 per sum
+    for j in range(0, n, step):
+        s = (np.sign(x[:, None] - x[None, j:j + step]) * np.sign(y[:, None] - y[None, j:j + step])).astype(np.float32)
+        cd += np.sum((w32 @ s).astype(np.float64) * w[:, j:j + step], axis=1)
+    cd *= 0.5
+    tot = w.sum(axis=1)
+    pairs = 0.5 * tot * (tot - 1)
+    den = np.sqrt((pairs - _tied_pairs(w, x)) * (pairs - _tied_pairs(w, y)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, cd / np.where(den > 0, den, 1.0), np.nan)

@@ -10,7 +10,7 @@ import pandas as pd
 from scipy import stats
 
 from ._join import as_list, embedding_index, require_columns
-from .intervals import Statistic, per_resample, weighted_pearson, weighted_spearman
+from .intervals import Statistic, weighted_kendall, weighted_pearson, weighted_spearman
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import l2_normalize
 
@@ -179,20 +179,14 @@ def low_level_alignment_task(*, embeddings, tables, classifier, inputs, options)
 
 def correlation_statistic(variant: str, distance, score, sign: float, stream: str) -> Statistic:
     """One dataset's correlation (``variant``), signed as :func:`alignment_correlations`, as a function
-    of pair weights: the unit is the (reference, distorted) pair. Spearman and Pearson are vectorised;
-    Kendall's tau is computed resample by resample (scipy)."""
+    of pair weights: the unit is the (reference, distorted) pair. All three are vectorised over
+    resamples (Kendall's tau-b as a weighted pair count, cost resamples x pairs^2)."""
     d, s = np.asarray(distance, dtype=np.float64), np.asarray(score, dtype=np.float64)
     if variant == "spearman":
         return Statistic(lambda w: sign * weighted_spearman(w, d, s), ((stream, len(d)),))
     if variant == "pearson":
         return Statistic(lambda w: sign * weighted_pearson(w, d, s), ((stream, len(d)),))
-
-    def kendall(a, b):
-        if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-            return float("nan")
-        return sign * float(stats.kendalltau(a, b)[0])
-
-    return per_resample(kendall, [[d, s]], [(stream, len(d))])
+    return Statistic(lambda w: sign * weighted_kendall(w, d, s), ((stream, len(d)),))
 
 
 def mean_over_strata(parts) -> Statistic:

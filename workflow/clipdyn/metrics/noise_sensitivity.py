@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ._join import class_labels, join_images, need_classifier
-from .intervals import Statistic
+from .intervals import Statistic, weighted_sums
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import classifier_logits, topk_accuracy
 
@@ -101,14 +101,14 @@ def noise_statistics(clean_hit, clean_ids, noisy_hit, severity, source_ids, clea
         strata = ((clean, nc),)
 
         def parts(w):
-            return (w @ clean_hit) / w.sum(axis=1), (w @ hits) / (w @ count)
+            return (w @ clean_hit) / w.sum(axis=1), weighted_sums(w, hits) / weighted_sums(w, count)
     else:
         hits = noisy_hit[:, None] * (severity[:, None] == levels[None, :])
         count = (severity[:, None] == levels[None, :]).astype(np.float64)
         strata = ((clean, len(clean_hit)), (noisy, len(noisy_hit)))
 
         def parts(wc, wn):
-            return (wc @ clean_hit) / wc.sum(axis=1), (wn @ hits) / (wn @ count)
+            return (wc @ clean_hit) / wc.sum(axis=1), weighted_sums(wn, hits) / weighted_sums(wn, count)
 
     def drops(*w):
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -7,7 +7,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from ._join import as_list, join_images, need_classifier
-from .intervals import Statistic, per_resample, weighted_ranks
+from .intervals import Statistic, weighted_ranks
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import classifier_logits, softmax, zero_shot_logits
 
@@ -162,8 +162,7 @@ def ood_detection_task(*, embeddings, tables, classifier, inputs, options) -> Me
         rows += [metric_row("ood_auroc", name, "mcm", auroc(s_in, s_out), n),
                  metric_row("ood_fpr95", name, "mcm", fpr95(s_in, s_out), n)]
         # intervals: the ID and the OOD images are two strata, each resampled within itself
-        strata = [(ind, len(s_in)), (name, len(s_out))]
-        stats += [auroc_statistic(s_in, s_out, ind, name), per_resample(fpr95, [[s_in], [s_out]], strata)]
+        stats += [auroc_statistic(s_in, s_out, ind, name), fpr95_statistic(s_in, s_out, fpr_mode, ind, name)]
         details.append(pd.DataFrame({"dataset": name, "image_id": io["image_id"], "mcm": s_out}))
     return MetricResult(rows_frame(rows), pd.concat(details, ignore_index=True), stats)
 
@@ -182,5 +181,41 @@ def auroc_statistic(in_scores, out_scores, in_stream: str, out_stream: str) -> S
         u = np.sum(w[:, :a.size] * ranks[:, :a.size], axis=1) - n_in * (n_in + 1) / 2.0
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(n_in * n_out > 0, u / (n_in * n_out), np.nan)
+
+    return Statistic(fn, ((in_stream, a.size), (out_stream, b.size)))
+
+
+def fpr95_statistic(in_scores, out_scores, mode: str, in_stream: str, out_stream: str) -> Statistic:
+    """:func:`fpr_at_95_tpr_closest` (``mode="mcm"``) or :func:`fpr_at_95_tpr` (``"at_least"``) as a
+    function of ID and OOD image weights, vectorised over resamples: the ROC points are the weighted
+    counts of ID and OOD images at or above each distinct score (descending); a score no drawn image
+    has repeats its predecessor's point, which changes neither rule's choice."""
+    a, b = np.asarray(in_scores, dtype=np.float64), np.asarray(out_scores, dtype=np.float64)
+    both = np.concatenate([a, b])
+    order = np.argsort(-both, kind="stable")
+    desc = both[order]
+    ends = np.r_[np.flatnonzero(np.diff(desc)) , len(desc) - 1]  # last index of each distinct score
+    is_in = (order < a.size)
+
+    def fn(w_in, w_out):
+        k = max(w_in.shape[0], w_out.shape[0])
+        w = np.concatenate([np.broadcast_to(w_in, (k, a.size)), np.broadcast_to(w_out, (k, b.size))], axis=1)
+        w = w[:, order]
+        tp = np.cumsum(w * is_in, axis=1)[:, ends]
+        fp = np.cumsum(w * ~is_in, axis=1)[:, ends]
+        n_in, n_out = tp[:, -1:], fp[:, -1:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tpr = tp / n_in
+            if mode == "at_least":
+                g = np.argmax(tpr >= 0.95, axis=1)
+            else:
+                last = np.argmax(tp >= n_in, axis=1)
+                dist = np.abs(tpr - 0.95)
+                dist[np.arange(tp.shape[1])[None, :] > last[:, None]] = np.inf
+                best = dist.min(axis=1, keepdims=True)
+                g = tp.shape[1] - 1 - np.argmax((dist == best)[:, ::-1], axis=1)  # the lowest threshold
+            rows = np.arange(k)
+            out = fp[rows, g] / n_out[:, 0]
+        return np.where((n_in[:, 0] > 0) & (n_out[:, 0] > 0), out, np.nan)
 
     return Statistic(fn, ((in_stream, a.size), (out_stream, b.size)))
