@@ -5,7 +5,7 @@ Reads a finished run's results folder (embeddings, classifiers, dataset manifest
 after ``make demo``) and its config, and runs each (model, metric) job's computation
 (:func:`clipdyn.metrics.compute.compute_metric`, every epoch, into a fresh folder so nothing is
 reused) once with ``intervals: {enabled: false}`` and once with the given settings (default: the
-defaults of :class:`clipdyn.specs.IntervalSettings`), alternating, ``--repeat`` times; prints per
+defaults of :class:`clipdyn.config.specs.IntervalSettings`), alternating, ``--repeat`` times; prints per
 metric and in total the median seconds of each and the overhead. Two timings:
 
 - ``compute``: the computation alone, in this process (an upper bound of the overhead);
@@ -39,9 +39,9 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "workflow"))  # this checkout's clipdyn, installed or not
 
+from clipdyn.config.specs import IntervalSettings, MetricSpec  # noqa: E402
 from clipdyn.metrics import registry  # noqa: E402
 from clipdyn.metrics.compute import compute_metric  # noqa: E402
-from clipdyn.specs import IntervalSettings, MetricSpec  # noqa: E402
 
 
 def metric_jobs(results: Path, config: dict) -> list:
