@@ -72,13 +72,12 @@ SCRIPTS = WORKFLOW_DIR / "scripts"
 
 
 def code_of(entry, *steps):
-    """Hash of what a rule script computes (clipdyn.codeid: the library definitions it reaches,
-    wherever they live), plus ``steps`` (``"module:function"``) it runs without importing them by
-    name (a metric kind's evaluator): enters ``params:``, so an edit of that code reruns the rule's
-    jobs, and an edit elsewhere, or a move, does not."""
-    target = (
-        entry if ":" in entry else str(SCRIPTS / entry)
-    )  # a run: block's library function
+    """Hash of what a rule's entry computes (clipdyn.codeid; the library definitions it reaches,
+    wherever they live). ``entry``: its script (a name in workflow/scripts), or the library function
+    its ``run`` block calls (module and function joined by a colon); ``steps``: definitions it runs
+    without importing them by name (a metric kind's evaluator). Enters ``params``, so an edit of that
+    code reruns the rule's jobs, and an edit elsewhere, or a move, does not."""
+    target = entry if ":" in entry else str(SCRIPTS / entry)
     return code_hash(target, frozenset(steps))
 
 

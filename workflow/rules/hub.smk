@@ -54,7 +54,7 @@ rule release_checkpoints:
     conda:
         "../../envs/clipdyn.yaml"
     params:
-        store=STORE,
+        store=lambda wc, output: str(Path(output[0]).parent),
     script:
         "../scripts/release_checkpoints.py"
 
