@@ -127,8 +127,8 @@ def embed_job_parts(run: dict) -> dict:
                       spatial=False, batch_size=256, precision="auto", compile=False,
                       model_configs=[], provenance={"model": model, "epoch": epoch, "dataset": dataset},
                       threads=2)
-        run_step("clipdyn.embed.encode:embed_images", kwargs, idle_s=60)  # the model into the worker
-        out["step_in_worker_model_cached_s"] = _med(lambda: run_step("clipdyn.embed.encode:embed_images",
+        run_step("clipdyn.embed.step:embed_images", kwargs, idle_s=60)  # the model into the worker
+        out["step_in_worker_model_cached_s"] = _med(lambda: run_step("clipdyn.embed.step:embed_images",
                                                                      kwargs, idle_s=60))
     import numpy as np
     import pandas as pd

@@ -158,7 +158,7 @@ def load_only(arch: str, ckpt: str, device: str, how: str = "clipdyn") -> dict:
     CPU every weight is read once after loading, so that the weights' pages count in the RSS."""
     import torch
 
-    from clipdyn.embed.encode import _skip_random_init, load_model, register_model_configs
+    from clipdyn.embed.model import _skip_random_init, load_model, register_model_configs
 
     register_model_configs([])
     dev = torch.device(device)
@@ -204,7 +204,8 @@ def check_arch(arch, ckpt, meta, dev, args, checks: Checks, report: dict) -> Non
     import torch
 
     from clipdyn.embed.classifier import zero_shot_classifier
-    from clipdyn.embed.encode import embed_pixels, load_model
+    from clipdyn.embed.encode import embed_pixels
+    from clipdyn.embed.model import load_model
 
     r = report.setdefault("archs", {}).setdefault(arch, {})
     r.update(checkpoint_gb=meta["checkpoint_bytes"] / 1e9, weights_gb=meta["weights_bytes"] / 1e9)
@@ -319,7 +320,8 @@ def memory_cap(model, dev, batch_fits: int, sim_calls: list):
 def check_oom(arch, ckpt, dev, args, checks: Checks, report: dict) -> None:
     import torch
 
-    from clipdyn.embed.encode import embed_pixels, load_model
+    from clipdyn.embed.encode import embed_pixels
+    from clipdyn.embed.model import load_model
 
     model = load_model(arch, str(ckpt), device=dev)
     px = images(args.oom_images, image_size(model), seed=3)
@@ -371,21 +373,21 @@ def check_oom(arch, ckpt, dev, args, checks: Checks, report: dict) -> None:
 def check_compile_cache(arch, ckpts, dev, args, checks: Checks, report: dict) -> None:
     import torch
 
-    from clipdyn.embed import encode as embed
+    from clipdyn.embed import encode, step
 
     backend = args.compile_backend
     real = torch.compile
     torch.compile = lambda m, **kw: real(m, backend=backend, **kw)
-    saved = embed._MODEL_CACHE
-    embed._MODEL_CACHE = {}  # as in a worker
+    saved = step._MODEL_CACHE
+    step._MODEL_CACHE = {}  # as in a worker
     refs, times, mem = [], [], []
     try:
         px = None
         for ckpt in ckpts:
-            model = embed.model_for(arch, str(ckpt), dev, False, "gpu_check")
+            model = step.model_for(arch, str(ckpt), dev, False, "gpu_check")
             px = images(args.compile_images, image_size(model), seed=4) if px is None else px
             t = time.perf_counter()
-            embed.embed_pixels(model, px, dev, batch_size=args.batch_size, precision="auto", log=quiet, compile=True)
+            encode.embed_pixels(model, px, dev, batch_size=args.batch_size, precision="auto", log=quiet, compile=True)
             times.append(time.perf_counter() - t)
             refs.append(weakref.ref(model))
             del model
@@ -393,10 +395,10 @@ def check_compile_cache(arch, ckpts, dev, args, checks: Checks, report: dict) ->
             if dev.type == "cuda":
                 mem.append(torch.cuda.memory_allocated(dev))
         alive = [r() is not None for r in refs]
-        embed.release_cached_model()
+        step.release_cached_model()
         after = [r() is not None for r in refs]
     finally:
-        embed._MODEL_CACHE = saved
+        step._MODEL_CACHE = saved
         torch.compile = real
     report["compile"] = {"arch": arch, "backend": backend, "checkpoints": len(ckpts), "seconds": times,
                          "gpu_allocated_bytes": mem, "alive_while_cached": alive}
@@ -409,7 +411,8 @@ def check_compile_cache(arch, ckpts, dev, args, checks: Checks, report: dict) ->
 def check_e2e(arch, ckpt, dev, args, checks: Checks, report: dict, workdir: Path) -> None:
     import torch
 
-    from clipdyn.embed.encode import embed_pixels, load_model
+    from clipdyn.embed.encode import embed_pixels
+    from clipdyn.embed.model import load_model
     from clipdyn.io import provenance, write_embeddings
 
     model = load_model(arch, str(ckpt), device=dev)
@@ -434,7 +437,7 @@ def check_e2e(arch, ckpt, dev, args, checks: Checks, report: dict, workdir: Path
     info: dict = {}
 
     def bare():
-        from clipdyn.embed.encode import autocast_dtype
+        from clipdyn.embed.precision import autocast_dtype
 
         dtype = autocast_dtype("auto", dev, quiet)
         with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -472,7 +475,7 @@ def check_text(arch, ckpt, dev, args, checks: Checks, report: dict) -> None:
     import open_clip
 
     from clipdyn.embed.classifier import zero_shot_classifier
-    from clipdyn.embed.encode import load_model
+    from clipdyn.embed.model import load_model
 
     model = load_model(arch, str(ckpt), device=dev)
     names = list(open_clip.IMAGENET_CLASSNAMES)[:args.text_classes]
@@ -574,7 +577,7 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    from clipdyn.embed.encode import register_model_configs
+    from clipdyn.embed.model import register_model_configs
 
     if not args.cpu and not torch.cuda.is_available():
         log("no CUDA device: run with --cpu for the reduced check")

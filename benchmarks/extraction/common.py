@@ -94,7 +94,7 @@ def setup_torch(args):
 
     import torch
 
-    from clipdyn.embed.encode import register_model_configs
+    from clipdyn.embed.model import register_model_configs
 
     logging.getLogger().setLevel(logging.ERROR)  # open_clip's "no pretrained weights" warnings
     torch.set_num_threads(args.threads)

@@ -28,7 +28,8 @@ def run(args, wd: Path, dev, arch: str, n: int, epochs: int) -> dict:
     from clipdyn.config.study import preprocess_of
     from clipdyn.data.formats import read_dataset
     from clipdyn.data.pixels import build_pixel_cache, open_pixels
-    from clipdyn.embed.encode import embed_pixels, load_model
+    from clipdyn.embed.encode import embed_pixels
+    from clipdyn.embed.model import load_model
     from clipdyn.io import provenance, write_embeddings
 
     bs, workers = args.batch_size, args.workers
@@ -128,8 +129,8 @@ def load_cost(args, wd: Path, archs) -> list:
     import open_clip
     import torch
 
-    from clipdyn.embed.encode import _skip_random_init as skip_init  # what load_model does
-    from clipdyn.embed.encode import load_model
+    from clipdyn.embed.model import _skip_random_init as skip_init  # what load_model does
+    from clipdyn.embed.model import load_model
 
     out = []
     for arch in archs:
@@ -163,7 +164,7 @@ def load_cost(args, wd: Path, archs) -> list:
 
 
 def report_load_cost(rows) -> None:
-    print(table("2b. fixed cost of each embed/text job on the CPU side: clipdyn.embed.encode.load_model (medians; "
+    print(table("2b. fixed cost of each embed/text job on the CPU side: clipdyn.embed.model.load_model (medians; "
                 "it builds the model with random init skipped, then loads the checkpoint)",
                 ["model", "params M", "ckpt MB", "load_model s", "create with random init s",
                  "create, init skipped s", "load_checkpoint s"],

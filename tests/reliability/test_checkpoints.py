@@ -1,4 +1,4 @@
-"""Bad and untrusted checkpoints through clipdyn.embed.encode.load_model: every failure is a
+"""Bad and untrusted checkpoints through clipdyn.embed.model.load_model: every failure is a
 CheckpointError that names the file and says what to do; pickled code never runs unless the
 config opts in with `allow_pickle`."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipdyn.embed.encode import CheckpointError, load_model
+from clipdyn.embed.model import CheckpointError, load_model
 from clipdyn.fixtures.studies import ARCH, make_checkpoint
 
 WHAT = "model tiny_a epoch 1"

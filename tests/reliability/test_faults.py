@@ -172,7 +172,7 @@ def _poisoned(tiny_checkpoint, tmp_path, key, value):
 
 
 def test_embed_job_with_diverged_checkpoint_fails_without_output(tiny_checkpoint, pixel_cache, tmp_path):
-    from clipdyn.embed.encode import embed_images
+    from clipdyn.embed.step import embed_images
 
     ckpt = _poisoned(tiny_checkpoint, tmp_path, "module.visual.proj", float("nan"))
     out = tmp_path / "results" / "emb.parquet"

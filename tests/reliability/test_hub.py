@@ -235,7 +235,7 @@ def test_partial_download_is_never_listed_or_used(offline, tmp_path):
 def test_link_to_a_missing_blob_is_not_used(offline, tmp_path):
     """A snapshot link whose blob is gone (only the .incomplete remains): listed, but the
     download step fails, and the model loader refuses the dangling link."""
-    from clipdyn.embed.encode import CheckpointError, load_model
+    from clipdyn.embed.model import CheckpointError, load_model
 
     offline.publish("org/run", {"ckpt/epoch_1.pt": os.urandom(4096)})
     root = repo_folder(offline.cache_dir, "org/run")

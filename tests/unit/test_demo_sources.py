@@ -76,7 +76,7 @@ def test_epochs_published_as_revisions(offline):
 
 def test_final_weights_as_open_clip_pretrained(offline):
     from clipdyn.config.study import Study
-    from clipdyn.embed.encode import load_model, register_model_configs
+    from clipdyn.embed.model import load_model, register_model_configs
 
     hub_dir, manifest = offline
     runs.publish_final(hub_dir, "demo-s")

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from clipdyn.embed import encode as embed
-from clipdyn.embed.encode import embed_pixels, register_model_configs
+from clipdyn.embed import encode, precision, step
+from clipdyn.embed.encode import embed_pixels
+from clipdyn.embed.model import register_model_configs
 
 ARCH = "clipdyn-tiny"
 
@@ -76,13 +77,13 @@ def test_auto_is_fp32_on_the_cpu_and_bf16_only_on_native_gpus(monkeypatch):
     assert info == {"precision": "fp32", "batch_size": 256, "effective_batch_size": 256, "projection": "fp32"}
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 0))
     msgs = []
-    assert embed.autocast_dtype("auto", "cuda:0") == torch.float16
-    assert embed.autocast_dtype("bf16", "cuda:0", log=msgs.append) == torch.float16 and "no native bf16" in msgs[0]
+    assert precision.autocast_dtype("auto", "cuda:0") == torch.float16
+    assert precision.autocast_dtype("bf16", "cuda:0", log=msgs.append) == torch.float16 and "no native bf16" in msgs[0]
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
-    assert embed.autocast_dtype("auto", "cuda:0") == torch.bfloat16
-    assert embed.autocast_dtype("fp32", "cuda:0") is None
+    assert precision.autocast_dtype("auto", "cuda:0") == torch.bfloat16
+    assert precision.autocast_dtype("fp32", "cuda:0") is None
     with pytest.raises(ValueError, match="precision must be one of"):
-        embed.autocast_dtype("fp8", "cpu")
+        precision.autocast_dtype("fp8", "cpu")
 
 
 def test_text_projection_runs_in_fp32_under_bf16_autocast():
@@ -168,7 +169,7 @@ def test_a_consumer_that_stops_early_releases_the_producer():
         for i in range(1000):
             produced.append(i)
             yield i
-    with embed._Prefetch(slow(), depth=2) as p:
+    with encode._Prefetch(slow(), depth=2) as p:
         for x in p:
             if x == 3:
                 break
@@ -198,18 +199,18 @@ def test_the_worker_cache_frees_the_previous_model(monkeypatch, tmp_path):
 
     real = torch.compile
     monkeypatch.setattr(torch, "compile", lambda m, **kw: real(m, backend="eager"))
-    monkeypatch.setattr(embed, "_MODEL_CACHE", {})
+    monkeypatch.setattr(step, "_MODEL_CACHE", {})
     refs = []
     for e in (1, 2):
         ckpt = tmp_path / f"epoch_{e}.pt"
         make_checkpoint(ckpt, e, seed=3)
-        model = embed.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m")
+        model = step.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m")
         embed_pixels(model, _pixels(2), "cpu", log=_quiet, compile=True)
         refs.append(weakref.ref(model))
         del model
     assert refs[0]() is None and refs[1]() is not None  # the earlier checkpoint is gone
-    assert embed.cached_gpu() is None  # on the CPU
-    embed.release_cached_model()
+    assert step.cached_gpu() is None  # on the CPU
+    step.release_cached_model()
     assert refs[1]() is None
 
 
@@ -221,20 +222,20 @@ def test_the_worker_cache_keys_on_the_checkpoint_content_not_its_path(monkeypatc
     import time
 
     loads = []
-    monkeypatch.setattr(embed, "_MODEL_CACHE", {})
-    monkeypatch.setattr(embed, "load_model", lambda arch, ckpt, **kw: loads.append(Path(ckpt).read_bytes()) or
+    monkeypatch.setattr(step, "_MODEL_CACHE", {})
+    monkeypatch.setattr(step, "load_model", lambda arch, ckpt, **kw: loads.append(Path(ckpt).read_bytes()) or
                         object())
     ckpt, other = tmp_path / "epoch_1.pt", tmp_path / "new.pt"
     ckpt.write_bytes(b"old weights")
     other.write_bytes(b"new weights")
     os.utime(other, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns))
-    first = embed.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old")
-    assert embed.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old") is first
+    first = step.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old")
+    assert step.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old") is first
     time.sleep(0.05)  # file times have the kernel clock's tick as resolution
     shutil.copy2(other, ckpt)  # `cp -p`: same path, size and mtime
-    second = embed.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old")
+    second = step.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-old")
     assert second is not first and loads == [b"old weights", b"new weights"]
-    third = embed.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-new")
+    third = step.model_for(ARCH, str(ckpt), torch.device("cpu"), False, "m", "sha-new")
     assert third is not second and len(loads) == 3  # the listing says other content: not the cached model
 
 
@@ -279,7 +280,7 @@ def test_embedding_file_records_what_ran_and_the_claim_covers_the_write(monkeypa
     monkeypatch.setattr(devices, "claim_device", claim)
     monkeypatch.setattr(io, "write_embeddings", write)
     out = tmp_path / "emb.parquet"
-    embed.embed_images(checkpoint=str(ckpt), pixels=str(tmp_path / "px.npy"),
+    step.embed_images(checkpoint=str(ckpt), pixels=str(tmp_path / "px.npy"),
                        pixel_index=str(tmp_path / "px.parquet"), out=str(out), arch=ARCH, allow_pickle=False,
                        spatial=False, batch_size=4, precision="auto", model_configs=[],
                        provenance={"model": "m", "epoch": 1}, threads=1)
@@ -292,7 +293,7 @@ def test_embedding_file_records_what_ran_and_the_claim_covers_the_write(monkeypa
 
 
 def test_job_memory_follows_the_checkpoint_size():
-    from clipdyn.embed.encode import FALLBACK_MEM_MB, JOB_BASE_MB, job_mem_mb
+    from clipdyn.embed.memory import FALLBACK_MEM_MB, JOB_BASE_MB, job_mem_mb
 
     vit_h_adamw = 11_830_000_000  # ViT-H-14 with AdamW state, about 11.8 GB
     assert job_mem_mb(vit_h_adamw) == JOB_BASE_MB + 11282

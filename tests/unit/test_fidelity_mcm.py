@@ -20,7 +20,7 @@ def test_mcm_classifier_and_score_match_a_port_of_mcm():
     import open_clip
     import torch
 
-    from clipdyn.embed.encode import register_model_configs
+    from clipdyn.embed.model import register_model_configs
 
     register_model_configs([])
     torch.manual_seed(0)

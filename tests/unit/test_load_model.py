@@ -3,7 +3,7 @@ from pathlib import Path
 
 import torch
 
-from clipdyn.embed.encode import load_model
+from clipdyn.embed.model import load_model
 from clipdyn.fixtures.studies import make_checkpoint
 
 
@@ -27,7 +27,7 @@ def _adamw_checkpoint(path, seed=1, dtype=torch.float32, **save_kw):
     per parameter), which is 2/3 of the file."""
     import open_clip
 
-    from clipdyn.embed.encode import register_model_configs
+    from clipdyn.embed.model import register_model_configs
 
     register_model_configs([])
     torch.manual_seed(seed)

@@ -43,7 +43,8 @@ def test_embeddings_from_cache_equal_direct(folder, tmp_path):
     import open_clip
     import torch
 
-    from clipdyn.embed.encode import embed_pixels, register_model_configs
+    from clipdyn.embed.encode import embed_pixels
+    from clipdyn.embed.model import register_model_configs
 
     register_model_configs([])
     torch.manual_seed(0)
@@ -95,7 +96,8 @@ def test_compiled_image_tower_gives_the_same_embeddings(folder, tmp_path):
     import open_clip
     import torch
 
-    from clipdyn.embed.encode import embed_pixels, register_model_configs
+    from clipdyn.embed.encode import embed_pixels
+    from clipdyn.embed.model import register_model_configs
 
     register_model_configs([])
     torch.manual_seed(0)

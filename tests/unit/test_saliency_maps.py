@@ -11,7 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from clipdyn.embed.encode import embed_pixels, register_model_configs  # noqa: E402
+from clipdyn.embed.encode import embed_pixels  # noqa: E402
+from clipdyn.embed.model import register_model_configs  # noqa: E402
 from clipdyn.embed.saliency_maps import DEFAULT_SALIENCY_MAP, SALIENCY_MAPS, check_saliency_map, forward_with_maps  # noqa: E402
 from clipdyn.metrics.saliency_alignment import patch_similarity_map  # noqa: E402
 

@@ -226,7 +226,7 @@ def test_embeddings_through_the_worker_equal_in_process(wdir, tmp_path):
     kw = dict(checkpoint=str(ckpt), pixels=str(tmp_path / "px.npy"), pixel_index=str(tmp_path / "px.parquet"),
               arch="clipdyn-tiny", allow_pickle=False, spatial=True, batch_size=4, precision="auto",
               model_configs=[], provenance={"model": "t", "epoch": 1}, threads=1)
-    step = "clipdyn.embed.encode:embed_images"
+    step = "clipdyn.embed.step:embed_images"
     run_step(step, dict(kw, out=str(tmp_path / "direct.parquet")), mode="off")
     log = tmp_path / "w.log"
     run_step(step, dict(kw, out=str(tmp_path / "w1.parquet")), log=str(log), idle_s=30)

@@ -85,7 +85,7 @@ def test_pixel_cache_edit_reruns_pixel_caches_and_embeddings(full_study, tmp_pat
 
 
 def test_model_loading_edit_reruns_embeddings_and_classifiers_only_upstream_of_metrics(full_study, tmp_path):
-    jobs = dry_run_with_edit(full_study, "clipdyn/embed/encode.py", tmp_path, "load_model")
+    jobs = dry_run_with_edit(full_study, "clipdyn/embed/model.py", tmp_path, "load_model")
     assert jobs.get("embed_images", 0) > 0 and jobs.get("text_classifier", 0) > 0, jobs
     for rule in ("prepare_manifest", "pixel_cache", "derived_pixel_cache"):
         assert rule not in jobs, (rule, jobs)

@@ -54,7 +54,7 @@ def test_accuracy_equals_direct_open_clip_computation(spine_study):
     import torch
     from PIL import Image
 
-    from clipdyn.embed.encode import register_model_configs
+    from clipdyn.embed.model import register_model_configs
 
     register_model_configs([])
     r = spine_study.workdir / "results"
@@ -168,7 +168,7 @@ def test_embedding_jobs_ask_for_memory_by_checkpoint_size(spine_study):
     (from the Hub listing); with it, the configured value."""
     import re
 
-    from clipdyn.embed.encode import JOB_BASE_MB
+    from clipdyn.embed.memory import JOB_BASE_MB
 
     cfg = spine_study.read_config()
     saved = dict(cfg)

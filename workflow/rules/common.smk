@@ -111,8 +111,8 @@ def ckpt_file(wc):
 
 def job_mem_mb(wc, attempt=1):
     """Memory request of a checkpoint's embedding and text jobs: from the checkpoint's size in the
-    listing (clipdyn.embed.encode.job_mem_mb), unless `embedding: mem_mb` is set."""
-    from clipdyn.embed.encode import job_mem_mb as mem
+    listing (clipdyn.embed.memory.job_mem_mb), unless `embedding: mem_mb` is set."""
+    from clipdyn.embed.memory import job_mem_mb as mem
 
     return mem(getattr(ckpt_file(wc), "size", None), EMBED.mem_mb, attempt)
 

@@ -47,7 +47,7 @@ class EmbeddingSettings:
     threads: int = 2  #: CPU threads of an embedding / classifier job
     decode_workers: int = 4  #: processes decoding images into a pixel cache
     #: memory request (MB) of an embedding / classifier job; None: from the checkpoint's size
-    #: (clipdyn.embed.encode.job_mem_mb)
+    #: (clipdyn.embed.memory.job_mem_mb)
     mem_mb: Optional[int] = None
     compile: bool = False  #: torch.compile the image tower
     worker: str = "auto"  #: persistent embedding worker: auto | on | off

@@ -14,7 +14,8 @@ import numpy as np
 from ..io import provenance as prov
 from ..io import read_meta, write_classifier
 from ..progress import log as _log
-from .encode import checkpoint_commit, model_for
+from .model import checkpoint_commit
+from .step import model_for
 
 #: MCM's single prompt (deeplearning-wisc/MCM, ``utils/detection_util.py``, ``get_ood_scores_clip``:
 #: ``f"a photo of a {c}"`` for every in-distribution label, no template ensemble)
@@ -42,7 +43,7 @@ def class_templates(source: str, dataset_templates: Optional[Sequence[str]] = No
 class _TextTower:
     """``model.encode_text`` for open_clip's ``build_zero_shot_classifier``: the text tower under
     autocast (``dtype``; None = fp32), its projection and the normalisation in fp32 with autocast
-    disabled (``project`` from :func:`clipdyn.embed.encode.projection_outside`; None = inside the tower)."""
+    disabled (``project`` from :func:`clipdyn.embed.precision.projection_outside`; None = inside the tower)."""
 
     def __init__(self, model, project, dtype, device_type: str):
         self.model, self.project, self.dtype, self.device_type = model, project, dtype, device_type
@@ -64,7 +65,7 @@ def zero_shot_classifier(model, arch: str, classnames: Sequence[str], templates:
                          precision: str = "fp32", log=print) -> np.ndarray:
     """(C, D) L2-normalised class weights from open_clip's ``build_zero_shot_classifier``.
 
-    ``precision`` as for image embeddings (:func:`clipdyn.embed.encode.autocast_dtype`): with ``auto`` the text
+    ``precision`` as for image embeddings (:func:`clipdyn.embed.precision.autocast_dtype`): with ``auto`` the text
     tower runs under bf16 autocast on a GPU (fp16 where bf16 is not native; 1000 classes x 80 templates
     of ViT-H-14 took minutes in plain fp32), and in fp32 on the CPU. The text projection, the
     normalisations and the mean over templates always run in fp32 (and TF32 stays off: the only fp32
@@ -73,7 +74,7 @@ def zero_shot_classifier(model, arch: str, classnames: Sequence[str], templates:
     import open_clip
     import torch
 
-    from .encode import autocast_dtype, projection_outside
+    from .precision import autocast_dtype, projection_outside
 
     device = torch.device(device)
     dtype = autocast_dtype(precision, device, log)
@@ -98,14 +99,9 @@ def text_classifier(*, checkpoint: str, manifest: Optional[str], out: str, arch:
     import torch
 
     from .devices import claim_device
-    from .encode import (
-        autocast_dtype,
-        cached_gpu,
-        logit_scale,
-        precision_name,
-        register_model_configs,
-        runtime_provenance,
-    )
+    from .model import logit_scale, register_model_configs
+    from .precision import autocast_dtype, precision_name
+    from .step import cached_gpu, runtime_provenance
 
     torch.set_num_threads(max(1, threads))
     register_model_configs(model_configs)

@@ -19,7 +19,7 @@ def embed_images_job(*, input, output: str, params, threads: int, log: str, how)
     j = params.job
     open(log, "w").close()  # this run's log only
     with open_checkpoint(input.checkpoint) as checkpoint:
-        run_step("clipdyn.embed.encode:embed_images",
+        run_step("clipdyn.embed.step:embed_images",
                  dict(checkpoint=str(checkpoint), pixels=input.pixels, pixel_index=input.pixel_index, out=output,
                       arch=j["arch"], allow_pickle=j["allow_pickle"], spatial=j["spatial"],
                       batch_size=j["batch_size"],

@@ -108,7 +108,7 @@ def forward_with_maps(visual, x, method: str = DEFAULT_SALIENCY_MAP, project=Non
     Returns ``(pooled, maps)``: ``pooled`` exactly as ``visual(x)`` gives it (the unnormalised
     image embedding) and ``maps`` (N, G, G) float32, the ``method`` saliency map of each image
     (see the module docstring). Runs under whatever grad/autocast mode the caller set.
-    ``project``: the tower's projection, taken out of it by ``clipdyn.embed.encode.projection_outside``
+    ``project``: the tower's projection, taken out of it by ``clipdyn.embed.precision.projection_outside``
     (``visual.proj`` is None then); it is applied here, in fp32 with autocast disabled, to the
     pooled embedding (returned float32) and to the patch tokens of ``patch_cosine``.
     """

@@ -146,7 +146,7 @@ def _start(sock: Path, lock: Path, wlog: Path, idle_s: float) -> Connection:
 def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = "auto",
              idle_s: float = EmbeddingSettings.worker_idle_s, outputs: tuple = ("out",),
              isolated: bool = False) -> Any:
-    """Run ``step`` (``"module:function"``, e.g. ``"clipdyn.embed.encode:embed_images"``) with
+    """Run ``step`` (``"module:function"``, e.g. ``"clipdyn.embed.step:embed_images"``) with
     ``kwargs`` in a persistent worker, or in this process when the worker is off. Returns what the
     function returns; raises :class:`WorkerError` carrying the step's error and traceback.
 
@@ -300,9 +300,9 @@ def _handle(conn: Connection) -> None:
 
 
 def serve(sock_path: str, lock_path: str, idle_s: float) -> None:
-    from . import encode as embed
+    from . import step
 
-    embed.enable_model_cache()
+    step.enable_model_cache()
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(sock_path)
     srv.listen(4)
