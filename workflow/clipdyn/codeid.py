@@ -387,7 +387,9 @@ def _serialise(node, swap: Dict[int, str], out: List[str], top: bool = False) ->
         out.append(")")
     elif isinstance(node, list):
         out.append("[")
-        for v in node:
+        # imports from the package bind names only (their definitions are reached through the
+        # references): how many statements import them, and from where, is not what code computes
+        for v in [v for v in node if not _is_package_import(v)]:
             _serialise(v, swap, out)
             out.append(",")
         out.append("]")
