@@ -80,6 +80,26 @@ def test_off_and_isolated_runs_in_a_process_of_its_own(wdir, tmp_path):
     assert "bad value 3" in log.read_text()
 
 
+def test_a_rules_conda_interpreter_runs_the_worker(wdir, tmp_path):
+    """Under --sdm conda a run: job (snakemake's own Python) starts the worker with the rule's
+    environment's interpreter: here a shim that records that it ran."""
+    d, pids = wdir
+    mark = tmp_path / "used"
+    shim = tmp_path / "env" / "bin" / "python"
+    shim.parent.mkdir(parents=True)
+    shim.write_text(f"#!/bin/sh\necho $$ >> {mark}\nexec {sys.executable} \"$@\"\n")
+    shim.chmod(0o755)
+    from clipdyn.embed.jobs import python_of
+
+    assert python_of(None) is None and python_of(str(tmp_path / "env")) == str(shim)
+    x, pid = run_step("_worker_steps:echo", {"x": 5}, idle_s=30, python=str(shim))
+    pids.append(pid)
+    assert x == 5 and mark.exists()
+    run_step("_worker_steps:slow_write", {"path": str(tmp_path / "w"), "seconds": 0}, mode="off", isolated=True,
+             python=str(shim))
+    assert (tmp_path / "w").read_text() == "written" and len(mark.read_text().split()) == 2
+
+
 def test_auto_is_off_inside_a_slurm_job(wdir, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "123")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")

@@ -31,6 +31,7 @@ rule embed_images:
             threads=threads,
             log=log[0],
             how=EMBED,
+            conda_env=conda_env,
         )
 
 
@@ -61,4 +62,5 @@ rule text_classifier:
             threads=threads,
             log=log[0],
             how=EMBED,
+            conda_env=conda_env,
         )

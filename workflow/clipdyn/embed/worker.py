@@ -78,10 +78,10 @@ def use_worker(mode: str = "auto") -> bool:
     return mode == "on"
 
 
-def worker_key() -> str:
+def worker_key(python: Optional[str] = None) -> str:
     """Which jobs may share a worker: same Python, same clipdyn code in the same place (a worker
     imports lazily from its checkout), same visible GPUs."""
-    parts = [sys.executable, str(Path(__file__).resolve().parent), worker_hash(),
+    parts = [python or sys.executable, str(Path(__file__).resolve().parent), worker_hash(),
              os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"), os.environ.get("CLIPDYN_GPU_LOCK_DIR", "")]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
@@ -119,14 +119,15 @@ def _tail(path: Path, n: int = 2000) -> str:
         return ""
 
 
-def _start(sock: Path, lock: Path, wlog: Path, idle_s: float) -> Connection:
+def _start(sock: Path, lock: Path, wlog: Path, idle_s: float, python: Optional[str] = None) -> Connection:
     if sock.exists():
         sock.unlink()  # stale: its worker is gone (we hold the slot, and nothing answered)
     pkg_parent = str(Path(__file__).resolve().parents[2])  # workflow/: where clipdyn is importable from
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([pkg_parent, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     with open(wlog, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "clipdyn.embed.worker", str(sock), str(lock), str(idle_s)],
+        proc = subprocess.Popen([python or sys.executable, "-m", "clipdyn.embed.worker", str(sock), str(lock),
+                                 str(idle_s)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True, cwd="/")
     t0 = time.monotonic()
@@ -145,7 +146,7 @@ def _start(sock: Path, lock: Path, wlog: Path, idle_s: float) -> Connection:
 
 def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = "auto",
              idle_s: float = EmbeddingSettings.worker_idle_s, outputs: tuple = ("out",),
-             isolated: bool = False) -> Any:
+             isolated: bool = False, python: Optional[str] = None) -> Any:
     """Run ``step`` (``"module:function"``, e.g. ``"clipdyn.embed.step:embed_images"``) with
     ``kwargs`` in a persistent worker, or in this process when the worker is off. Returns what the
     function returns; raises :class:`WorkerError` carrying the step's error and traceback.
@@ -157,10 +158,12 @@ def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = 
     killed, even if its worker finished the step a moment later. ``isolated``: with the worker off,
     run the step in a process of its own (a caller that is a thread of snakemake, a ``run:`` job,
     must not import torch into snakemake), its output sent to ``log``; returns None then.
+    ``python``: the interpreter of the worker or process (a rule's conda environment under
+    ``--sdm conda``; default this one).
     """
     if not use_worker(mode):
         if isolated:
-            return _run_in_process(step, kwargs, log)
+            return _run_in_process(step, kwargs, log, python)
         return _resolve(step)(**kwargs)
     kwargs = dict(kwargs)
     final = {}
@@ -170,7 +173,7 @@ def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = 
             final[name] = p
             kwargs[name] = str(p.with_name(f".{p.name}.worker-{os.getpid()}.tmp{p.suffix}"))
     try:
-        value = _run_in_worker(step, kwargs, log, idle_s)
+        value = _run_in_worker(step, kwargs, log, idle_s, python)
         for name, p in final.items():
             publish(kwargs[name], p)
         return value
@@ -179,7 +182,7 @@ def run_step(step: str, kwargs: dict, *, log: Optional[str] = None, mode: str = 
             Path(kwargs[name]).unlink(missing_ok=True)
 
 
-def _run_in_process(step: str, kwargs: dict, log: Optional[str]) -> None:
+def _run_in_process(step: str, kwargs: dict, log: Optional[str], python: Optional[str] = None) -> None:
     """Run ``step`` once in a fresh interpreter (``python -m clipdyn.embed.worker --once``)."""
     import json
 
@@ -188,7 +191,8 @@ def _run_in_process(step: str, kwargs: dict, log: Optional[str]) -> None:
                                          env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     out = open(log, "ab") if log else None
     try:
-        proc = subprocess.run([sys.executable, "-m", "clipdyn.embed.worker", "--once", step, json.dumps(kwargs)],
+        proc = subprocess.run([python or sys.executable, "-m", "clipdyn.embed.worker", "--once", step,
+                               json.dumps(kwargs)],
                               stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None,
                               env=env)
     finally:
@@ -198,16 +202,16 @@ def _run_in_process(step: str, kwargs: dict, log: Optional[str]) -> None:
         raise WorkerError(f"{step} failed (exit status {proc.returncode}); its log: {log}")
 
 
-def _run_in_worker(step: str, kwargs: dict, log: Optional[str], idle_s: float) -> Any:
+def _run_in_worker(step: str, kwargs: dict, log: Optional[str], idle_s: float, python: Optional[str] = None) -> Any:
     d = worker_dir()
-    key = worker_key()
+    key = worker_key(python)
     slot, lock_f = _claim_slot(d, key)
     try:
         sock = d / f"{key}-{slot}.sock"
         wlog = d / f"{key}-{slot}.log"
         conn = _connect(sock) if sock.exists() else None
         if conn is None:
-            conn = _start(sock, d / f"{key}-{slot}.lock", wlog, idle_s)
+            conn = _start(sock, d / f"{key}-{slot}.lock", wlog, idle_s, python)
         with conn:
             conn.send({"step": step, "kwargs": kwargs, "cwd": os.getcwd(),
                        "log": os.path.abspath(log) if log else None})
