@@ -192,19 +192,22 @@ def calibration_task(*, embeddings, tables, classifier, inputs, options) -> Metr
 
 def ece_statistic(probs: np.ndarray, labels: np.ndarray, n_bins: int, stream: str) -> Statistic:
     """:func:`expected_calibration_error` (``l1``) as a function of image weights, vectorised:
-    ``sum_b |sum of hits in b - sum of confidences in b| / number of images``."""
+    ``sum_b |sum of hits in b - sum of confidences in b| / number of images`` (the per-bin sums of
+    the weighted gaps as one sparse product: each image lies in one bin)."""
+    from scipy import sparse
+
     conf = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == labels).astype(np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins)
-    onehot = np.zeros((len(conf), n_bins + 1))
-    onehot[np.arange(len(conf)), idx] = 1.0
-    gap = onehot * (correct - conf)[:, None]
+    # (bins, images): row b holds the gaps (hit - confidence) of the images in bin b
+    gaps = sparse.csr_matrix((correct - conf, (idx, np.arange(len(conf)))), shape=(n_bins + 1, len(conf)))
 
     def fn(w):
         tot = w.sum(axis=1)
+        per_bin = np.asarray(gaps @ w.T).T
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(tot > 0, np.abs(weighted_sums(w, gap)).sum(axis=1) / np.where(tot > 0, tot, 1.0), np.nan)
+            return np.where(tot > 0, np.abs(per_bin).sum(axis=1) / np.where(tot > 0, tot, 1.0), np.nan)
 
     return Statistic(fn, ((stream, len(conf)),))
 
