@@ -252,9 +252,7 @@ def test_download_progress_reaches_the_log_while_it_runs(hub, cache, tmp_path, m
         monkeypatch.setenv("HF_HUB_CACHE", str(cache))
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(clipdyn_hub, "_progress", lambda label, every: __import__("functools").partial(
-            clipdyn_hub.LogProgress, label=label, every=0.1, log=lines.append))
-        path = clipdyn_hub.download_file("org/slow", "w.pt")
+        path = clipdyn_hub.download_file("org/slow", "w.pt", progress_s=0.1, log=lines.append)
     assert path.read_bytes() == data
     during = [line for line in lines if " of " in line]
     assert len(during) >= 3, lines  # ~0.6 s at 1 MB/s, a line every 0.1 s

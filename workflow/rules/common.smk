@@ -12,6 +12,7 @@ sys.path.insert(0, str(WORKFLOW_DIR))
 
 from clipdyn.codeid import code_hash  # noqa: E402
 from clipdyn.embed.jobs import embed_images_job, text_classifier_job  # noqa: E402
+from clipdyn.hub.checkpoints import fetch_job, release_job  # noqa: E402
 from clipdyn.hub import sources as checkpoint_sources  # noqa: E402
 from clipdyn.hub.listing import (
     RECORD as LISTING_RECORD,

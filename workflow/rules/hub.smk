@@ -38,8 +38,8 @@ rule fetch_checkpoint:
         hub_downloads=1,
     params:
         fetch=fetch_params,
-    script:
-        "../scripts/fetch_checkpoint.py"
+    run:
+        fetch_job(fetch_params=params.fetch, record=output[0], log=log[0])
 
 
 # checkpoint_budget: every job that reads a checkpoint is done; empty the run's store.
@@ -55,8 +55,8 @@ rule release_checkpoints:
         "../../envs/clipdyn.yaml"
     params:
         store=lambda wc, output: str(Path(output[0]).parent),
-    script:
-        "../scripts/release_checkpoints.py"
+    run:
+        release_job(store=params.store, out=output[0], log=log[0])
 
 
 rule download_dataset:

@@ -35,7 +35,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from ..atomic import atomic_path, flocked, publish
 from ..progress import log as _log
@@ -86,7 +86,7 @@ def _entries(store: Path) -> dict:
     return out
 
 
-def _evict(store: Path, blob: str) -> bool:
+def _evict(store: Path, blob: str, log=_log) -> bool:
     """Remove ``blob`` from the store unless someone is reading or fetching it; True if removed."""
     if not (store / blob).is_dir():
         return False
@@ -94,15 +94,15 @@ def _evict(store: Path, blob: str) -> bool:
         if not free:
             return False
         shutil.rmtree(store / blob)
-        _log(f"evicted {blob[:12]} from {store} (checkpoint_budget)")
+        log(f"evicted {blob[:12]} from {store} (checkpoint_budget)")
         return True
 
 
-def evict(store: os.PathLike, blobs: Iterable[str], keep: Iterable[str] = ()) -> list:
+def evict(store: os.PathLike, blobs: Iterable[str], keep: Iterable[str] = (), log=_log) -> list:
     """Evict these checkpoints (their readers are done) unless in ``keep`` or being read."""
     store, keep = Path(store), set(keep)
     with flocked(store / STORE_LOCK):
-        return [b for b in dict.fromkeys(blobs) if b not in keep and _evict(store, b)]
+        return [b for b in dict.fromkeys(blobs) if b not in keep and _evict(store, b, log)]
 
 
 def held(store: os.PathLike) -> list:
@@ -110,7 +110,7 @@ def held(store: os.PathLike) -> list:
     return sorted(b for b, done in _entries(Path(store)).items() if done)
 
 
-def _reserve(store: Path, blob: str, budget: int, keep: set) -> None:
+def _reserve(store: Path, blob: str, budget: int, keep: set, log=_log) -> None:
     """Make room for one more checkpoint and reserve it (``<blob>.part``), keeping at most ``budget``.
 
     Evicts the least recently used checkpoint nobody reads; waits while every held one is being read.
@@ -123,7 +123,7 @@ def _reserve(store: Path, blob: str, budget: int, keep: set) -> None:
             while len(entries) >= budget:
                 idle = sorted((b for b, done in entries.items() if done and b not in keep),
                               key=lambda b: (store / b).stat().st_mtime)
-                gone = next((b for b in idle if _evict(store, b)), None)
+                gone = next((b for b in idle if _evict(store, b, log)), None)
                 if gone is None:
                     break
                 entries.pop(gone)
@@ -131,12 +131,12 @@ def _reserve(store: Path, blob: str, budget: int, keep: set) -> None:
                 (store / f"{blob}.part").mkdir(parents=True, exist_ok=True)
                 return
         if not said:
-            _log(f"checkpoint_budget: {budget} checkpoint(s) held and being read; waiting for one to be free")
+            log(f"checkpoint_budget: {budget} checkpoint(s) held and being read; waiting for one to be free")
             said = True
         time.sleep(0.5)
 
 
-def _download_to_store(ident: dict, store: Path) -> Path:
+def _download_to_store(ident: dict, store: Path, log=_log) -> Path:
     """Download the checkpoint into ``<store>/<blob>/`` (under its reservation) and check its content."""
     from huggingface_hub import hf_hub_download
 
@@ -144,7 +144,7 @@ def _download_to_store(ident: dict, store: Path) -> Path:
     what = f"downloading {ident['filename']} from {ident['repo_type']} repo {ident['repo']}@{ident['revision']}"
     path = Path(hub._fetch(lambda: hf_hub_download(
         ident["repo"], ident["filename"], revision=ident["revision"], repo_type=ident["repo_type"],
-        local_dir=part, tqdm_class=hub._progress(f"{ident['repo']}/{ident['filename']}", hub.PROGRESS_S)),
+        local_dir=part, tqdm_class=hub._progress(f"{ident['repo']}/{ident['filename']}", hub.PROGRESS_S, log)),
         what, ident["repo"], ident["repo_type"]))
     actual = hub._content_id(path, blob)
     if actual is not None and actual != blob:
@@ -213,7 +213,7 @@ def open_checkpoint(checkpoint: os.PathLike) -> Iterator[Path]:
 
 
 @contextmanager
-def held_in_store(ident: dict, store: os.PathLike, budget: int) -> Iterator[Path]:
+def held_in_store(ident: dict, store: os.PathLike, budget: int, log=_log) -> Iterator[Path]:
     """The checkpoint in the run's store, downloaded into it if missing, under its read lock."""
     store, blob = Path(store), ident["blob"]
     lock = store / f"{blob}.lock"
@@ -226,12 +226,12 @@ def held_in_store(ident: dict, store: os.PathLike, budget: int) -> Iterator[Path
                 return
         with flocked(lock):  # one download at a time; nobody evicts it meanwhile
             if _stored(store, blob) is None:
-                _reserve(store, blob, budget, keep={blob})
-                _download_to_store(ident, store)
+                _reserve(store, blob, budget, keep={blob}, log=log)
+                _download_to_store(ident, store, log)
 
 
 def fetch(job: dict, record: os.PathLike, store: Optional[os.PathLike] = None, budget: Optional[int] = None,
-          done: Iterable[str] = ()) -> dict:
+          done: Iterable[str] = (), log=_log) -> dict:
     """The ``fetch_checkpoint`` job: make the checkpoint readable, then write its record.
 
     Under a budget, first evicts ``done`` (the blobs whose readers have all finished), then
@@ -248,40 +248,66 @@ def fetch(job: dict, record: os.PathLike, store: Optional[os.PathLike] = None, b
         except ValueError:
             pass
     if budget:
-        evict(store, done, keep={ident["blob"]})
+        evict(store, done, keep={ident["blob"]}, log=log)
     cached = in_hf_cache(ident)
     if cached is not None or not budget:
         # the HF cache: content-checked here once (readers only look it up)
         path = Path(hub.download_file(ident["repo"], ident["filename"], revision=ident["revision"],
-                                      repo_type=ident["repo_type"], expected_blob=ident["blob"]))
+                                      repo_type=ident["repo_type"], expected_blob=ident["blob"], log=log))
         where = f"the Hugging Face cache (kept): {path}"
         rec["size"] = os.path.getsize(path)
     elif before is not None and identity(before) == ident:
         where = "no download now: its readers fetch it into the run's store if they run"
         rec["size"] = before.get("size")
     else:
-        with held_in_store(ident, store, int(budget)) as path:
+        with held_in_store(ident, store, int(budget), log) as path:
             rec["size"] = os.path.getsize(path)
         where = f"the run's store (evicted when its readers are done): {path}"
     with atomic_path(record, suffix=".json") as tmp:
         tmp.write_text(json.dumps(rec, indent=2, sort_keys=True))
     n = f"; the store holds {len(held(store))} of at most {budget}" if budget else ""
-    _log(f"{ident['repo']}/{ident['filename']} ({ident['blob'][:12]}): {where}{n}")
+    log(f"{ident['repo']}/{ident['filename']} ({ident['blob'][:12]}): {where}{n}")
     return rec
 
 
-def release(store: os.PathLike, out: os.PathLike) -> list:
+def release(store: os.PathLike, out: os.PathLike, log=_log) -> list:
     """Every reader of the run's checkpoints is done: evict all the store holds; write ``out``."""
     store = Path(store)
     with flocked(store / STORE_LOCK):
-        gone = [b for b in held(store) if _evict(store, b)]
+        gone = [b for b in held(store) if _evict(store, b, log)]
     left = held(store)
     with atomic_path(out, suffix=".json") as tmp:
         tmp.write_text(json.dumps({"evicted": gone, "still_read": left,
                                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
-    _log(f"checkpoint_budget: evicted {len(gone)} checkpoint(s) from {store}"
+    log(f"checkpoint_budget: evicted {len(gone)} checkpoint(s) from {store}"
          + (f"; {len(left)} still being read by another run's jobs" if left else ""))
     return gone
+
+
+@contextmanager
+def job_log(path: os.PathLike) -> Iterator[Callable[[str], None]]:
+    """A ``run:`` job's log (it runs in a thread of snakemake: no stdout of its own): a function that
+    writes one timestamped line to it."""
+    with open(path, "w") as f:
+        def say(msg: str) -> None:
+            f.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+            f.flush()
+
+        yield say
+
+
+def fetch_job(*, fetch_params: dict, record: str, log: str) -> None:
+    """``fetch_checkpoint``'s ``run:`` block: :func:`fetch` with what the rule's params say, logging
+    to the job's log."""
+    with job_log(log) as say:
+        fetch(fetch_params["job"], record, store=fetch_params["store"], budget=fetch_params["budget"],
+              done=fetch_params.get("done", ()), log=say)
+
+
+def release_job(*, store: str, out: str, log: str) -> None:
+    """``release_checkpoints``'s ``run:`` block."""
+    with job_log(log) as say:
+        release(store, out, log=say)
 
 
 def checkpoint_bytes(checkpoint: os.PathLike) -> int:

@@ -362,8 +362,8 @@ def select_epochs(spec, available: Optional[Sequence[int]]) -> List[int]:
 #: seconds between progress lines of a download in the job log
 
 
-def _progress(label: str, every: float):
-    return functools.partial(LogProgress, label=label, every=every)
+def _progress(label: str, every: float, log: Optional[Callable[[str], None]] = None):
+    return functools.partial(LogProgress, label=label, every=every, log=log)
 
 
 def _fetch(call: Callable[[], T], what: str, repo_id: str, repo_type: str) -> T:
@@ -383,8 +383,10 @@ def _fetch(call: Callable[[], T], what: str, repo_id: str, repo_type: str) -> T:
 
 
 def download_file(repo_id: str, filename: str, revision: str = "main", repo_type: str = "model",
-                  expected_blob: Optional[str] = None, progress_s: float = PROGRESS_S) -> Path:
+                  expected_blob: Optional[str] = None, progress_s: float = PROGRESS_S,
+                  log: Optional[Callable[[str], None]] = None) -> Path:
     """Fetch one file through ``hf_hub_download`` (resumable, atomic) and return its cached path.
+    ``log``: where its progress lines go (default stderr).
 
     If ``expected_blob`` is given, the cached blob must have that content hash:
     a file changed on the Hub since it was listed fails here rather than being
@@ -395,7 +397,7 @@ def download_file(repo_id: str, filename: str, revision: str = "main", repo_type
     what = f"downloading {filename} from {repo_type} repo {repo_id}@{revision}"
     path = Path(_fetch(lambda: hf_hub_download(repo_id, filename, revision=revision, repo_type=repo_type,
                                                cache_dir=cache_dir(), local_files_only=is_offline(),
-                                               tqdm_class=_progress(f"{repo_id}/{filename}", progress_s)),
+                                               tqdm_class=_progress(f"{repo_id}/{filename}", progress_s, log)),
                        what, repo_id, repo_type))
     if expected_blob:
         linked = Path(path).is_symlink()
