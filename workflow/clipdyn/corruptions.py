@@ -20,6 +20,11 @@ same by default (``geometry="imagenet_c"``, ``jpeg_quality=85``); ``geometry="mo
 (noise on the model's own crop) and ``jpeg_quality=None`` (no JPEG round trip) are
 named variants.
 
+Severity 0 is the baseline of noise sensitivity: the same geometry and JPEG round trip with no
+noise (sigma 0), so that the clean and the noisy images differ by the noise alone
+(:func:`gaussian_noise` returns the pixels unchanged, which is what the formula gives for
+sigma 0: ``uint8(x / 255 * 255) == x`` for every uint8 value).
+
 Randomness: the reference draws from NumPy's global generator, so its noise
 depends on processing order. Here each image gets its own generator seeded by
 :func:`noise_seed` ``(image_id, severity)`` (a SHA-256 of the two, stable across
@@ -60,16 +65,18 @@ def noise_seed(image_id: str, severity: int, salt: str = "gaussian_noise") -> in
 
 
 def _check_severity(severity: int) -> float:
-    if isinstance(severity, bool) or int(severity) != severity or not 1 <= int(severity) <= 5:
-        raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
-    return GAUSSIAN_NOISE_SIGMA[int(severity) - 1]
+    """The noise sigma of ``severity``: 0.0 for severity 0 (the noise-free baseline), else the table's."""
+    if isinstance(severity, bool) or int(severity) != severity or not 0 <= int(severity) <= 5:
+        raise ValueError(f"severity must be an integer in 0..5 (0: no noise, the baseline), got {severity!r}")
+    return 0.0 if int(severity) == 0 else GAUSSIAN_NOISE_SIGMA[int(severity) - 1]
 
 
 def gaussian_noise(pixels: np.ndarray, severity: int, seed) -> np.ndarray:
     """ImageNet-C Gaussian noise on uint8 RGB pixels.
 
     ``pixels``: uint8, shape (H, W, 3) or (N, H, W, 3). ``severity``: 1..5, noise
-    sigma ``c = [0.08, 0.12, 0.18, 0.26, 0.38][severity - 1]`` of the [0, 1] range.
+    sigma ``c = [0.08, 0.12, 0.18, 0.26, 0.38][severity - 1]`` of the [0, 1] range;
+    0: sigma 0, the pixels unchanged (the noise-free baseline).
     ``seed``: an int (or ``np.random.SeedSequence``) for one image, or for a batch a
     sequence of N ints, one per image (use :func:`noise_seed`), so each image's
     noise is the same whether it is processed alone or in a batch.
@@ -98,6 +105,8 @@ def gaussian_noise(pixels: np.ndarray, severity: int, seed) -> np.ndarray:
 
 
 def _normal(seed, shape, sigma: float) -> np.ndarray:
+    if sigma == 0.0:
+        return np.zeros(shape)
     rng = np.random.default_rng(seed)
     return rng.normal(0.0, sigma, size=shape)
 

@@ -236,7 +236,7 @@ def _add_full(root, hub, scratch, rng, datasets, classsets, metrics) -> None:
     hub.publish_folder("clipdyn-test/ood-noise", scratch / "ood", repo_type="dataset")
     datasets["ood_noise"] = {"repo": "clipdyn-test/ood-noise", "format": "image_folder", "files": ["*"]}
     datasets["tiny_imagenet_c"] = {"derived_from": "tiny_imagenet", "corruption": "gaussian_noise",
-                                   "severities": [1, 2, 3, 4, 5]}
+                                   "severities": [0, 1, 2, 3, 4, 5]}
     classsets["imagenet1k"] = {"source": "openclip_imagenet", "templates": "simple"}
     classsets["tiny_mcm"] = {"source": "dataset", "dataset": "tiny_imagenet", "templates": "mcm"}
     metrics.update({
