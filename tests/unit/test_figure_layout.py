@@ -102,13 +102,18 @@ def spec_for_config(config: dict) -> dict:
 
 
 def _config(name: str) -> dict:
-    return yaml.safe_load((REPO / "config" / name).read_text())
+    from clipdyn.study import apply_base
+
+    return apply_base(yaml.safe_load((REPO / "config" / name).read_text()), [REPO])
 
 
 CASES = {
     "demo": lambda: (metrics_for_config(_config("demo.yaml"), n_epochs=8), spec_for_config(_config("demo.yaml"))),
     "study": lambda: (metrics_for_config(_config("config.yaml"), n_epochs=33),
                       spec_for_config(_config("config.yaml"))),
+    # the CIFAR-100 variant: only accuracy and noise rows, every other panel says "no data"
+    "cifar100": lambda: (metrics_for_config(_config("cifar100.yaml"), n_epochs=33),
+                         spec_for_config(_config("cifar100.yaml"))),
     # the unit tests' own table: several models with missing measures (notes in the panels)
     "synthetic": lambda: (synthetic_metrics(), {"base_model": "B-32", "labels": {"B-32": "ViT-B/32"}}),
 }

@@ -87,10 +87,10 @@ class DatasetSpec:
     on_bad_image: str = "error"
     extra_files: Dict[str, Dict[str, str]] = field(default_factory=dict)
     derived_from: Optional[str] = None
-    corruption: str = "gaussian_noise"
+    corruption: str = "gaussian_noise"  #: gaussian_noise (ImageNet-C's sigmas) | gaussian_noise_cifar (CIFAR-C's)
     #: 0 = the noise-free baseline (same geometry and JPEG, no noise); 1..5 = ImageNet-C's severities
     severities: Tuple[int, ...] = (0, 1, 2, 3, 4, 5)
-    corruption_geometry: str = "imagenet_c"  #: imagenet_c (noise on Resize(256)+CenterCrop(224)) | model
+    corruption_geometry: str = "imagenet_c"  #: imagenet_c (noise on Resize(256)+CenterCrop(224)) | model | native
     jpeg_quality: Optional[int] = 85  #: ImageNet-C's JPEG round trip; null for none
 
     @property
