@@ -209,3 +209,14 @@ def test_models_are_the_studys_without_imagenet_curves():
     assert set(mine) == set(study)
     for name, m in study.items():
         assert mine[name] == {k: v for k, v in m.items() if k != "reference_curve"}
+
+
+def test_plan_counts_the_cifar100_images(tmp_path, capsys, monkeypatch):
+    from clipdyn import plan
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "plan.md"
+    assert plan.main(["--configfile", str(REPO / "config/cifar100.yaml"), "--no-hub", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| cifar100 | 10,000 | published: CIFAR-100 test split |" in text
+    assert "| cifar100_gaussian_noise | 60,000 | 6 severities x cifar100 |" in text
