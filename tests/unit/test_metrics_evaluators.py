@@ -497,7 +497,8 @@ def test_calibration_rows_match_direct_computation():
     assert r[("ece", "sh", "temperature_scaled")] == (
         pytest.approx(expected_calibration_error(softmax(ls / T, 1), ys, 10)), 25)
     assert r[("nll", "sh", "raw")] == (pytest.approx(negative_log_likelihood(ls, ys)), 25)
-    assert len(res.rows) == 9
+    assert len(res.rows) == 13   # temperature; ece, nll, rms_calibration_error x 2 sets x 2 variants
+    assert np.isnan(r[("rms_calibration_error", "sh", "raw")][0])   # 25 images: fewer than one bin of 100
 
     # the split follows image ids, not row order: shuffled inputs give the same rows
     perm = np.random.default_rng(5).permutation(60)

@@ -13,7 +13,8 @@ from ._join import as_list, class_labels, join_images, need_classifier
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import classifier_logits, dataset_logits, softmax
 
-__all__ = ["expected_calibration_error", "negative_log_likelihood", "fit_temperature", "split_heldout"]
+__all__ = ["expected_calibration_error", "rms_calibration_error", "negative_log_likelihood", "fit_temperature",
+           "split_heldout"]
 
 
 def _check(x: np.ndarray, labels: np.ndarray, what: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -69,6 +70,43 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
     if norm == "l2":
         return float(np.sqrt(np.sum(w * gap ** 2)))
     return float(np.max(gap))
+
+
+def rms_calibration_error(probs: np.ndarray, labels: np.ndarray, bin_size: int = 100) -> float:
+    """RMS calibration error with adaptive bins, as hendrycks/imagenet-r ``utils.py`` ``calib_err``
+    (``p='2'``, ``beta=100``), which its ``eval.py`` reports for ImageNet-200 and ImageNet-R.
+
+    Definition: the top-1 confidences are sorted (``np.argsort``) and cut into consecutive bins of
+    ``bin_size`` samples, the last bin running to the end (``len // bin_size`` bins); then
+    ``sqrt(sum_b n_b / N * (mean conf_b - mean correct_b)^2)`` over **every bin but the last**, as
+    the source's loop ``for i in range(len(bins) - 1)`` does (the most confident bin never counts;
+    with fewer than ``2 * bin_size`` samples the result is 0). ``N`` counts every sample.
+
+    Range: [0, 1], lower is better. NaN with fewer than ``bin_size`` samples (the source fails
+    there: it has no bin).
+
+    Example:
+        >>> probs = np.array([[0.9, 0.1]] * 100 + [[0.6, 0.4]] * 100 + [[0.99, 0.01]] * 100)
+        >>> labels = np.array([0] * 50 + [1] * 50 + [0] * 200)   # 50 % right at 0.9, all right at 0.6
+        >>> round(rms_calibration_error(probs, labels), 6)       # bins 0.6 (|0.6 - 1|) and 0.9 (|0.9 - 0.5|)
+        0.326599
+    """
+    probs, labels = _check(probs, labels, "probs")
+    if bin_size < 1:
+        raise ValueError(f"bin_size must be >= 1, got {bin_size}")
+    n = len(labels)
+    if n < bin_size:
+        return float("nan")
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    order = np.argsort(confidence)
+    confidence, correct = confidence[order], correct[order]
+    starts = np.arange(n // bin_size) * bin_size
+    total = 0.0
+    for b in range(len(starts) - 1):   # the last bin (to the end) is left out, as in the source
+        lo, hi = starts[b], starts[b] + bin_size
+        total += bin_size / n * (confidence[lo:hi].mean() - correct[lo:hi].mean()) ** 2
+    return float(np.sqrt(total))
 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -146,7 +184,8 @@ def calibration_task(*, embeddings, tables, classifier, inputs, options) -> Metr
 
     The temperature is fitted on a seeded held-out part (``heldout_fraction``, ``seed``) of
     the in-distribution images, ordered by image id so the split is the same at every
-    epoch; ECE (``n_bins`` equal-width bins) and NLL are reported on the rest of the
+    epoch; ECE (``n_bins`` equal-width bins), NLL and the RMS calibration error of hendrycks/imagenet-r
+    (:func:`rms_calibration_error`, adaptive bins of 100) are reported on the rest of the
     in-distribution images and on all of each ``shifted`` dataset. Measure ``temperature``
     variant ``fitted`` (dataset = in-distribution, ``n`` = images fitted on) is relative to
     the checkpoint's logit scale: the calibrated scale is ``logit_scale / T``. A shifted set whose
@@ -179,5 +218,7 @@ def calibration_task(*, embeddings, tables, classifier, inputs, options) -> Metr
             ece = expected_calibration_error(softmax(scaled, axis=1), y, n_bins)
             rows.append(metric_row("ece", name, variant, ece, len(y)))
             rows.append(metric_row("nll", name, variant, negative_log_likelihood(scaled, y), len(y)))
+            rows.append(metric_row("rms_calibration_error", name, variant,
+                                   rms_calibration_error(softmax(scaled, axis=1), y), len(y)))
     details = pd.DataFrame({"image_id": images["image_id"], "heldout_for_fit": np.isin(np.arange(len(labels)), fit)})
     return MetricResult(rows_frame(rows), details)
