@@ -224,31 +224,63 @@ def test_shape_bias_rejects_small_classifier_and_unknown_categories():
 
 # ----------------------------------------------------------------------------- noise
 
-def test_noise_sensitivity_rows():
+def _noise_inputs():
+    """clean: 3 of 4 right; noisy severity 0 (no noise, ImageNet-C's crop and JPEG): 4 of 4 right;
+    severity 1: 2 of 4; severity 2: 1 of 4."""
     clf = onehot_classifier(["a", "b", "c"])
-    # clean: 3 of 4 right; severity 1: 2 of 4; severity 2: 1 of 4
     clean_labels, clean_pred = [0, 1, 2, 0], [0, 1, 2, 1]
-    noisy_labels = [0, 1, 2, 0, 0, 1, 2, 0]
-    noisy_pred = [0, 1, 0, 1, 0, 0, 0, 1]
-    severity = [1, 1, 1, 1, 2, 2, 2, 2]
+    noisy_labels = [0, 1, 2, 0] * 3
+    noisy_pred = [0, 1, 2, 0] + [0, 1, 0, 1] + [0, 0, 0, 1]
+    severity = [0] * 4 + [1] * 4 + [2] * 4
     emb = {"clean": EmbeddingTable(ids=np.array([f"c{i}" for i in range(4)]), X=clf.W[clean_pred]),
-           "noisy": EmbeddingTable(ids=np.array([f"n{i}" for i in range(8)]), X=clf.W[noisy_pred])}
+           "noisy": EmbeddingTable(ids=np.array([f"n{i}" for i in range(12)]), X=clf.W[noisy_pred])}
     tab = {"clean": DatasetTables(images=images_frame([f"c{i}" for i in range(4)], label=clean_labels)),
-           "noisy": DatasetTables(images=images_frame([f"n{i}" for i in range(8)], label=noisy_labels,
+           "noisy": DatasetTables(images=images_frame([f"n{i}" for i in range(12)], label=noisy_labels,
                                                        severity=severity))}
+    return clf, emb, tab
+
+
+def test_noise_sensitivity_default_baseline_is_the_noise_free_severity_0():
+    clf, emb, tab = _noise_inputs()
     res = evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf,
                    inputs={"clean": "clean", "noisy": "noisy"}, options={})
     r = rows_dict(res)
-    assert r[("noise_accuracy", "noisy", "severity_0")] == (0.75, 4)
+    assert r[("noise_accuracy", "noisy", "severity_0")] == (1.0, 4)   # the noisy set's severity 0
     assert r[("noise_accuracy", "noisy", "severity_1")] == (0.5, 4)
     assert r[("noise_accuracy", "noisy", "severity_2")] == (0.25, 4)
+    assert r[("noise_sensitivity", "noisy", "severity_1")] == (pytest.approx(0.5), 4)
+    assert r[("noise_sensitivity", "noisy", "severity_2")] == (pytest.approx(0.75), 4)
+    assert r[("noise_sensitivity", "noisy", "mean")] == (pytest.approx(0.625), 8)
+    assert ("noise_sensitivity", "noisy", "severity_0") not in r
+    same = evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf,
+                    inputs={"clean": "clean", "noisy": "noisy"}, options={"baseline": "derived"})
+    assert rows_dict(same) == r
+    # without severity-0 images the default baseline says what to do
+    tab["noisy"].images = tab["noisy"].images.iloc[4:].reset_index(drop=True)
+    with pytest.raises(ValueError, match=r"'noisy' has no severity-0.*severities.*baseline: clean"), \
+            pytest.warns(UserWarning, match="ignored"):
+        evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf,
+                 inputs={"clean": "clean", "noisy": "noisy"}, options={})
+
+
+def test_noise_sensitivity_clean_baseline_variant():
+    clf, emb, tab = _noise_inputs()
+    res = evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf,
+                   inputs={"clean": "clean", "noisy": "noisy"}, options={"baseline": "clean"})
+    r = rows_dict(res)
+    assert r[("noise_accuracy", "noisy", "severity_0")] == (0.75, 4)  # the clean set, model preprocessing
+    assert r[("noise_accuracy", "noisy", "severity_1")] == (0.5, 4)
     assert r[("noise_sensitivity", "noisy", "severity_1")] == (pytest.approx(1 / 3), 4)
     assert r[("noise_sensitivity", "noisy", "severity_2")] == (pytest.approx(2 / 3), 4)
     assert r[("noise_sensitivity", "noisy", "mean")] == (pytest.approx(0.5), 8)
+    assert set(res.details["severity"]) == {1, 2}   # the noise-free severity 0 is not a noise level
+    with pytest.raises(ValueError, match=r"baseline must be one of \['derived', 'clean'\]"):
+        evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf,
+                 inputs={"clean": "clean", "noisy": "noisy"}, options={"baseline": "model"})
     tab["noisy"].images = tab["noisy"].images.drop(columns="severity")
     with pytest.raises(ValueError, match=r"'noisy'.*severity"):
         evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf,
-                 inputs={"clean": "clean", "noisy": "noisy"}, options={})
+                 inputs={"clean": "clean", "noisy": "noisy"}, options={"baseline": "clean"})
 
 
 # ----------------------------------------------------------------------------- low-level alignment
@@ -488,7 +520,8 @@ def test_calibration_rows_match_direct_computation():
     assert r[("ece", "sh", "temperature_scaled")] == (
         pytest.approx(expected_calibration_error(softmax(ls / T, 1), ys, 10)), 25)
     assert r[("nll", "sh", "raw")] == (pytest.approx(negative_log_likelihood(ls, ys)), 25)
-    assert len(res.rows) == 9
+    assert len(res.rows) == 13   # temperature; ece, nll, rms_calibration_error x 2 sets x 2 variants
+    assert np.isnan(r[("rms_calibration_error", "sh", "raw")][0])   # 25 images: fewer than one bin of 100
 
     # the split follows image ids, not row order: shuffled inputs give the same rows
     perm = np.random.default_rng(5).permutation(60)
