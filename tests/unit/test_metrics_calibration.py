@@ -201,3 +201,31 @@ def test_rms_calibration_error_edges():
     assert np.isnan(rms_calibration_error(probs[:99], labels[:99]))   # no bin at all (the source fails)
     with pytest.raises(ValueError, match="bin_size"):
         rms_calibration_error(probs, labels, bin_size=0)
+
+
+@pytest.mark.parametrize("n", [99, 100, 250, 1234])
+def test_rms_statistic_is_calib_err_of_every_resample(n):
+    """The interval statistic of the rms_calibration_error rows, at bootstrap and jackknife weights,
+    equals the source's calib_err (ported) on the images repeated by their weights: the adaptive
+    bins are re-cut per resample (more resamples than one chunk, so chunks join in order)."""
+    from clipdyn.metrics.calibration import rms_calibration_error, rms_statistic
+    from clipdyn.metrics.intervals import _jackknife_weights, resample_counts
+
+    rng = np.random.default_rng(n)
+    logits = rng.normal(size=(n, 5)) * rng.uniform(0.5, 4)
+    labels = np.where(rng.random(n) < 0.6, logits.argmax(1), rng.integers(0, 5, n))
+    probs = softmax(logits, axis=1)
+    stat = rms_statistic(probs, labels, "images")
+    assert stat.strata == (("images", n),)
+    w = np.vstack([np.ones((1, n)), resample_counts(n, 150, 0, "images"), _jackknife_weights(n, 0, "images")])
+    got = stat(w)
+    conf, hit = probs.max(1), (probs.argmax(1) == labels).astype(float)
+    for row, value in zip(w, got):
+        take = np.repeat(np.arange(n), row.astype(int))
+        if len(take) < 100:
+            assert np.isnan(value)   # no bin: NaN, as rms_calibration_error
+        else:
+            assert value == pytest.approx(port_calib_err(conf[take], hit[take]), rel=1e-9, abs=1e-12)
+    assert got[0] == pytest.approx(rms_calibration_error(probs, labels), nan_ok=True)
+    if n >= 200:
+        assert np.nanstd(got[1:151]) > 0   # the resamples differ

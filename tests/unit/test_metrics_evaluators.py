@@ -534,6 +534,23 @@ def test_calibration_rows_match_direct_computation():
         assert r2[key] == (pytest.approx(r[key][0]), r[key][1])
 
 
+def test_calibration_rms_rows_carry_their_interval_statistic():
+    # enough images for calib_err's bins (>= 200 in each evaluated set): the rms rows are finite, and
+    # evaluate()'s check holds their statistics to the values and a finite interval
+    clf = onehot_classifier(list("abcd"), dim=6, scale=30.0)
+    e_in, t_in = classification_set(0, 400, "in")
+    e_sh, t_sh = classification_set(1, 260, "sh", noise=1.5)
+    res = evaluate("calibration", embeddings={"in": e_in, "sh": e_sh}, tables={"in": t_in, "sh": t_sh},
+                   classifier=clf, inputs={"in_distribution": "in", "shifted": ["sh"]},
+                   options={"n_bins": 10, "heldout_fraction": 0.25, "seed": 3})
+    rms = res.rows.reset_index(drop=True)
+    idx = rms.index[rms["measure"] == "rms_calibration_error"]
+    assert len(idx) == 4 and rms.loc[idx, "value"].notna().all() and (rms.loc[idx, "value"] > 0).all()
+    for i in idx:
+        stat = res.stats[i]
+        assert stat.strata == ((("in/eval" if rms.loc[i, "dataset"] == "in" else "sh"), int(rms.loc[i, "n"])),)
+
+
 # ----------------------------------------------------------------------------- OOD
 
 def test_ood_detection_rows():
