@@ -263,6 +263,48 @@ def test_noise_sensitivity_default_baseline_is_the_noise_free_severity_0():
                  inputs={"clean": "clean", "noisy": "noisy"}, options={})
 
 
+def _paired_noise_inputs():
+    """A derived noisy set (``source_id`` names the clean image) listed in shuffled order: per source
+    c0..c4, the severity-0, -1 and -2 versions."""
+    clf = onehot_classifier(["a", "b", "c"])
+    labels = [0, 1, 2, 0, 1]
+    pred = {0: [0, 1, 2, 1, 1], 1: [0, 1, 0, 1, 1], 2: [0, 0, 0, 1, 2]}
+    rows = [(f"n{s}{i}", f"c{i}", s, labels[i], pred[s][i]) for s in (0, 1, 2) for i in range(5)]
+    rows = [rows[k] for k in np.random.default_rng(0).permutation(len(rows))]
+    ids, src, sev, lab, prd = (list(x) for x in zip(*rows))
+    clean_pred = [0, 1, 2, 2, 1]
+    emb = {"clean": EmbeddingTable(ids=np.array([f"c{i}" for i in range(5)]), X=clf.W[clean_pred]),
+           "noisy": EmbeddingTable(ids=np.array(ids), X=clf.W[prd])}
+    tab = {"clean": DatasetTables(images=images_frame([f"c{i}" for i in range(5)], label=labels)),
+           "noisy": DatasetTables(images=images_frame(ids, label=lab, severity=sev, source_id=src))}
+    return clf, emb, tab
+
+
+@pytest.mark.parametrize("baseline,stream", [("derived", "noisy/sources"), ("clean", "clean")])
+def test_noise_sensitivity_intervals_resample_a_source_with_its_baseline_and_noisy_versions(baseline, stream):
+    """The unit of the drop's interval is the source image: with ``derived`` its severity-0 version
+    (paired by source_id, not by position), with ``clean`` the clean set's image, together with all its
+    noisy versions. A resample that draws one source alone gives exactly the rows of that source."""
+    clf, emb, tab = _paired_noise_inputs()
+    inputs = {"clean": "clean", "noisy": "noisy"}
+    res = evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf, inputs=inputs,
+                   options={"baseline": baseline})
+    assert all(st.strata == ((stream, 5),) for st in res.stats)
+    per_unit = sorted(tuple(np.nan_to_num(np.round([st(np.eye(5)[[u]])[0] for st in res.stats], 12), nan=-9.0))
+                      for u in range(5))   # NaN: a source whose baseline is wrong has no drop
+    per_source = []
+    for i in range(5):
+        keep = tab["noisy"].images["source_id"] == f"c{i}"
+        sub_emb = {"noisy": EmbeddingTable(ids=emb["noisy"].ids[keep.to_numpy()], X=emb["noisy"].X[keep.to_numpy()]),
+                   "clean": EmbeddingTable(ids=emb["clean"].ids[[i]], X=emb["clean"].X[[i]])}
+        sub_tab = {"noisy": DatasetTables(images=tab["noisy"].images[keep].reset_index(drop=True)),
+                   "clean": DatasetTables(images=tab["clean"].images.iloc[[i]].reset_index(drop=True))}
+        sub = registry.evaluate("noise_sensitivity", embeddings=sub_emb, tables=sub_tab, classifier=clf,
+                                inputs=inputs, options={"baseline": baseline})
+        per_source.append(tuple(np.nan_to_num(np.round(sub.rows["value"].to_numpy(dtype=float), 12), nan=-9.0)))
+    np.testing.assert_array_equal(np.array(per_unit), np.array(sorted(per_source)))
+
+
 def test_noise_sensitivity_clean_baseline_variant():
     clf, emb, tab = _noise_inputs()
     res = evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf,
