@@ -82,7 +82,14 @@ def test_noise_seed_is_stable_and_distinct():
     assert 0 <= noise_seed("x", 5) < 2 ** 63
 
 
-@pytest.mark.parametrize("bad", [0, 6, 2.5, True, -1])
+def test_severity_0_is_sigma_0_the_pixels_unchanged():
+    x = np.arange(256 * 3, dtype=np.int64).reshape(16, 16, 3).astype(np.uint8)  # every uint8 value
+    np.testing.assert_array_equal(gaussian_noise(x, 0, noise_seed("img0", 0)), x)
+    # the reference formula with sigma 0 gives the same (no value is lost to the truncation)
+    np.testing.assert_array_equal(np.uint8(np.clip(x / 255. + 0.0, 0, 1) * 255), x)
+
+
+@pytest.mark.parametrize("bad", [6, 2.5, True, -1])
 def test_rejects_bad_severity(bad):
     with pytest.raises(ValueError, match="severity"):
         gaussian_noise(_img(), bad, 0)

@@ -35,9 +35,10 @@ def port_resize_256_crop_224(img):
 
 
 def port_imagenet_c_file(img, severity, rng):
-    """make_imagenet_c.py for one image: the bytes of the stored JPEG, decoded."""
+    """make_imagenet_c.py for one image: the bytes of the stored JPEG, decoded. Severity 0: the same
+    pipeline with sigma 0 (the noise-free baseline of noise sensitivity)."""
     x = np.array(port_resize_256_crop_224(img.convert("RGB"))) / 255.
-    c = [.08, .12, 0.18, 0.26, 0.38][severity - 1]
+    c = [0.0, .08, .12, 0.18, 0.26, 0.38][severity]
     x = np.clip(x + rng.normal(size=x.shape, scale=c), 0, 1) * 255
     buf = io.BytesIO()
     Image.fromarray(np.uint8(x)).save(buf, format="JPEG", quality=85, optimize=True)
@@ -66,6 +67,21 @@ def test_default_pipeline_equals_model_reading_imagenet_c_file(severity, size):
     reference = np.asarray(tf(port_imagenet_c_file(img, severity, np.random.default_rng(seed))))
     np.testing.assert_array_equal(ours, reference)
     assert ours.shape == (size, size, 3) and ours.dtype == np.uint8
+
+
+@pytest.mark.parametrize("size", [224, 160])
+def test_baseline_severity_0_is_the_noise_pipeline_with_sigma_0(size):
+    """The default baseline's pixels: Resize(256) + CenterCrop(224) + JPEG q85 with no noise, then the
+    model's preprocessing; not the clean image through the model's preprocessing alone (the former
+    baseline, ``options.baseline: clean``)."""
+    img = _image(7, 320, 240)
+    tf = pil_transform(Preprocess(size, "bicubic", "shortest"))
+    ours = corrupt_for_model(img, 0, noise_seed("n01440764/ILSVRC2012_val_00000293", 0), tf)
+    reference = np.asarray(tf(port_imagenet_c_file(img, 0, np.random.default_rng(0))))
+    np.testing.assert_array_equal(ours, reference)
+    clean = np.asarray(tf(img.convert("RGB")))
+    assert ours.shape == clean.shape
+    assert np.abs(ours.astype(int) - clean.astype(int)).mean() > 1   # the 87.5 % crop and JPEG differ
 
 
 def test_jpeg_round_trip_is_on_by_default_and_can_be_turned_off():
@@ -108,13 +124,13 @@ def test_derived_pixel_cache_rows_are_per_image_and_severity(tmp_path, workers):
         _image(i, w, h).save(p)
         rows.append({"image_id": f"img{i}", "path": str(p), "member": "", "label": i})
     src = pd.DataFrame(rows)
-    parts = [src.assign(source_id=src["image_id"], image_id=src["image_id"] + f"@s{s}", severity=s) for s in (1, 5)]
+    parts = [src.assign(source_id=src["image_id"], image_id=src["image_id"] + f"@s{s}", severity=s) for s in (0, 1, 5)]
     derived = pd.concat(parts, ignore_index=True)
     pp = Preprocess(96, "bicubic", "shortest")
     spec = {"corruption": "gaussian_noise", "geometry": "imagenet_c", "jpeg_quality": 85}
     out = build_pixel_cache(derived, pp, tmp_path / "px.npy", tmp_path / "px.parquet", workers=workers, chunk=2,
                             corruption=spec)
-    assert out == {"n": 6, "skipped": 0}
+    assert out == {"n": 9, "skipped": 0}
     arr, ids, _ = open_pixels(tmp_path / "px.npy", tmp_path / "px.parquet")
     assert list(ids) == list(derived["image_id"])
     tf = pil_transform(pp)

@@ -1,6 +1,6 @@
 """Shape bias against model-vs-human (issue 13.5, 13.9).
 
-- decision: ``modelvshuman/models/wrappers/pytorch.py`` (ClipPyTorchModel: ``logits = 100. *
+- decision: ``modelvshuman/models/wrappers/pytorch.py`` (ClipPytorchModel: ``logits = 100. *
   image_features @ zeroshot_weights``, softmax), ``modelvshuman/helper/...`` 16-class mapping
   (mean probability of each category's ImageNet classes, categories ranked by
   ``np.flip(np.argsort(...))``);
@@ -109,3 +109,27 @@ def test_fractions_divide_by_all_images_edge_cases():
     assert np.isnan(r["shape_bias"]) and np.isnan(r["shape_accuracy"]) and r["fraction_correct_shape"] == 0.0
     r = shape_bias([], [], [])
     assert np.isnan(r["fraction_correct_shape"]) and r["n_all"] == 0
+
+
+#: sha256 of "\n".join(...) of model-vs-human's ``modelvshuman/models/pytorch/clip/imagenet_classes.py``
+#: (``imagenet_classes``, 1000 names) and ``imagenet_templates.py`` (``imagenet_templates``, 80), at
+#: bethgelab/model-vs-human commit 79ed7cd1d9ac3a114e71b6638f0a98bdd627316c; ClipPytorchModel builds
+#: its zero-shot weights from them with ``template.format(class_name)``
+MVH_CLASSES_SHA256 = "571ae1c583b4be7da87519494c52bf405a46af05d5815627c7a0dee997068b60"
+MVH_TEMPLATES_SHA256 = "4f976686fb651bb5803d4689dcd849f75efe0ef19a3c801355bc9a6f03c8a5af"
+
+
+def test_classifier_text_is_model_vs_humans():
+    """The class set `openclip_imagenet` with `templates: openai` (the study's shape-bias classifier) has
+    exactly model-vs-human's 1000 class names and 80 templates, in the same order."""
+    import hashlib
+
+    import open_clip
+
+    from clipdyn.embed.classifier import class_templates
+
+    names = list(open_clip.IMAGENET_CLASSNAMES)
+    templates = [t("{}") if callable(t) else t for t in class_templates("openai")]
+    assert len(names) == 1000 and len(templates) == 80
+    assert hashlib.sha256("\n".join(names).encode()).hexdigest() == MVH_CLASSES_SHA256
+    assert hashlib.sha256("\n".join(templates).encode()).hexdigest() == MVH_TEMPLATES_SHA256

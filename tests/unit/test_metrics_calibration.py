@@ -154,3 +154,78 @@ def test_split_heldout():
     assert [len(x) for x in split_heldout(3, 0.9, seed=0)] == [2, 1]
     with pytest.raises(ValueError):
         split_heldout(10, 1.0, seed=0)
+
+
+# ----------------------------------------------------------------------------- RMS calibration error
+
+def port_calib_err(confidence, correct, p="2", beta=100):
+    """hendrycks/imagenet-r utils.py ``calib_err``, line by line (its ``eval.py`` reports p='2')."""
+    idxs = np.argsort(confidence)
+    confidence = confidence[idxs]
+    correct = correct[idxs]
+    bins = [[i * beta, (i + 1) * beta] for i in range(len(confidence) // beta)]
+    bins[-1] = [bins[-1][0], len(confidence)]
+    cerr = 0
+    total_examples = len(confidence)
+    for i in range(len(bins) - 1):
+        bin_confidence = confidence[bins[i][0]:bins[i][1]]
+        bin_correct = correct[bins[i][0]:bins[i][1]]
+        num_examples_in_bin = len(bin_confidence)
+        if num_examples_in_bin > 0:
+            difference = np.abs(np.nanmean(bin_confidence) - np.nanmean(bin_correct))
+            cerr += num_examples_in_bin / total_examples * np.square(difference)
+    return np.sqrt(cerr)
+
+
+@pytest.mark.parametrize("n", [200, 257, 1000, 3456])
+def test_rms_calibration_error_matches_the_imagenet_r_code(n):
+    from clipdyn.metrics.calibration import rms_calibration_error
+
+    rng = np.random.default_rng(n)
+    logits = rng.normal(size=(n, 7)) * rng.uniform(0.5, 4)
+    labels = np.where(rng.random(n) < 0.6, logits.argmax(1), rng.integers(0, 7, n))
+    probs = softmax(logits, axis=1)
+    ours = rms_calibration_error(probs, labels)
+    ref = port_calib_err(probs.max(1), (probs.argmax(1) == labels).astype(float))
+    assert ours == pytest.approx(ref, rel=1e-12, abs=1e-15) and ours > 0
+    # it is not the 15-bin ECE (nor its L2 form): adaptive bins, the top bin left out
+    assert ours != pytest.approx(expected_calibration_error(probs, labels, 15, norm="l2"), rel=1e-3)
+
+
+def test_rms_calibration_error_edges():
+    from clipdyn.metrics.calibration import rms_calibration_error
+
+    probs = softmax(np.random.default_rng(0).normal(size=(150, 3)), axis=1)
+    labels = np.zeros(150, int)
+    assert rms_calibration_error(probs, labels) == 0.0        # one bin, and the last bin never counts
+    assert np.isnan(rms_calibration_error(probs[:99], labels[:99]))   # no bin at all (the source fails)
+    with pytest.raises(ValueError, match="bin_size"):
+        rms_calibration_error(probs, labels, bin_size=0)
+
+
+@pytest.mark.parametrize("n", [99, 100, 250, 1234])
+def test_rms_statistic_is_calib_err_of_every_resample(n):
+    """The interval statistic of the rms_calibration_error rows, at bootstrap and jackknife weights,
+    equals the source's calib_err (ported) on the images repeated by their weights: the adaptive
+    bins are re-cut per resample (more resamples than one chunk, so chunks join in order)."""
+    from clipdyn.metrics.calibration import rms_calibration_error, rms_statistic
+    from clipdyn.metrics.intervals import _jackknife_weights, resample_counts
+
+    rng = np.random.default_rng(n)
+    logits = rng.normal(size=(n, 5)) * rng.uniform(0.5, 4)
+    labels = np.where(rng.random(n) < 0.6, logits.argmax(1), rng.integers(0, 5, n))
+    probs = softmax(logits, axis=1)
+    stat = rms_statistic(probs, labels, "images")
+    assert stat.strata == (("images", n),)
+    w = np.vstack([np.ones((1, n)), resample_counts(n, 150, 0, "images"), _jackknife_weights(n, 0, "images")])
+    got = stat(w)
+    conf, hit = probs.max(1), (probs.argmax(1) == labels).astype(float)
+    for row, value in zip(w, got):
+        take = np.repeat(np.arange(n), row.astype(int))
+        if len(take) < 100:
+            assert np.isnan(value)   # no bin: NaN, as rms_calibration_error
+        else:
+            assert value == pytest.approx(port_calib_err(conf[take], hit[take]), rel=1e-9, abs=1e-12)
+    assert got[0] == pytest.approx(rms_calibration_error(probs, labels), nan_ok=True)
+    if n >= 200:
+        assert np.nanstd(got[1:151]) > 0   # the resamples differ

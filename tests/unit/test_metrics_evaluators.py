@@ -224,31 +224,105 @@ def test_shape_bias_rejects_small_classifier_and_unknown_categories():
 
 # ----------------------------------------------------------------------------- noise
 
-def test_noise_sensitivity_rows():
+def _noise_inputs():
+    """clean: 3 of 4 right; noisy severity 0 (no noise, ImageNet-C's crop and JPEG): 4 of 4 right;
+    severity 1: 2 of 4; severity 2: 1 of 4."""
     clf = onehot_classifier(["a", "b", "c"])
-    # clean: 3 of 4 right; severity 1: 2 of 4; severity 2: 1 of 4
     clean_labels, clean_pred = [0, 1, 2, 0], [0, 1, 2, 1]
-    noisy_labels = [0, 1, 2, 0, 0, 1, 2, 0]
-    noisy_pred = [0, 1, 0, 1, 0, 0, 0, 1]
-    severity = [1, 1, 1, 1, 2, 2, 2, 2]
+    noisy_labels = [0, 1, 2, 0] * 3
+    noisy_pred = [0, 1, 2, 0] + [0, 1, 0, 1] + [0, 0, 0, 1]
+    severity = [0] * 4 + [1] * 4 + [2] * 4
     emb = {"clean": EmbeddingTable(ids=np.array([f"c{i}" for i in range(4)]), X=clf.W[clean_pred]),
-           "noisy": EmbeddingTable(ids=np.array([f"n{i}" for i in range(8)]), X=clf.W[noisy_pred])}
+           "noisy": EmbeddingTable(ids=np.array([f"n{i}" for i in range(12)]), X=clf.W[noisy_pred])}
     tab = {"clean": DatasetTables(images=images_frame([f"c{i}" for i in range(4)], label=clean_labels)),
-           "noisy": DatasetTables(images=images_frame([f"n{i}" for i in range(8)], label=noisy_labels,
+           "noisy": DatasetTables(images=images_frame([f"n{i}" for i in range(12)], label=noisy_labels,
                                                        severity=severity))}
+    return clf, emb, tab
+
+
+def test_noise_sensitivity_default_baseline_is_the_noise_free_severity_0():
+    clf, emb, tab = _noise_inputs()
     res = evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf,
                    inputs={"clean": "clean", "noisy": "noisy"}, options={})
     r = rows_dict(res)
-    assert r[("noise_accuracy", "noisy", "severity_0")] == (0.75, 4)
+    assert r[("noise_accuracy", "noisy", "severity_0")] == (1.0, 4)   # the noisy set's severity 0
     assert r[("noise_accuracy", "noisy", "severity_1")] == (0.5, 4)
     assert r[("noise_accuracy", "noisy", "severity_2")] == (0.25, 4)
+    assert r[("noise_sensitivity", "noisy", "severity_1")] == (pytest.approx(0.5), 4)
+    assert r[("noise_sensitivity", "noisy", "severity_2")] == (pytest.approx(0.75), 4)
+    assert r[("noise_sensitivity", "noisy", "mean")] == (pytest.approx(0.625), 8)
+    assert ("noise_sensitivity", "noisy", "severity_0") not in r
+    same = evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf,
+                    inputs={"clean": "clean", "noisy": "noisy"}, options={"baseline": "derived"})
+    assert rows_dict(same) == r
+    # without severity-0 images the default baseline says what to do
+    tab["noisy"].images = tab["noisy"].images.iloc[4:].reset_index(drop=True)
+    with pytest.raises(ValueError, match=r"'noisy' has no severity-0.*severities.*baseline: clean"), \
+            pytest.warns(UserWarning, match="ignored"):
+        evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf,
+                 inputs={"clean": "clean", "noisy": "noisy"}, options={})
+
+
+def _paired_noise_inputs():
+    """A derived noisy set (``source_id`` names the clean image) listed in shuffled order: per source
+    c0..c4, the severity-0, -1 and -2 versions."""
+    clf = onehot_classifier(["a", "b", "c"])
+    labels = [0, 1, 2, 0, 1]
+    pred = {0: [0, 1, 2, 1, 1], 1: [0, 1, 0, 1, 1], 2: [0, 0, 0, 1, 2]}
+    rows = [(f"n{s}{i}", f"c{i}", s, labels[i], pred[s][i]) for s in (0, 1, 2) for i in range(5)]
+    rows = [rows[k] for k in np.random.default_rng(0).permutation(len(rows))]
+    ids, src, sev, lab, prd = (list(x) for x in zip(*rows))
+    clean_pred = [0, 1, 2, 2, 1]
+    emb = {"clean": EmbeddingTable(ids=np.array([f"c{i}" for i in range(5)]), X=clf.W[clean_pred]),
+           "noisy": EmbeddingTable(ids=np.array(ids), X=clf.W[prd])}
+    tab = {"clean": DatasetTables(images=images_frame([f"c{i}" for i in range(5)], label=labels)),
+           "noisy": DatasetTables(images=images_frame(ids, label=lab, severity=sev, source_id=src))}
+    return clf, emb, tab
+
+
+@pytest.mark.parametrize("baseline,stream", [("derived", "noisy/sources"), ("clean", "clean")])
+def test_noise_sensitivity_intervals_resample_a_source_with_its_baseline_and_noisy_versions(baseline, stream):
+    """The unit of the drop's interval is the source image: with ``derived`` its severity-0 version
+    (paired by source_id, not by position), with ``clean`` the clean set's image, together with all its
+    noisy versions. A resample that draws one source alone gives exactly the rows of that source."""
+    clf, emb, tab = _paired_noise_inputs()
+    inputs = {"clean": "clean", "noisy": "noisy"}
+    res = evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf, inputs=inputs,
+                   options={"baseline": baseline})
+    assert all(st.strata == ((stream, 5),) for st in res.stats)
+    per_unit = sorted(tuple(np.nan_to_num(np.round([st(np.eye(5)[[u]])[0] for st in res.stats], 12), nan=-9.0))
+                      for u in range(5))   # NaN: a source whose baseline is wrong has no drop
+    per_source = []
+    for i in range(5):
+        keep = tab["noisy"].images["source_id"] == f"c{i}"
+        sub_emb = {"noisy": EmbeddingTable(ids=emb["noisy"].ids[keep.to_numpy()], X=emb["noisy"].X[keep.to_numpy()]),
+                   "clean": EmbeddingTable(ids=emb["clean"].ids[[i]], X=emb["clean"].X[[i]])}
+        sub_tab = {"noisy": DatasetTables(images=tab["noisy"].images[keep].reset_index(drop=True)),
+                   "clean": DatasetTables(images=tab["clean"].images.iloc[[i]].reset_index(drop=True))}
+        sub = registry.evaluate("noise_sensitivity", embeddings=sub_emb, tables=sub_tab, classifier=clf,
+                                inputs=inputs, options={"baseline": baseline})
+        per_source.append(tuple(np.nan_to_num(np.round(sub.rows["value"].to_numpy(dtype=float), 12), nan=-9.0)))
+    np.testing.assert_array_equal(np.array(per_unit), np.array(sorted(per_source)))
+
+
+def test_noise_sensitivity_clean_baseline_variant():
+    clf, emb, tab = _noise_inputs()
+    res = evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf,
+                   inputs={"clean": "clean", "noisy": "noisy"}, options={"baseline": "clean"})
+    r = rows_dict(res)
+    assert r[("noise_accuracy", "noisy", "severity_0")] == (0.75, 4)  # the clean set, model preprocessing
+    assert r[("noise_accuracy", "noisy", "severity_1")] == (0.5, 4)
     assert r[("noise_sensitivity", "noisy", "severity_1")] == (pytest.approx(1 / 3), 4)
     assert r[("noise_sensitivity", "noisy", "severity_2")] == (pytest.approx(2 / 3), 4)
     assert r[("noise_sensitivity", "noisy", "mean")] == (pytest.approx(0.5), 8)
+    assert set(res.details["severity"]) == {1, 2}   # the noise-free severity 0 is not a noise level
+    with pytest.raises(ValueError, match=r"baseline must be one of \['derived', 'clean'\]"):
+        evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf,
+                 inputs={"clean": "clean", "noisy": "noisy"}, options={"baseline": "model"})
     tab["noisy"].images = tab["noisy"].images.drop(columns="severity")
     with pytest.raises(ValueError, match=r"'noisy'.*severity"):
         evaluate("noise_sensitivity", embeddings=emb, tables=tab, classifier=clf,
-                 inputs={"clean": "clean", "noisy": "noisy"}, options={})
+                 inputs={"clean": "clean", "noisy": "noisy"}, options={"baseline": "clean"})
 
 
 # ----------------------------------------------------------------------------- low-level alignment
@@ -488,7 +562,8 @@ def test_calibration_rows_match_direct_computation():
     assert r[("ece", "sh", "temperature_scaled")] == (
         pytest.approx(expected_calibration_error(softmax(ls / T, 1), ys, 10)), 25)
     assert r[("nll", "sh", "raw")] == (pytest.approx(negative_log_likelihood(ls, ys)), 25)
-    assert len(res.rows) == 9
+    assert len(res.rows) == 13   # temperature; ece, nll, rms_calibration_error x 2 sets x 2 variants
+    assert np.isnan(r[("rms_calibration_error", "sh", "raw")][0])   # 25 images: fewer than one bin of 100
 
     # the split follows image ids, not row order: shuffled inputs give the same rows
     perm = np.random.default_rng(5).permutation(60)
@@ -499,6 +574,23 @@ def test_calibration_rows_match_direct_computation():
     r2 = rows_dict(res2)
     for key in (("temperature", "in", "fitted"), ("ece", "in", "raw"), ("nll", "in", "temperature_scaled")):
         assert r2[key] == (pytest.approx(r[key][0]), r[key][1])
+
+
+def test_calibration_rms_rows_carry_their_interval_statistic():
+    # enough images for calib_err's bins (>= 200 in each evaluated set): the rms rows are finite, and
+    # evaluate()'s check holds their statistics to the values and a finite interval
+    clf = onehot_classifier(list("abcd"), dim=6, scale=30.0)
+    e_in, t_in = classification_set(0, 400, "in")
+    e_sh, t_sh = classification_set(1, 260, "sh", noise=1.5)
+    res = evaluate("calibration", embeddings={"in": e_in, "sh": e_sh}, tables={"in": t_in, "sh": t_sh},
+                   classifier=clf, inputs={"in_distribution": "in", "shifted": ["sh"]},
+                   options={"n_bins": 10, "heldout_fraction": 0.25, "seed": 3})
+    rms = res.rows.reset_index(drop=True)
+    idx = rms.index[rms["measure"] == "rms_calibration_error"]
+    assert len(idx) == 4 and rms.loc[idx, "value"].notna().all() and (rms.loc[idx, "value"] > 0).all()
+    for i in idx:
+        stat = res.stats[i]
+        assert stat.strata == ((("in/eval" if rms.loc[i, "dataset"] == "in" else "sh"), int(rms.loc[i, "n"])),)
 
 
 # ----------------------------------------------------------------------------- OOD

@@ -94,6 +94,8 @@ def _entry(kind: str) -> dict:
         entry["classset"] = "cs"
     if kind == "ood_detection":
         entry["options"] = {"prompts": "classset"}  # the class set 'cs' has the 80 templates, not MCM's prompt
+    if kind == "noise_sensitivity":
+        entry["options"] = {"baseline": "clean"}  # 'a' is not derived: it has no noise-free severity 0
     return entry
 
 
@@ -124,6 +126,25 @@ def test_config_check_names_the_known_kinds_and_roles():
                 _study(_config({"x": bad}))
 
 
+def test_noise_baseline_derived_needs_the_noisy_sets_severity_0():
+    config = _config({"ns": {"kind": "noise_sensitivity", "inputs": {"clean": "a", "noisy": "a_noisy"},
+                             "classset": "cs"}})
+    config["datasets"]["a_noisy"] = {"derived_from": "a", "severities": [1, 2, 3, 4, 5]}
+    with pytest.raises(ConfigError, match=r"metrics\.ns: the default baseline \('derived'\).*add 0 to "
+                                          r"datasets\.a_noisy\.severities.*baseline: clean"):
+        _study(config)
+    config["metrics"]["ns"]["options"] = {"baseline": "clean"}   # the named variant: no severity 0 needed
+    assert _study(config).metrics["ns"].options == {"baseline": "clean"}
+    del config["metrics"]["ns"]["options"]
+    config["datasets"]["a_noisy"]["severities"] = [0, 1, 2, 3, 4, 5]
+    _study(config)
+    del config["datasets"]["a_noisy"]["severities"]   # the default lists severity 0
+    assert _study(config).datasets["a_noisy"].severities == (0, 1, 2, 3, 4, 5)
+    config["metrics"]["ns"]["inputs"]["noisy"] = "b"   # a downloaded set has no severity 0
+    with pytest.raises(ConfigError, match=r"'b' is not a derived dataset.*baseline: clean"):
+        _study(config)
+
+
 def test_the_schema_does_not_list_kinds_again():
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     kind = schema["properties"]["metrics"]["additionalProperties"]["properties"]["kind"]
@@ -148,3 +169,18 @@ def test_figures_present_every_measure_the_registry_declares():
              | set(spec.ACCURACY_MEASURES) | set(spec.DEFAULT_SELECTION) | {"texture_bias", "shape_bias", "ece",
                                                                           "ood_auroc"})
     assert named <= set(registry.MEASURES), named - set(registry.MEASURES)
+
+
+def test_schema_takes_the_noise_baselines_and_nothing_else():
+    from snakemake.utils import validate
+
+    from clipdyn.config.specs import NOISE_BASELINES
+
+    schema = str(ROOT / "workflow/schemas/config.schema.yaml")
+    for baseline in NOISE_BASELINES:
+        cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+        cfg["metrics"]["noise_sensitivity"]["options"] = {"baseline": baseline}
+        validate(cfg, schema)
+    cfg["metrics"]["noise_sensitivity"]["options"] = {"baseline": "model"}
+    with pytest.raises(Exception, match="baseline"):
+        validate(cfg, schema)

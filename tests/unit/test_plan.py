@@ -21,7 +21,7 @@ def test_shipped_study_without_the_hub(tmp_path, capsys):
     assert "| L-14 | ViT-L-14 | 1, 9, ..., 153, 160 | 21 |" in text
     assert "| H-14 | ViT-H-14 | 1, 9, ..., 249, 256 | 33 |" in text
     assert "all 77 checkpoints" in text and "estimate:" in text
-    assert "| imagenet1k_gaussian_noise | 50,000 | 5 severities x imagenet1k |" in text  # 5 x the 10,000 subset
+    assert "| imagenet1k_gaussian_noise | 60,000 | 6 severities x imagenet1k |" in text  # 6 x the 10,000 subset
     assert "| nights | 60,057 | published" in text
     assert re.search(r"\| \*\*total\*\* \| \*\*[\d.,]+\*\*", text)
 

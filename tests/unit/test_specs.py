@@ -111,7 +111,7 @@ def test_top_level_defaults_are_the_studys():
 
 def test_specs_from_config_apply_the_defaults_once():
     d = DatasetSpec.from_config("x", {"repo": "a/b", "format": "webdataset", "revision": 123})
-    assert d.revision == "123" and d.repo_type == "dataset" and d.severities == (1, 2, 3, 4, 5)
+    assert d.revision == "123" and d.repo_type == "dataset" and d.severities == (0, 1, 2, 3, 4, 5)
     assert EmbeddingSettings.from_config(None) == EmbeddingSettings()
     assert EmbeddingSettings.from_config({"batch_size": 8}).batch_size == 8
     c = ClassSetSpec.from_config("c", {"source": "dataset", "dataset": "x"})

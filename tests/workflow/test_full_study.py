@@ -53,7 +53,10 @@ def test_every_metric_for_every_epoch(full_study):
     assert acc["n"].item() == 64
     sev = m.query("measure == 'noise_sensitivity' and epoch == 1")["variant"]
     assert {f"severity_{k}" for k in range(1, 6)} | {"mean"} <= set(sev)
-    assert m["value"].notna().sum() > 0.9 * len(m)
+    # the RMS calibration error has no bin below 100 images (hendrycks/imagenet-r's calib_err): NaN there
+    no_bin = (m["measure"] == "rms_calibration_error") & (m["n"] < 100)
+    assert m.loc[no_bin, "value"].isna().all()
+    assert m.loc[~no_bin, "value"].notna().sum() > 0.9 * (~no_bin).sum()
     # every value carries its bootstrap interval (intervals on by default); NaN only where undefined
     finite = m[np.isfinite(m["value"])]
     has = np.isfinite(finite[["se", "ci_low", "ci_high"]]).all(axis=1)

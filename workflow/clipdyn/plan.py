@@ -48,6 +48,7 @@ PUBLISHED_IMAGES = {
     ("webdataset", "clip-benchmark/wds_imagenet-a"): (7_500, "ImageNet-A: natural adversarial examples of 200 classes"),
     ("webdataset", "clip-benchmark/wds_imagenet-o"): (2_000, "ImageNet-O"),
     ("webdataset", "clip-benchmark/wds_dtd"): (1_880, "DTD test split"),
+    ("webdataset", "clip-benchmark/wds_vtab-cifar100"): (10_000, "CIFAR-100 test split"),
     ("cue_conflict", None): (1_280, "Geirhos et al. 2019: 16 classes x 80"),
     ("iqa_tid2013", None): (3_025, "TID2013: 3,000 distorted + 25 reference images"),
     ("iqa_kadid10k", None): (10_206, "KADID-10k: 10,125 distorted + 81 reference images"),

@@ -20,6 +20,15 @@ def _known(cls, raw: Mapping, skip: Tuple[str, ...] = ()) -> dict:
     return {k: v for k, v in raw.items() if k in names and k not in skip}
 
 
+#: Noise sensitivity's baseline (``options.baseline`` of a ``noise_sensitivity`` metric), default
+#: first: ``derived`` = the noisy dataset's severity 0, its images through the same geometry and
+#: JPEG round trip as the noisy severities with no noise (the drop is the noise's alone);
+#: ``clean`` = the clean dataset through the model's own preprocessing (the drop then also holds
+#: ImageNet-C's Resize(256)+CenterCrop(224) and JPEG q85).
+NOISE_BASELINES = ("derived", "clean")
+DEFAULT_NOISE_BASELINE = NOISE_BASELINES[0]
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """The model-independent part of open_clip's eval preprocessing (mean/std are applied on the device)."""
@@ -99,9 +108,10 @@ class DatasetSpec:
     on_bad_image: str = "error"
     extra_files: Dict[str, Dict[str, str]] = field(default_factory=dict)
     derived_from: Optional[str] = None
-    corruption: str = "gaussian_noise"
-    severities: Tuple[int, ...] = (1, 2, 3, 4, 5)
-    corruption_geometry: str = "imagenet_c"  #: imagenet_c (noise on Resize(256)+CenterCrop(224)) | model
+    corruption: str = "gaussian_noise"  #: gaussian_noise (ImageNet-C's sigmas) | gaussian_noise_cifar (CIFAR-C's)
+    #: 0 = the noise-free baseline (same geometry and JPEG, no noise); 1..5 = ImageNet-C's severities
+    severities: Tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    corruption_geometry: str = "imagenet_c"  #: imagenet_c (noise on Resize(256)+CenterCrop(224)) | model | native
     jpeg_quality: Optional[int] = 85  #: ImageNet-C's JPEG round trip; null for none
 
     @property

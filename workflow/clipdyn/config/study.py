@@ -21,6 +21,7 @@ from ..hub import sources
 from ..metrics import registry as metric_registry
 from ..progress import ranges as _ranges
 from .specs import (
+    DEFAULT_NOISE_BASELINE,
     ClassSetSpec,
     DatasetSpec,
     EmbeddingSettings,
@@ -183,6 +184,15 @@ class Study:
                 if m.classset not in cs:
                     raise ConfigError(f"metrics.{name}.classset: {m.classset!r} is not a configured class set "
                                       f"(configured: {sorted(cs)})")
+            if kind == "noise_sensitivity" and m.options.get("baseline", DEFAULT_NOISE_BASELINE) == "derived":
+                noisy = ds[m.inputs["noisy"]]
+                if not noisy.derived or 0 not in noisy.severities:
+                    where = (f"add 0 to datasets.{noisy.name}.severities" if noisy.derived else
+                             f"{noisy.name!r} is not a derived dataset, so it has no severity 0")
+                    raise ConfigError(
+                        f"metrics.{name}: the default baseline ('derived') is the noisy dataset's severity 0, "
+                        f"the same geometry and JPEG without noise; {where}, or set options.baseline: clean "
+                        "(the clean dataset through the model's own preprocessing)")
             if kind == "ood_detection" and m.options.get("prompts", "mcm") == "mcm":
                 templates = cs[m.classset].template_source
                 if templates != "mcm":

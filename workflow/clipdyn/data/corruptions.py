@@ -20,6 +20,16 @@ same by default (``geometry="imagenet_c"``, ``jpeg_quality=85``); ``geometry="mo
 (noise on the model's own crop) and ``jpeg_quality=None`` (no JPEG round trip) are
 named variants.
 
+CIFAR-10/100-C (same repository, ``make_cifar_c.py``) adds the noise to the 32 px image itself
+with smaller sigmas, ``c = [0.04, 0.06, .08, .09, .10][severity - 1]``, and stores ``np.uint8``
+arrays (no JPEG): corruption ``gaussian_noise_cifar`` with ``geometry="native"`` (noise on the
+original image at its own size) and ``jpeg_quality=None``.
+
+Severity 0 is the baseline of noise sensitivity: the same geometry and JPEG round trip with no
+noise (sigma 0), so that the clean and the noisy images differ by the noise alone
+(:func:`gaussian_noise` returns the pixels unchanged, which is what the formula gives for
+sigma 0: ``uint8(x / 255 * 255) == x`` for every uint8 value).
+
 Randomness: the reference draws from NumPy's global generator, so its noise
 depends on processing order. Here each image gets its own generator seeded by
 :func:`noise_seed` ``(image_id, severity)`` (a SHA-256 of the two, stable across
@@ -34,12 +44,15 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["CORRUPTIONS", "GAUSSIAN_NOISE_SIGMA", "gaussian_noise", "noise_seed", "GEOMETRIES", "IMAGENET_C_RESIZE",
+__all__ = ["CORRUPTIONS", "GAUSSIAN_NOISE_SIGMA", "CIFAR_C_GAUSSIAN_NOISE_SIGMA", "gaussian_noise",
+           "gaussian_noise_cifar", "noise_seed", "GEOMETRIES", "IMAGENET_C_RESIZE",
            "IMAGENET_C_CROP", "IMAGENET_C_JPEG_QUALITY", "imagenet_c_crop", "jpeg_roundtrip", "corrupt_for_model"]
 
 #: where the noise is added: ``imagenet_c`` = on ImageNet-C's Resize(256) + CenterCrop(224),
-#: before the model's preprocessing; ``model`` = on the model's own preprocessed crop
-GEOMETRIES = ("imagenet_c", "model")
+#: before the model's preprocessing; ``model`` = on the model's own preprocessed crop; ``native`` =
+#: on the original image at its own size (CIFAR-10/100-C's: the 32 px image), before the model's
+#: preprocessing
+GEOMETRIES = ("imagenet_c", "model", "native")
 #: ImageNet-C's geometry (``make_imagenet_c.py``: ``trn.Resize(256), trn.CenterCrop(224)``)
 IMAGENET_C_RESIZE, IMAGENET_C_CROP = 256, 224
 #: the JPEG quality ImageNet-C's files were saved with (``.save(save_path, quality=85, optimize=True)``)
@@ -47,6 +60,8 @@ IMAGENET_C_JPEG_QUALITY = 85
 
 #: noise standard deviation (in units of the [0, 1] intensity range) per severity 1..5
 GAUSSIAN_NOISE_SIGMA = (0.08, 0.12, 0.18, 0.26, 0.38)
+#: the same for CIFAR-10/100-C (``make_cifar_c.py``: ``c = [0.04, 0.06, .08, .09, .10][severity - 1]``)
+CIFAR_C_GAUSSIAN_NOISE_SIGMA = (0.04, 0.06, 0.08, 0.09, 0.10)
 
 
 def noise_seed(image_id: str, severity: int, salt: str = "gaussian_noise") -> int:
@@ -59,17 +74,19 @@ def noise_seed(image_id: str, severity: int, salt: str = "gaussian_noise") -> in
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _check_severity(severity: int) -> float:
-    if isinstance(severity, bool) or int(severity) != severity or not 1 <= int(severity) <= 5:
-        raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
-    return GAUSSIAN_NOISE_SIGMA[int(severity) - 1]
+def _check_severity(severity: int, sigmas=GAUSSIAN_NOISE_SIGMA) -> float:
+    """The noise sigma of ``severity``: 0.0 for severity 0 (the noise-free baseline), else ``sigmas``'."""
+    if isinstance(severity, bool) or int(severity) != severity or not 0 <= int(severity) <= 5:
+        raise ValueError(f"severity must be an integer in 0..5 (0: no noise, the baseline), got {severity!r}")
+    return 0.0 if int(severity) == 0 else sigmas[int(severity) - 1]
 
 
 def gaussian_noise(pixels: np.ndarray, severity: int, seed) -> np.ndarray:
     """ImageNet-C Gaussian noise on uint8 RGB pixels.
 
     ``pixels``: uint8, shape (H, W, 3) or (N, H, W, 3). ``severity``: 1..5, noise
-    sigma ``c = [0.08, 0.12, 0.18, 0.26, 0.38][severity - 1]`` of the [0, 1] range.
+    sigma ``c = [0.08, 0.12, 0.18, 0.26, 0.38][severity - 1]`` of the [0, 1] range;
+    0: sigma 0, the pixels unchanged (the noise-free baseline).
     ``seed``: an int (or ``np.random.SeedSequence``) for one image, or for a batch a
     sequence of N ints, one per image (use :func:`noise_seed`), so each image's
     noise is the same whether it is processed alone or in a batch.
@@ -82,7 +99,16 @@ def gaussian_noise(pixels: np.ndarray, severity: int, seed) -> np.ndarray:
     >>> y.dtype, y.shape
     (dtype('uint8'), (2, 2, 3))
     """
-    sigma = _check_severity(severity)
+    return _add_noise(pixels, _check_severity(severity), seed)
+
+
+def gaussian_noise_cifar(pixels: np.ndarray, severity: int, seed) -> np.ndarray:
+    """CIFAR-10/100-C Gaussian noise: as :func:`gaussian_noise` with sigma
+    ``[0.04, 0.06, 0.08, 0.09, 0.10][severity - 1]`` (``make_cifar_c.py``); 0: no noise."""
+    return _add_noise(pixels, _check_severity(severity, CIFAR_C_GAUSSIAN_NOISE_SIGMA), seed)
+
+
+def _add_noise(pixels: np.ndarray, sigma: float, seed) -> np.ndarray:
     x = np.asarray(pixels)
     if x.dtype != np.uint8:
         raise TypeError(f"pixels must be uint8, got {x.dtype}")
@@ -98,6 +124,8 @@ def gaussian_noise(pixels: np.ndarray, severity: int, seed) -> np.ndarray:
 
 
 def _normal(seed, shape, sigma: float) -> np.ndarray:
+    if sigma == 0.0:
+        return np.zeros(shape)
     rng = np.random.default_rng(seed)
     return rng.normal(0.0, sigma, size=shape)
 
@@ -112,7 +140,7 @@ def _batch_seeds(seed, n: int) -> list:
 
 
 #: corruption name (a derived dataset's ``corruption``) -> function(pixels, severity, seed)
-CORRUPTIONS = {"gaussian_noise": gaussian_noise}
+CORRUPTIONS = {"gaussian_noise": gaussian_noise, "gaussian_noise_cifar": gaussian_noise_cifar}
 
 
 def corrupt_image(pixels: np.ndarray, image_id: str, severity: int, corruption: str = "gaussian_noise",
@@ -148,23 +176,34 @@ def jpeg_roundtrip(pixels: np.ndarray, quality: int = IMAGENET_C_JPEG_QUALITY) -
 
 
 def corrupt_for_model(img, severity: int, seed, model_transform, geometry: str = "imagenet_c",
-                      jpeg_quality: Optional[int] = IMAGENET_C_JPEG_QUALITY) -> np.ndarray:
+                      jpeg_quality: Optional[int] = IMAGENET_C_JPEG_QUALITY,
+                      corruption: str = "gaussian_noise") -> np.ndarray:
     """The corrupted pixels a model sees for one image at one severity (uint8, H x W x 3).
 
     ``img``: the original PIL image; ``model_transform``: the model's resize and crop (PIL ->
     PIL, :func:`clipdyn.data.pixels.pil_transform`). ``geometry="imagenet_c"`` (default): noise on
     :func:`imagenet_c_crop`, the JPEG round trip (``jpeg_quality``, None = none), then the
-    model's transform, as a model reading published ImageNet-C files. ``geometry="model"``:
-    noise on the model's own crop, then the JPEG round trip if any.
+    model's transform, as a model reading published ImageNet-C files. ``geometry="native"``: the
+    same on the original image at its own size (CIFAR-10/100-C). ``geometry="model"``: noise on
+    the model's own crop, then the JPEG round trip if any. ``corruption``: a name of
+    :data:`CORRUPTIONS` (``gaussian_noise`` = ImageNet-C's sigmas, ``gaussian_noise_cifar`` =
+    CIFAR-C's).
     """
     from PIL import Image
 
     if geometry not in GEOMETRIES:
         raise ValueError(f"corruption geometry must be one of {GEOMETRIES}, got {geometry!r}")
-    base = imagenet_c_crop(img) if geometry == "imagenet_c" else model_transform(img.convert("RGB"))
-    x = gaussian_noise(np.asarray(base, dtype=np.uint8), severity, seed)
+    if corruption not in CORRUPTIONS:
+        raise ValueError(f"unsupported corruption {corruption!r}; implemented: {sorted(CORRUPTIONS)}")
+    if geometry == "imagenet_c":
+        base = imagenet_c_crop(img)
+    elif geometry == "native":
+        base = img.convert("RGB")
+    else:
+        base = model_transform(img.convert("RGB"))
+    x = CORRUPTIONS[corruption](np.asarray(base, dtype=np.uint8), severity, seed)
     if jpeg_quality is not None:
         x = jpeg_roundtrip(x, jpeg_quality)
-    if geometry == "imagenet_c":
+    if geometry != "model":
         x = np.asarray(model_transform(Image.fromarray(x)), dtype=np.uint8)
     return x

@@ -67,7 +67,8 @@ def _decode_chunk(args):
 
                 a = corruptions.corrupt_for_model(
                     open_image(path, member), int(severity), corruptions.noise_seed(source_id, int(severity)), tf,
-                    geometry=corruption["geometry"], jpeg_quality=corruption["jpeg_quality"])
+                    geometry=corruption["geometry"], jpeg_quality=corruption["jpeg_quality"],
+                    corruption=corruption.get("corruption", "gaussian_noise"))
             if a.shape != arr.shape[1:]:
                 raise BadImageError(path, member, f"preprocessed to shape {a.shape}, expected {arr.shape[1:]}")
             arr[i] = a
@@ -100,8 +101,11 @@ def build_pixel_cache(images: pd.DataFrame, pp: Preprocess, out_npy: os.PathLike
     np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
     members = images["member"] if "member" in images else pd.Series([""] * n)
     if corruption is not None:
-        if corruption.get("corruption", "gaussian_noise") != "gaussian_noise":
-            raise ValueError(f"unsupported corruption {corruption.get('corruption')!r}; only 'gaussian_noise'")
+        from .corruptions import CORRUPTIONS
+
+        if corruption.get("corruption", "gaussian_noise") not in CORRUPTIONS:
+            raise ValueError(f"unsupported corruption {corruption.get('corruption')!r}; "
+                             f"implemented: {sorted(CORRUPTIONS)}")
         missing = [c for c in ("source_id", "severity") if c not in images.columns]
         if missing:
             raise ValueError(f"a corrupted pixel cache needs a derived manifest with columns {missing}")

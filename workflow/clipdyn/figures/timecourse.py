@@ -26,8 +26,24 @@ from .style import OKABE_ITO, REFERENCE_GREY, integer_epochs, model_colours, new
 #: Draw point markers when a line has at most this many epochs.
 MARKER_MAX_POINTS = 60
 
+#: Longest line (characters) of the human reference's source written beside its line or in a legend.
+HUMAN_SOURCE_WIDTH = 45
+
 #: Panels of Figure 2 (and the lower row of Figure 3), in reading order.
 ALIGNMENT_MEASURES = ["noise_sensitivity", "low_level_alignment", "mid_level_alignment", "saliency_alignment"]
+
+
+#: Longest line (in characters) of a panel's y label: a longer axis text is wrapped, so that the
+#: label stays within the height of a panel of Figures 2 and 3 (the caption carries the detail).
+Y_LABEL_WIDTH = 24
+
+
+def _y_label(measure: str, variant: str = "") -> str:
+    """The measure's axis text, wrapped to :data:`Y_LABEL_WIDTH`, with its better direction below."""
+    info = measure_info(measure)
+    text = info.axis.format(variant=VARIANT_NAMES.get(variant, variant))
+    lines = textwrap.wrap(text, Y_LABEL_WIDTH, break_on_hyphens=False) or [text]
+    return "\n".join(lines + ([info.arrow] if info.arrow else []))
 
 
 def _x_label(x_axis: str) -> str:
@@ -61,7 +77,8 @@ def _human_line(ax: Axes, spec: FigureSpec, measure: str, with_source: bool) -> 
     value = float(h["value"]) if measure == "texture_bias" else 1.0 - float(h["value"])
     source = h.get("source") or "human observers"
     line = ax.axhline(value, color=REFERENCE_GREY, ls="--", lw=1.0, zorder=1, label=f"humans: {value:.2f}")
-    text = f"humans: {value:.2f}" + (f"\n({textwrap.shorten(source, 70)})" if with_source else "")
+    wrapped = textwrap.fill(f"({textwrap.shorten(source, 90)})", HUMAN_SOURCE_WIDTH)
+    text = f"humans: {value:.2f}" + (f"\n{wrapped}" if with_source else "")
     # above the line for the low human texture bias, below it for the high human shape bias
     below = value > 0.5
     ax.annotate(text, xy=(0.99, value), xycoords=("axes fraction", "data"), xytext=(0, -3 if below else 3),
@@ -132,7 +149,7 @@ def _line_panel(ax: Axes, metrics: pd.DataFrame, spec: FigureSpec, measure: str,
         _human_line(ax, spec, measure, with_source=len(models) == 1)
     _bias_limits(ax, measure)
     _title(ax, series, measure)
-    ax.set_ylabel(measure_info(measure).axis_label(series.variant if series else ""))
+    ax.set_ylabel(_y_label(measure, series.variant if series else ""))
     _style_x(ax, x_axis, x_label)
     note(ax, [f"no data for {spec.label(m)}" for m in missing], empty=len(missing) == len(models))
     return missing
@@ -179,7 +196,7 @@ def _low_level_panel(ax: Axes, metrics: pd.DataFrame, spec: FigureSpec, model: s
     main = spec.series(metrics, measure)
     if main is None:
         _title(ax, None, measure)
-        ax.set_ylabel(measure_info(measure).axis_label())
+        ax.set_ylabel(_y_label(measure))
         _style_x(ax, x_axis, x_label)
         note(ax, [f"no data for {spec.label(model)}"], empty=True)
         return [model]
@@ -202,7 +219,7 @@ def _low_level_panel(ax: Axes, metrics: pd.DataFrame, spec: FigureSpec, model: s
                 marker="o" if len(v) <= MARKER_MAX_POINTS else None, label=label)
         drawn += 1
     _title(ax, Series(measure, "", main.variant), measure)
-    ax.set_ylabel(measure_info(measure).axis_label(main.variant))
+    ax.set_ylabel(_y_label(measure, main.variant))
     _style_x(ax, x_axis, x_label)
     if drawn:
         handles, labels = ax.get_legend_handles_labels()
@@ -270,7 +287,8 @@ def figure3(metrics: pd.DataFrame, spec: SpecLike = None, out_pdf: Optional[os.P
         if any(m in spec.reference_curves for m in models):
             handles.append(Line2D([], [], color=REFERENCE_GREY, lw=0.8, ls=(0, (4, 2)), label="published"))
         if spec.human_texture_bias is not None:
+            source = textwrap.shorten(spec.human_texture_bias.get("source") or "human observers", 90)
             handles.append(Line2D([], [], color=REFERENCE_GREY, lw=1.0, ls="--",
-                                  label=f"humans ({spec.human_texture_bias.get('source') or 'human observers'})"))
-        fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 4))
+                                  label=textwrap.fill(f"humans ({source})", HUMAN_SOURCE_WIDTH)))
+        fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 5))
     return _finish(fig, spec, out_pdf, out_png)

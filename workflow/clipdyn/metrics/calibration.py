@@ -14,7 +14,8 @@ from .intervals import Statistic, mean_of, weighted_sums
 from .result import MetricResult, metric_row, rows_frame
 from .zeroshot import classifier_logits, dataset_logits, softmax
 
-__all__ = ["expected_calibration_error", "negative_log_likelihood", "fit_temperature", "split_heldout"]
+__all__ = ["expected_calibration_error", "rms_calibration_error", "negative_log_likelihood", "fit_temperature",
+           "split_heldout"]
 
 
 def _check(x: np.ndarray, labels: np.ndarray, what: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -70,6 +71,43 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
     if norm == "l2":
         return float(np.sqrt(np.sum(w * gap ** 2)))
     return float(np.max(gap))
+
+
+def rms_calibration_error(probs: np.ndarray, labels: np.ndarray, bin_size: int = 100) -> float:
+    """RMS calibration error with adaptive bins, as hendrycks/imagenet-r ``utils.py`` ``calib_err``
+    (``p='2'``, ``beta=100``), which its ``eval.py`` reports for ImageNet-200 and ImageNet-R.
+
+    Definition: the top-1 confidences are sorted (``np.argsort``) and cut into consecutive bins of
+    ``bin_size`` samples, the last bin running to the end (``len // bin_size`` bins); then
+    ``sqrt(sum_b n_b / N * (mean conf_b - mean correct_b)^2)`` over **every bin but the last**, as
+    the source's loop ``for i in range(len(bins) - 1)`` does (the most confident bin never counts;
+    with fewer than ``2 * bin_size`` samples the result is 0). ``N`` counts every sample.
+
+    Range: [0, 1], lower is better. NaN with fewer than ``bin_size`` samples (the source fails
+    there: it has no bin).
+
+    Example:
+        >>> probs = np.array([[0.9, 0.1]] * 100 + [[0.6, 0.4]] * 100 + [[0.99, 0.01]] * 100)
+        >>> labels = np.array([0] * 50 + [1] * 50 + [0] * 200)   # 50 % right at 0.9, all right at 0.6
+        >>> round(rms_calibration_error(probs, labels), 6)       # bins 0.6 (|0.6 - 1|) and 0.9 (|0.9 - 0.5|)
+        0.326599
+    """
+    probs, labels = _check(probs, labels, "probs")
+    if bin_size < 1:
+        raise ValueError(f"bin_size must be >= 1, got {bin_size}")
+    n = len(labels)
+    if n < bin_size:
+        return float("nan")
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    order = np.argsort(confidence)
+    confidence, correct = confidence[order], correct[order]
+    starts = np.arange(n // bin_size) * bin_size
+    total = 0.0
+    for b in range(len(starts) - 1):   # the last bin (to the end) is left out, as in the source
+        lo, hi = starts[b], starts[b] + bin_size
+        total += bin_size / n * (confidence[lo:hi].mean() - correct[lo:hi].mean()) ** 2
+    return float(np.sqrt(total))
 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -147,7 +185,8 @@ def calibration_task(*, embeddings, tables, classifier, inputs, options) -> Metr
 
     The temperature is fitted on a seeded held-out part (``heldout_fraction``, ``seed``) of
     the in-distribution images, ordered by image id so the split is the same at every
-    epoch; ECE (``n_bins`` equal-width bins) and NLL are reported on the rest of the
+    epoch; ECE (``n_bins`` equal-width bins), NLL and the RMS calibration error of hendrycks/imagenet-r
+    (:func:`rms_calibration_error`, adaptive bins of 100) are reported on the rest of the
     in-distribution images and on all of each ``shifted`` dataset. Measure ``temperature``
     variant ``fitted`` (dataset = in-distribution, ``n`` = images fitted on) is relative to
     the checkpoint's logit scale: the calibrated scale is ``logit_scale / T``. A shifted set whose
@@ -183,9 +222,11 @@ def calibration_task(*, embeddings, tables, classifier, inputs, options) -> Metr
             ece = expected_calibration_error(probs, y, n_bins)
             rows.append(metric_row("ece", name, variant, ece, len(y)))
             rows.append(metric_row("nll", name, variant, negative_log_likelihood(scaled, y), len(y)))
+            rows.append(metric_row("rms_calibration_error", name, variant, rms_calibration_error(probs, y), len(y)))
             # intervals over the set's images; the temperature-scaled rows hold the fitted T fixed
             per_image_nll = logsumexp(scaled, axis=1) - scaled[np.arange(len(y)), y]
-            stats += [ece_statistic(probs, y, n_bins, stream), mean_of(per_image_nll, stream)]
+            stats += [ece_statistic(probs, y, n_bins, stream), mean_of(per_image_nll, stream),
+                      rms_statistic(probs, y, stream)]
     details = pd.DataFrame({"image_id": images["image_id"], "heldout_for_fit": np.isin(np.arange(len(labels)), fit)})
     return MetricResult(rows_frame(rows), details, stats)
 
@@ -210,6 +251,59 @@ def ece_statistic(probs: np.ndarray, labels: np.ndarray, n_bins: int, stream: st
             return np.where(tot > 0, np.abs(per_bin).sum(axis=1) / np.where(tot > 0, tot, 1.0), np.nan)
 
     return Statistic(fn, ((stream, len(conf)),))
+
+
+def rms_statistic(probs: np.ndarray, labels: np.ndarray, stream: str, bin_size: int = 100,
+                  chunk: int = 64) -> Statistic:
+    """:func:`rms_calibration_error` as a function of image weights, vectorised: a resample is the
+    images repeated by their (integer) weights, sorted by confidence, cut into bins of ``bin_size``.
+    The images are sorted once (stable); with ``C`` the cumulative weights in that order and ``S``
+    the cumulative weighted confidences (hits), the sum over the first ``P`` resampled images is
+    ``S[j] + (P - C[j]) * conf[j]`` where image ``j`` holds position ``P``, so each bin's sums are
+    differences of that at its edges (one row-wise search per resample, no per-bin loop). Equal to
+    the definition where the confidences are distinct (ties among different images are ordered by
+    image position here, by ``np.argsort`` there). Resamples are taken ``chunk`` at a time."""
+    probs, labels = _check(probs, labels, "probs")
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    order = np.argsort(conf, kind="stable")
+    conf, correct = conf[order], correct[order]
+    n = len(conf)
+    s = float(bin_size)
+
+    def block(w):
+        k = w.shape[0]
+        C = np.cumsum(w, axis=1)                                    # (k, n) images up to and with j
+        total = C[:, -1] if n else np.zeros(k)
+        nb = np.floor(total / s + 1e-9).astype(np.int64)            # bins per resample
+        m = int(nb.max()) if k and n else 0
+        out = np.full(k, np.nan)
+        if m < 1:
+            return out
+        P = np.minimum(np.arange(m + 1)[None, :] * s, total[:, None])  # (k, m + 1) bin edges
+        off = (np.arange(k) * (float(total.max()) + 1.0))[:, None]
+        j = np.searchsorted((C + off).ravel(), (P + off).ravel(), side="right").reshape(k, m + 1)
+        j -= (np.arange(k) * n)[:, None]
+        zero = np.zeros((k, 1))
+        Cp = np.concatenate([zero, C], axis=1)
+        rows = np.arange(k)[:, None]
+
+        def prefix(x):
+            Sp = np.concatenate([zero, np.cumsum(w * x, axis=1)], axis=1)
+            xp = np.append(x, 0.0)
+            return Sp[rows, j] + (P - Cp[rows, j]) * xp[j]
+
+        gap = (np.diff(prefix(conf), axis=1) - np.diff(prefix(correct), axis=1)) / s   # (k, m)
+        counted = np.arange(m)[None, :] < (nb - 1)[:, None]         # every bin but the last
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err = np.sqrt(np.sum(np.where(counted, s / total[:, None] * gap ** 2, 0.0), axis=1))
+        return np.where(nb >= 1, err, np.nan)
+
+    def fn(w):
+        w = np.asarray(w, dtype=np.float64)[:, order]
+        return np.concatenate([block(w[i:i + chunk]) for i in range(0, len(w), chunk)]) if len(w) else np.zeros(0)
+
+    return Statistic(fn, ((stream, n),))
 
 
 #: grid of log-temperature offsets around the fitted one on which resampled fits are searched

@@ -170,6 +170,8 @@ _KINDS = [
                           dataset_as="zeroshot_top1"),
                   Measure("nll", "Negative log-likelihood", "NLL", "lower", variants=("raw",),
                           dataset_as="zeroshot_top1"),
+                  Measure("rms_calibration_error", "RMS calibration error (adaptive bins)", "RMS calibration error",
+                          "lower", variants=("raw",), dataset_as="zeroshot_top1"),
                   Measure("temperature", "Fitted temperature", "temperature", None, variants=("fitted",),
                           dataset_as="zeroshot_top1")),
         variant_names={"raw": "raw", "temperature_scaled": "temperature-scaled"}),

@@ -17,7 +17,7 @@ __all__ = ["load_imagenet16_mapping", "category_decisions", "shape_bias", "MODEL
            "decision_logit_scale"]
 
 #: the fixed multiplier of model-vs-human's CLIP wrapper (bethgelab/model-vs-human,
-#: ``modelvshuman/models/wrappers/pytorch.py``, ``ClipPyTorchModel.forward_batch``:
+#: ``modelvshuman/models/wrappers/pytorch.py``, ``ClipPytorchModel.forward_batch``:
 #: ``logits = 100. * image_features @ zeroshot_weights``), whose softmax the 16-way decision averages
 MODEL_VS_HUMAN_LOGIT_SCALE = 100.0
 
