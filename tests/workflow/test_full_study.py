@@ -158,7 +158,7 @@ def test_unrelated_changes_do_not_redraw(full_study, tmp_path):
     # a library module no rule uses, and a config value no output depends on
     copy = tmp_path / "repo"
     copy_workflow(copy)
-    lh = copy / "workflow" / "clipdyn" / "localhub.py"
+    lh = copy / "workflow" / "clipdyn" / "fixtures" / "localhub.py"
     lh.write_text(lh.read_text() + "\n# unrelated edit\n")
     cfg = full_study.read_config()
     cfg["embedding"]["mem_mb"] = 1234
