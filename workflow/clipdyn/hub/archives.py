@@ -154,30 +154,16 @@ def _dir(out: Path, rel: PurePosixPath) -> Path:
     return target
 
 
-def _extract_tar(archive: Path, tf: tarfile.TarFile, members: list, out: Path, max_bytes: int) -> None:
-    """Member by member, with no ``extractall(filter=...)`` (absent from Python 3.11.2's ``tarfile``)."""
+def _extract(archive: Path, members, out: Path, max_bytes: int) -> None:
+    """Member by member (``(name, is_dir, open)`` each), every file written as a new file; for tars
+    with no ``extractall(filter=...)`` (absent from Python 3.11.2's ``tarfile``)."""
     budget = [max_bytes]
-    for m in members:
-        rel = _check_name(archive, m.name)
-        if m.isdir():
-            _dir(out, rel)
-            continue
-        _dir(out, rel.parent)
-        src = tf.extractfile(m)
-        with src:
-            _write_member(archive, m.name, src, out / rel, budget)
-
-
-def _extract_zip(archive: Path, zf: zipfile.ZipFile, infos: list, out: Path, max_bytes: int) -> None:
-    budget = [max_bytes]
-    for info in infos:
-        rel = _check_name(archive, info.filename)
-        if info.is_dir():
-            _dir(out, rel)
-            continue
-        _dir(out, rel.parent)
-        with zf.open(info) as src:
-            _write_member(archive, info.filename, src, out / rel, budget)
+    for name, is_dir, open_member in members:
+        rel = _check_name(archive, name)
+        _dir(out, rel if is_dir else rel.parent)
+        if not is_dir:
+            with open_member() as src:
+                _write_member(archive, name, src, out / rel, budget)
 
 
 def _identity(archive: Path, sha256: Optional[str]) -> dict:
@@ -230,12 +216,14 @@ def safe_extract(archive: os.PathLike, dest: os.PathLike, *, sha256: Optional[st
             with tarfile.open(archive, "r:*") as tf:
                 members = _check_tar(archive, tf, max_members, max_bytes)
                 _check_space(archive, tmp, sum(m.size for m in members if m.isfile()))
-                _extract_tar(archive, tf, members, tmp, max_bytes)
+                _extract(archive, [(m.name, m.isdir(), lambda m=m: tf.extractfile(m)) for m in members], tmp,
+                         max_bytes)
         else:
             with zipfile.ZipFile(archive) as zf:
                 infos = _check_zip(archive, zf, max_members, max_bytes)
                 _check_space(archive, tmp, sum(i.file_size for i in infos))
-                _extract_zip(archive, zf, infos, tmp, max_bytes)
+                _extract(archive, [(i.filename, i.is_dir(), lambda i=i: zf.open(i)) for i in infos], tmp,
+                         max_bytes)
         (tmp / MARKER).write_text(json.dumps(ident, sort_keys=True))
 
         if dest.exists():
