@@ -139,26 +139,27 @@ def test_moves_and_renames_rerun_nothing(full_study, tmp_path):
             if re.search(rf"\b{word}\b", text):
                 f.write_text(re.sub(rf"\b{word}\b", new, text))
 
-    # move stratified_subset out of manifests.py into a module of its own
-    manifests = pkg / "manifests.py"
+    # move stratified_subset out of data/manifests.py into a module of its own
+    data = pkg / "data"
+    manifests = data / "manifests.py"
     text = manifests.read_text()
     tree = ast.parse(text)
     node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "stratified_subset")
     lines = text.splitlines(keepends=True)
     start = (node.decorator_list[0].lineno if node.decorator_list else node.lineno) - 1
     moved = "".join(lines[start:node.end_lineno])
-    (pkg / "subsets.py").write_text("from typing import Optional\n\nimport numpy as np\nimport pandas as pd\n\n\n"
+    (data / "subsets.py").write_text("from typing import Optional\n\nimport numpy as np\nimport pandas as pd\n\n\n"
                                     + moved)
     last_import = max(n.end_lineno for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)))
     manifests.write_text("".join(lines[:last_import]) + "from .subsets import stratified_subset\n"
                          + "".join(lines[last_import:start] + lines[node.end_lineno:]))
     # rename a module and a function, everywhere they are named
-    (pkg / "corruptions.py").rename(pkg / "noise.py")
+    (data / "corruptions.py").rename(data / "noise.py")
     rename("corruptions", "noise")
     rename("build_pixel_cache", "cache_pixels")
     assert full_study.dry_run_jobs(repo=copy) == {}
     # and the copy still computes: an edit of the moved function reruns the manifests that use it
-    edit_function(pkg / "subsets.py", "stratified_subset")
+    edit_function(data / "subsets.py", "stratified_subset")
     jobs = full_study.dry_run_jobs(repo=copy)
     assert jobs.get("prepare_manifest", 0) > 0, jobs
 
