@@ -79,7 +79,7 @@ def test_profile_resources_reach_sbatch(slurm_executor, slurm_cluster, slurm_tmp
         return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
 
     embed = show(jobs["embed_images"][0])
-    # 3,000,000-byte checkpoint: the rule's own request, 3000 + 3 MiB -> 3003 MB; the profile's runtime 30 min
+    # 3,000,000-byte checkpoint: the rule's own requests, 3000 + 3 MiB -> 3003 MB and 30 min
     assert embed["TimeLimit"] == "00:30:00"
     assert embed["MinMemoryNode"] == "3003M"
     assert embed.get("TresPerJob") == "gres:gpu:1"

@@ -118,6 +118,19 @@ def job_mem_mb(wc, attempt=1):
     return mem(getattr(ckpt_file(wc), "size", None), EMBED.mem_mb, attempt)
 
 
+def embed_runtime_min(wc, input, attempt=1):
+    """Time limit (minutes) of an embedding job on a cluster: from the checkpoint's size in the listing
+    and the pixel cache's size (clipdyn.embed.memory.job_runtime_min)."""
+    from clipdyn.embed.memory import job_runtime_min
+
+    pixels = Path(input.pixels)  # not there yet in a dry run
+    return job_runtime_min(
+        getattr(ckpt_file(wc), "size", None),
+        pixels.stat().st_size if pixels.exists() else None,
+        attempt,
+    )
+
+
 def checkpoint_params(wc):
     m, f = model_of(wc), ckpt_file(wc)
     return {

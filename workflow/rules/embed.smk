@@ -15,6 +15,7 @@ rule embed_images:
     resources:
         gpu=1,
         mem_mb=job_mem_mb,
+        runtime=embed_runtime_min,
     params:
         # one function for everything that varies per job: Snakemake inspects and calls each
         # callable once per job, which is most of a 10,000-job DAG's build time

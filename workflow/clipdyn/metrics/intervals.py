@@ -31,6 +31,8 @@ from typing import Callable, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+from ..io import INTERVAL_COLUMNS  # the columns a metric row gains
+
 __all__ = ["Statistic", "resample_counts", "bootstrap", "summarise", "interval_fields", "mean_of",
            "ratio_of_sums", "per_resample", "weighted_pearson", "weighted_ranks", "weighted_spearman",
            "weighted_kendall", "weighted_sums", "METHODS", "JACKKNIFE_GROUPS", "INTERVAL_COLUMNS"]
@@ -39,8 +41,6 @@ __all__ = ["Statistic", "resample_counts", "bootstrap", "summarise", "interval_f
 METHODS = ("percentile", "bca")
 #: most jackknife groups per stratum for the BCa acceleration
 JACKKNIFE_GROUPS = 100
-#: the columns a metric row gains
-INTERVAL_COLUMNS = ["se", "ci_low", "ci_high"]
 
 
 @dataclass(frozen=True)
