@@ -78,3 +78,24 @@ def test_interval_helpers_on_hand_made_replicates():
     m[0, :20], m[2, 20:] = 1.0, 1.0  # half the resamples peak at the first epoch, half at the last
     assert peak_range(m, [10, 20, 30], "higher") == (10, 30)
     assert peak_range(-m, [10, 20, 30], "lower") == (10, 30)
+
+
+def test_the_configured_level_sets_table_1s_intervals_and_says_so(tmp_path):
+    """`intervals: level` reaches Table 1 (the rule passes it): a 50% interval lies inside the 95% one,
+    the table records its level, and the Markdown and LaTeX views name it."""
+    from clipdyn.figures.table import write_table1
+
+    m = study(300, 0.01, lambda i: 0.45 + 0.01 * i)
+    wide = table1(m, SPEC).set_index("measure").loc["zeroshot_top1"]
+    narrow_table = table1(m, SPEC, level=0.5)
+    narrow = narrow_table.set_index("measure").loc["zeroshot_top1"]
+    assert (wide["ci_level"], narrow["ci_level"]) == (0.95, 0.5)
+    assert wide["rho_ci_low"] < narrow["rho_ci_low"] <= narrow["rho_ci_high"] < wide["rho_ci_high"]
+    assert wide["peak_epoch_low"] <= narrow["peak_epoch_low"] <= narrow["peak_epoch_high"] <= wide["peak_epoch_high"]
+    _, md, tex = write_table1(narrow_table, tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.tex")
+    text = md.read_text()
+    assert "50% bootstrap intervals" in text and "25% and 75% quantiles" in text and "95%" not in text
+    assert "; 50%: " in text
+    assert r"50\% bootstrap intervals" in tex.read_text()
+    with pytest.raises(ValueError, match="intervals: level"):
+        table1(m, SPEC, level=95)

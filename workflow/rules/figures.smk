@@ -48,6 +48,7 @@ rule table1:
         "../../envs/clipdyn.yaml"
     params:
         spec=figure_spec(),
+        level=STUDY.intervals.level,
         code=TABLE_CODE,
     script:
         "../scripts/render_table1.py"

@@ -9,6 +9,6 @@ import pandas as pd
 from clipdyn.figures import table1, write_table1
 
 metrics = pd.read_parquet(snakemake.input.metrics)
-df = table1(metrics, snakemake.params.spec)
+df = table1(metrics, snakemake.params.spec, level=snakemake.params.level)
 write_table1(df, snakemake.output.csv, snakemake.output.md, snakemake.output.tex)
 print(df.to_string())

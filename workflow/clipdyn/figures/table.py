@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from ..atomic import atomic_path
+from ..config.specs import IntervalSettings
 from .data import check_metrics, values
 from .spec import ACCURACY_MEASURES, VARIANT_NAMES, FigureSpec, SpecLike, measure_info
 
@@ -25,10 +26,11 @@ from .spec import ACCURACY_MEASURES, VARIANT_NAMES, FigureSpec, SpecLike, measur
 TABLE1_COLUMNS = ["model", "label", "measure", "metric", "dataset", "variant", "better", "n_epochs",
                   "spearman_rho", "rho_ci_low", "rho_ci_high", "p_value", "peak_rule", "peak_epoch",
                   "peak_epoch_low", "peak_epoch_high", "peak_value", "first_epoch", "first_value",
-                  "last_epoch", "last_value", "note"]
+                  "last_epoch", "last_value", "ci_level", "note"]
 
-#: Coverage of Table 1's intervals (rho and the peak epoch), from the metric rows' bootstrap replicates.
-TABLE_LEVEL = 0.95
+#: Coverage of Table 1's intervals (rho and the peak epoch) unless one is given: the ``intervals: level``
+#: default, the coverage of the metric rows' own intervals.
+TABLE_LEVEL = IntervalSettings.level
 
 #: Fewest shared epochs for which a rank correlation is reported.
 MIN_EPOCHS = 3
@@ -122,7 +124,7 @@ def peak_range(m: np.ndarray, epochs, better: Optional[str], level: float = TABL
     return int(lo), int(hi)
 
 
-def table1(metrics: pd.DataFrame, spec: SpecLike = None) -> pd.DataFrame:
+def table1(metrics: pd.DataFrame, spec: SpecLike = None, level: Optional[float] = None) -> pd.DataFrame:
     """Table 1 as a DataFrame with the columns :data:`TABLE1_COLUMNS`.
 
     For every model of ``scale_models`` (default: every model) there is one row for
@@ -139,16 +141,23 @@ def table1(metrics: pd.DataFrame, spec: SpecLike = None) -> pd.DataFrame:
       lower-is-better ones (texture bias, noise sensitivity, ECE, NLL, FPR@95);
       ``peak_rule`` says which. Ties go to the earliest epoch.
     - ``first_*``, ``last_*``: the measure at the first and last measured epoch.
-    - ``rho_ci_low``, ``rho_ci_high``: the 95% interval of rho over whole-study bootstrap resamples
-      (:func:`rho_interval`: resample k draws the same images at every epoch, so it is one
+    - ``rho_ci_low``, ``rho_ci_high``: the percentile interval of rho with coverage ``level``
+      (``ci_level``; default the ``intervals: level`` default, 0.95) over whole-study bootstrap
+      resamples (:func:`rho_interval`: resample k draws the same images at every epoch, so it is one
       alternative study; rho is recomputed on each); ``peak_epoch_low``, ``peak_epoch_high``: the
-      range of epochs holding 95% of the resampled peaks (:func:`peak_range`). Read from the metric
-      rows' ``replicates`` (:mod:`clipdyn.metrics.intervals`); NaN when the table has none.
+      range of epochs holding ``level`` of the resampled peaks (:func:`peak_range`). Read from the
+      metric rows' ``replicates`` (:mod:`clipdyn.metrics.intervals`); NaN when the table has none.
+      Both are percentile intervals whatever ``intervals: method`` says: BCa needs a jackknife of
+      rho over images, which the replicates do not hold.
 
     Accuracies are in percent, like the figures. A model without data for a measure
     gets a row with NaN values and the note "no data for this model".
     """
     spec = FigureSpec.from_config(spec)
+    level = TABLE_LEVEL if level is None else float(level)
+    if not 0 < level < 1:
+        raise ValueError(f"Table 1: the interval level must lie between 0 and 1, not {level!r} "
+                         "(intervals: level in the config)")
     raw = metrics
     metrics = check_metrics(metrics)
     factor = spec.accuracy_factor(metrics)
@@ -170,8 +179,9 @@ def table1(metrics: pd.DataFrame, spec: SpecLike = None) -> pd.DataFrame:
             v = v[np.isfinite(v["value"].astype(float))].reset_index(drop=True)
             row.update(_summary(v, info.better))
             reps = replicate_matrix(raw, model, series, v["epoch"].tolist())
-            low, high = peak_range(reps, v["epoch"], info.better) if reps is not None else (pd.NA, pd.NA)
-            row.update(peak_epoch_low=low, peak_epoch_high=high, rho_ci_low=math.nan, rho_ci_high=math.nan)
+            low, high = peak_range(reps, v["epoch"], info.better, level) if reps is not None else (pd.NA, pd.NA)
+            row.update(peak_epoch_low=low, peak_epoch_high=high, rho_ci_low=math.nan, rho_ci_high=math.nan,
+                       ci_level=level)
             notes = []
             if v.empty:
                 notes.append("no data for this model")
@@ -186,7 +196,7 @@ def table1(metrics: pd.DataFrame, spec: SpecLike = None) -> pd.DataFrame:
                 shared = both["epoch"].tolist()
                 rt, rm = replicate_matrix(raw, model, tex_series, shared), replicate_matrix(raw, model, series, shared)
                 if np.isfinite(rho) and rt is not None and rm is not None and rt.shape == rm.shape:
-                    row["rho_ci_low"], row["rho_ci_high"] = rho_interval(rt, rm)
+                    row["rho_ci_low"], row["rho_ci_high"] = rho_interval(rt, rm, level)
                 if why and not v.empty:
                     notes.append(why if not tb.empty else "no texture bias for this model")
             row["note"] = "; ".join(notes)
@@ -237,11 +247,16 @@ def _rho_cell(r: Any, lo: Any, hi: Any) -> str:
     return f"{text} [{_fmt_rho(lo)}, {_fmt_rho(hi)}]"
 
 
-def _peak_cell(value: Any, epoch: Any, lo: Any, hi: Any) -> str:
+def _percent(level: float) -> str:
+    return f"{100 * float(level):.4g}%"
+
+
+def _peak_cell(value: Any, epoch: Any, lo: Any, hi: Any, level: float = TABLE_LEVEL) -> str:
     text = _at(value, epoch)
     if _missing(lo) or _missing(hi) or text == "–":
         return text
-    return text[:-1] + (f"; 95%: {int(lo)})" if int(lo) == int(hi) else f"; 95%: {int(lo)}–{int(hi)})")
+    span = f"{int(lo)}" if int(lo) == int(hi) else f"{int(lo)}–{int(hi)}"
+    return text[:-1] + f"; {_percent(level)}: {span})"
 
 
 def display_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -258,7 +273,8 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
                      "ρ with texture bias": _rho_cell(r.spearman_rho, r.rho_ci_low, r.rho_ci_high),
                      "p": _fmt_p(r.p_value),
                      "n": "–" if r.n_epochs is pd.NA else str(int(r.n_epochs)),
-                     "Best (epoch)": _peak_cell(r.peak_value, r.peak_epoch, r.peak_epoch_low, r.peak_epoch_high),
+                     "Best (epoch)": _peak_cell(r.peak_value, r.peak_epoch, r.peak_epoch_low, r.peak_epoch_high,
+                                                r.ci_level),
                      "First (epoch)": _at(r.first_value, r.first_epoch),
                      "Last (epoch)": _at(r.last_value, r.last_epoch),
                      "Note": r.note})
@@ -310,11 +326,15 @@ def _write_text(path: os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-TABLE1_CAPTION = ("Spearman rank correlation across epochs between texture bias and each measure, "
-                  "the epoch where each measure is best (maximum, or minimum for lower-is-better metrics), "
-                  "and its first and last values. In brackets: 95% bootstrap intervals over whole-study "
-                  "resamples (the same images resampled at every epoch): for rho, its 2.5% and 97.5% "
-                  "quantiles; for the best epoch, the range of epochs holding 95% of the resampled peaks.")
+def table1_caption(level: float = TABLE_LEVEL) -> str:
+    """Table 1's caption, for intervals of coverage ``level``."""
+    alpha = (1 - float(level)) / 2
+    return ("Spearman rank correlation across epochs between texture bias and each measure, "
+            "the epoch where each measure is best (maximum, or minimum for lower-is-better metrics), "
+            f"and its first and last values. In brackets: {_percent(level)} bootstrap intervals over whole-study "
+            f"resamples (the same images resampled at every epoch): for rho, its {_percent(alpha)} and "
+            f"{_percent(1 - alpha)} quantiles; for the best epoch, the range of epochs holding {_percent(level)} "
+            "of the resampled peaks.")
 
 
 def write_table1(df: pd.DataFrame, csv: Optional[os.PathLike] = None, md: Optional[os.PathLike] = None,
@@ -324,8 +344,10 @@ def write_table1(df: pd.DataFrame, csv: Optional[os.PathLike] = None, md: Option
     if csv is not None:
         written.append(_write_text(csv, df.to_csv(index=False, float_format="%.6g")))
     view = display_table(df)
+    levels = df["ci_level"].dropna().unique() if "ci_level" in df else []
+    caption = table1_caption(levels[0] if len(levels) else TABLE_LEVEL)
     if md is not None:
-        written.append(_write_text(md, f"**Table 1.** {TABLE1_CAPTION}\n\n" + to_markdown(view)))
+        written.append(_write_text(md, f"**Table 1.** {caption}\n\n" + to_markdown(view)))
     if tex is not None:
-        written.append(_write_text(tex, to_latex(view, caption=TABLE1_CAPTION)))
+        written.append(_write_text(tex, to_latex(view, caption=caption)))
     return written
