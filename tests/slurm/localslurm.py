@@ -408,13 +408,16 @@ def slurm_snakemake(cluster: SlurmCluster, workdir: Path, *args: str,
     """Run `snakemake --profile workflow/profiles/slurm` against the test cluster.
 
     Adds what a cluster without slurmdbd and with few cores needs: squeue for job
-    status (MinJobAge is long enough), a short first status check, threads capped
-    at the node's CPUs, SLURM logs kept. stdout+stderr go to workdir/log_name."""
+    status (MinJobAge is long enough), a first status check 6 s after a submission
+    (the test jobs take 2-5 s; the plugin waits 10 s longer after every round that
+    finds nothing finished, so a check that comes too early costs a job 10 s),
+    threads capped at the node's CPUs, SLURM logs kept. stdout+stderr go to
+    workdir/log_name."""
     cmd = [sys.executable, "-m", "snakemake",
            "--profile", str(PROFILE),
            "--directory", str(workdir),
            "--slurm-status-command", "squeue",
-           "--slurm-init-seconds-before-status-checks", "2",
+           "--slurm-init-seconds-before-status-checks", "6",
            "--slurm-keep-successful-logs",
            "--max-threads", str(cluster.cpus),
            "--jobs", "8"]

@@ -18,17 +18,23 @@ def _record(line: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in line.split())
 
 
-def test_profile_runs_toy_workflow_through_sbatch(slurm_executor, slurm_cluster, slurm_tmp):
-    wd = slurm_tmp / "toy"
+@pytest.fixture(scope="module")
+def toy_run(slurm_executor, slurm_cluster):
+    """The toy workflow run once on the cluster, the partition through the profile's environment
+    placeholder (the command-line override, --default-resources, is what test_slurm_workflow uses)."""
+    wd = slurm_cluster.root / "toy"
     wd.mkdir()
     shutil.copy(TOY, wd / "Snakefile")
     t0 = time.monotonic()
-    # partition through the profile's environment placeholder
     proc = slurm_snakemake(slurm_cluster, wd,
                            env={"CLIPDYN_SLURM_PARTITION": slurm_cluster.partition})
     TIMINGS["toy_workflow_on_slurm_s"] = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout[-4000:] + slurm_cluster.logs_tail()
+    return wd, proc
 
+
+def test_profile_runs_toy_workflow_through_sbatch(toy_run, slurm_cluster):
+    wd, proc = toy_run
     jobs = submitted_jobs(proc.stdout)
     assert {r: len(ids) for r, ids in jobs.items()} == {
         "download_checkpoint": 2, "pixel_cache": 1, "embed_images": 2,
@@ -62,16 +68,10 @@ def test_profile_runs_toy_workflow_through_sbatch(slurm_executor, slurm_cluster,
     assert len(logs) == sum(len(ids) for ids in jobs.values())
 
 
-def test_profile_resources_reach_sbatch(slurm_executor, slurm_cluster, slurm_tmp):
-    """mem_mb/runtime from the profile's per-rule expressions, and the GPU gres,
+def test_profile_resources_reach_sbatch(toy_run, slurm_cluster):
+    """mem_mb/runtime from the rules and the profile's per-rule expressions, and the GPU gres,
     as SLURM recorded them for the jobs (scontrol show job)."""
-    wd = slurm_tmp / "toy"
-    wd.mkdir()
-    shutil.copy(TOY, wd / "Snakefile")
-    proc = slurm_snakemake(slurm_cluster, wd, "results/embeddings/epoch_1.txt",
-                           "--default-resources",
-                           f"slurm_partition={slurm_cluster.partition}")
-    assert proc.returncode == 0, proc.stdout[-4000:] + slurm_cluster.logs_tail()
+    _, proc = toy_run
     jobs = submitted_jobs(proc.stdout)
 
     def show(jobid):

@@ -1,7 +1,12 @@
-"""clipdyn itself on SLURM: the tiny local-hub study (clipdyn.fixtures.studies)
-run with `--executor slurm --profile workflow/profiles/slurm` on the local test
-cluster must submit every non-local job through sbatch (GPU rules with a GPU gres)
-and produce the same results/metrics.parquet as a local run of the same study."""
+"""clipdyn itself on SLURM: the tiny study (clipdyn.fixtures.studies) run with
+`--executor slurm --profile workflow/profiles/slurm` on the local test cluster, online against
+the local Hub server (clipdyn.fixtures.hubserver) from an empty Hugging Face cache. It must
+submit every non-local job through sbatch (GPU rules with a GPU gres), produce the same
+results/metrics.parquet as a local offline run of the same study, and make one Hub listing per
+invocation, none per SLURM job: every SLURM job re-parses the Snakefile; the server counts the
+listing requests (repo info + tree of each model repo): one per model from the top-level
+process, zero from the jobs, zero from --report afterwards. The downloads run in local jobs on
+the node that runs snakemake (it has the network), over HTTP."""
 
 import os
 import re
@@ -11,6 +16,7 @@ import pandas as pd
 import pytest
 from localslurm import REPO, TIMINGS, slurm_snakemake, submitted_jobs
 
+from clipdyn.fixtures.hubserver import HubServer
 from clipdyn.io import METRIC_COLUMNS
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
@@ -28,7 +34,8 @@ def _study_builder():
 
 @pytest.fixture(scope="module")
 def slurm_run(slurm_executor, slurm_cluster):
-    """Build the study, run it locally, then run it on SLURM in a second workdir."""
+    """Build the study, run it locally (offline, its own HF cache), then on SLURM in a second
+    workdir, online against the Hub server from an empty HF cache. The server runs for the module."""
     build_tiny_study, parse_job_counts = _study_builder()
     root = slurm_cluster.root / "tiny-study"
     study = build_tiny_study(root, n_models=1, n_epochs=2)
@@ -37,24 +44,27 @@ def slurm_run(slurm_executor, slurm_cluster):
     local = study.snakemake()
     TIMINGS["tiny_study_local_s"] = time.monotonic() - t0
 
-    # the study's own variables (offline HF cache, seeds, lock dir) on top of the
-    # cluster's client environment; sbatch --export=ALL hands them to the jobs
-    extra = {k: v for k, v in study.env.items() if os.environ.get(k) != v}
-    slurm_wd = root / "work-slurm"
-    t0 = time.monotonic()
-    proc = slurm_snakemake(
-        slurm_cluster, slurm_wd,
-        "--snakefile", str(REPO / "workflow" / "Snakefile"),
-        "--configfile", str(study.config),
-        "--default-resources", f"slurm_partition={slurm_cluster.partition}",
-        env=extra, timeout=1800)
-    TIMINGS["tiny_study_on_slurm_s"] = time.monotonic() - t0
-    if proc.returncode != 0:
-        pytest.fail("snakemake on SLURM failed:\n" + proc.stdout[-6000:]
-                    + "\n" + slurm_cluster.logs_tail())
-    return {"study": study, "local_log": local.stdout + local.stderr,
-            "log": proc.stdout, "workdir": slurm_wd, "env": extra,
-            "parse_job_counts": parse_job_counts}
+    with HubServer(study.hub) as server:
+        # the study's own variables (seeds, lock dir) on top of the cluster's client environment,
+        # made online; sbatch --export=ALL hands them to the jobs
+        env = {k: v for k, v in study.env.items() if os.environ.get(k) != v}
+        env.update(HF_ENDPOINT=server.url, HF_HUB_CACHE=str(root / "empty-cache"), HF_HUB_OFFLINE="0",
+                   HF_HUB_DISABLE_TELEMETRY="1", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+        slurm_wd = root / "work-slurm"
+        args = ("--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile", str(study.config),
+                "--default-resources", f"slurm_partition={slurm_cluster.partition}")
+        t0 = time.monotonic()
+        proc = slurm_snakemake(slurm_cluster, slurm_wd, *args, env=env, timeout=1800)
+        TIMINGS["tiny_study_on_slurm_s"] = time.monotonic() - t0
+        if proc.returncode != 0:
+            pytest.fail("snakemake on SLURM failed:\n" + proc.stdout[-6000:]
+                        + "\n" + slurm_cluster.logs_tail())
+        repos = {m["repo"] for m in study.read_config()["models"].values()}
+        requests = {(kind, repo): server.count(kind, repo) for repo in repos for kind in ("info", "tree")}
+        yield {"study": study, "local_log": local.stdout + local.stderr,
+               "log": proc.stdout, "workdir": slurm_wd, "env": env, "args": args,
+               "parse_job_counts": parse_job_counts, "server": server, "requests": requests,
+               "downloads": server.count("cdn"), "repos": repos}
 
 
 def test_cluster_jobs_went_through_sbatch(slurm_run, slurm_cluster):
@@ -99,12 +109,30 @@ def test_metrics_equal_local_run(slurm_run):
 def test_rerun_on_slurm_has_nothing_to_do(slurm_run, slurm_cluster):
     """What the jobs recorded (params, code hashes, mtimes) agrees with the DAG the
     submit host builds: a second run submits nothing."""
-    study = slurm_run["study"]
     proc = slurm_snakemake(
-        slurm_cluster, slurm_run["workdir"], "-n",
-        "--snakefile", str(REPO / "workflow" / "Snakefile"),
-        "--configfile", str(study.config),
-        "--default-resources", f"slurm_partition={slurm_cluster.partition}",
+        slurm_cluster, slurm_run["workdir"], "-n", *slurm_run["args"],
         env=slurm_run["env"], timeout=600, log_name="snakemake-slurm-dryrun.log")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "Nothing to be done" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_slurm_jobs_make_no_listing_call(slurm_run, slurm_cluster):
+    jobs = submitted_jobs(slurm_run["log"])
+    assert {"embed_images", "compute_metric"} <= set(jobs), sorted(jobs)
+    # downloads are local rules: the node running snakemake has the network
+    assert not {"fetch_checkpoint", "download_dataset"} & set(jobs), sorted(jobs)
+    assert sum(len(v) for v in jobs.values()) >= 5  # every one of them parsed the Snakefile again
+    assert slurm_run["requests"] == {(kind, repo): 1 for repo in slurm_run["repos"] for kind in ("info", "tree")}
+    # the checkpoints came over HTTP, downloaded by the local fetch_checkpoint jobs
+    assert slurm_run["downloads"] >= 2 * len(slurm_run["repos"])
+    assert (slurm_run["workdir"] / "results" / "metrics.parquet").exists()
+
+
+def test_report_on_slurm_makes_no_listing_call(slurm_run, slurm_cluster):
+    server, wd = slurm_run["server"], slurm_run["workdir"]
+    server.clear()
+    rep = slurm_snakemake(slurm_cluster, wd, *slurm_run["args"], "--report", str(wd / "report.html"),
+                          env=slurm_run["env"], timeout=600, log_name="snakemake-report.log")
+    assert rep.returncode == 0, rep.stdout[-3000:]
+    assert (wd / "report.html").stat().st_size > 0
+    assert all(server.count("info", r) == server.count("tree", r) == 0 for r in slurm_run["repos"]), server.requests
