@@ -3,10 +3,13 @@
 huggingface_hub reads its settings (``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, the cache folder) once, when
 it is first imported: a test that sets ``HF_HUB_OFFLINE=1`` while it is imported the first time
 would leave the whole session offline. So it is imported here, before any test, and after each
-test its settings and the environment are put back as they were.
+test its settings and the environment are put back as they were. So is torch's thread count, which
+an in-process embedding step sets to its job's threads (1 in most tests), and which would otherwise
+run every later test's torch code on one core.
 """
 
 import os
+import sys
 
 import huggingface_hub.constants as hf_constants
 import pytest
@@ -20,7 +23,15 @@ def _no_process_state_leaks():
     env = dict(os.environ)
     settings = {k: getattr(hf_constants, k) for k in _HF_SETTINGS if hasattr(hf_constants, k)}
     cwd = os.getcwd()
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch else None
     yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        if threads is None:  # first imported by this test: the default is the number of cores
+            threads = len(os.sched_getaffinity(0))
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     for k in set(os.environ) - set(env):
         del os.environ[k]
     os.environ.update(env)

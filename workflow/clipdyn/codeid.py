@@ -289,9 +289,13 @@ class _Index:
         """Content hashes of the package data files that ``strings`` name."""
         return ",".join(self._file_digest(f) for f in data_files_named(strings, self.data_files))
 
-    @functools.lru_cache(maxsize=None)
     def _file_digest(self, f: Path) -> str:
-        return hashlib.sha256(f.read_bytes()).hexdigest()[:24]
+        # a per-instance memo: an lru_cache on the method would hold every instance (and its syntax
+        # trees, millions of objects for a few copies of the package) for the life of the process
+        memo = self.__dict__.setdefault("_digests", {})
+        if f not in memo:
+            memo[f] = hashlib.sha256(f.read_bytes()).hexdigest()[:24]
+        return memo[f]
 
 
 def _chain(node: ast.AST) -> Optional[List[str]]:
