@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from clipdyn.fixtures.studies import copy_workflow
+from clipdyn.fixtures.studies import copy_workflow, shared_data
 
 pytestmark = pytest.mark.workflow
 
@@ -45,12 +45,16 @@ def test_every_metric_for_every_epoch(full_study):
     assert set(m["metric"]) == set(kinds)
     for name, rows in m.groupby("metric"):
         assert set(rows["measure"]) <= {x.name for x in KINDS[kinds[name]].measures}, name
-    # the shape-bias identity and the real n of the cue-conflict set (80 stimuli, 16 with shape == texture)
+    # the shape-bias identity, and n = the cue-conflict stimuli whose shape and texture differ (the
+    # published sample beside the repository: 80 stimuli, 16 with shape == texture; else the stand-in)
+    stimuli = pd.read_parquet(full_study.workdir / "results" / "data" / "cue_conflict" / "manifest.parquet")
     sb = m.query("measure in ['shape_bias', 'texture_bias'] and epoch == 1").set_index("measure")["value"]
     if not np.isnan(sb["shape_bias"]):
         assert sb["shape_bias"] + sb["texture_bias"] == pytest.approx(1.0)
     acc = m.query("measure == 'cue_conflict_shape_accuracy' and epoch == 1")
-    assert acc["n"].item() == 64
+    assert acc["n"].item() == (stimuli["shape"] != stimuli["texture"]).sum()
+    if shared_data("cue-conflict-sample").exists():
+        assert (len(stimuli), acc["n"].item()) == (80, 64)
     sev = m.query("measure == 'noise_sensitivity' and epoch == 1")["variant"]
     assert {f"severity_{k}" for k in range(1, 6)} | {"mean"} <= set(sev)
     # the RMS calibration error has no bin below 100 images (hendrycks/imagenet-r's calib_err): NaN there
@@ -69,7 +73,9 @@ def test_every_metric_for_every_epoch(full_study):
 def test_shape_bias_details_keep_per_image_decisions(full_study):
     d = pd.read_parquet(full_study.workdir / "results" / "metrics" / "tiny_a" / "epoch_2"
                         / "shape_bias.details.parquet")
-    assert len(d) == 80 and {"image_id", "shape", "texture", "predicted"} <= set(d.columns)
+    stimuli = pd.read_parquet(full_study.workdir / "results" / "data" / "cue_conflict" / "manifest.parquet")
+    assert len(d) == len(stimuli) and {"image_id", "shape", "texture", "predicted"} <= set(d.columns)
+    assert set(d["image_id"]) == set(stimuli["image_id"])
 
 
 def test_saliency_embeddings_keep_spatial_maps_and_others_do_not(full_study):
