@@ -56,12 +56,10 @@ def test_without_a_budget_it_lands_in_the_hf_cache_and_readers_find_it_by_record
     assert _cache_blobs(tmp_path) == [_blob(W1)]
     with checkpoints.open_checkpoint(tmp_path / "r/epoch_1.json") as path:
         assert path.read_bytes() == W1 and str(tmp_path / "cache") in str(path)
-    assert checkpoints.checkpoint_bytes(tmp_path / "r/epoch_1.json") == len(W1)
     local = tmp_path / "local.pt"
     local.write_bytes(b"abc")
     with checkpoints.open_checkpoint(local) as path:  # a local run's file: read where it is
         assert path == local
-    assert checkpoints.checkpoint_bytes(local) == 3
 
 
 def test_budget_downloads_into_the_store_never_the_hf_cache_and_evicts_what_is_done(tmp_path, served):

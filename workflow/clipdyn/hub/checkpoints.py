@@ -308,10 +308,3 @@ def release_job(*, store: str, out: str, log: str) -> None:
     """``release_checkpoints``'s ``run:`` block."""
     with job_log(log) as say:
         release(store, out, log=say)
-
-
-def checkpoint_bytes(checkpoint: os.PathLike) -> int:
-    """Size of the checkpoint a record (or a local path) names: for resource expressions in profiles."""
-    if str(checkpoint).endswith(".json"):
-        return int(read_record(checkpoint).get("size") or 0)
-    return os.path.getsize(checkpoint)
