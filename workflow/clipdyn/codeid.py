@@ -233,6 +233,9 @@ class _Index:
         self.data_files = tuple(
             (f.relative_to(package_dir).as_posix(), f) for f in sorted(package_dir.rglob("*"))
             if f.is_file() and f.suffix not in (".py", ".pyc") and "__pycache__" not in f.parts)
+        # per instance, not an lru_cache on the method: that would keep every instance (and its syntax
+        # trees, millions of objects for a few copies of the package) alive for the whole process
+        self._digests: Dict[Path, str] = {}
 
     @staticmethod
     def _read(name: str, path: Path, is_pkg: bool) -> _Module:
@@ -290,12 +293,9 @@ class _Index:
         return ",".join(self._file_digest(f) for f in data_files_named(strings, self.data_files))
 
     def _file_digest(self, f: Path) -> str:
-        # a per-instance memo: an lru_cache on the method would hold every instance (and its syntax
-        # trees, millions of objects for a few copies of the package) for the life of the process
-        memo = self.__dict__.setdefault("_digests", {})
-        if f not in memo:
-            memo[f] = hashlib.sha256(f.read_bytes()).hexdigest()[:24]
-        return memo[f]
+        if f not in self._digests:
+            self._digests[f] = hashlib.sha256(f.read_bytes()).hexdigest()[:24]
+        return self._digests[f]
 
 
 def _chain(node: ast.AST) -> Optional[List[str]]:
